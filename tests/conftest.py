@@ -1,0 +1,32 @@
+"""Shared test setup.
+
+Under the test command (tools/test sets DLCOURSE_REQUIRE_ALL=1) a missing test dependency, such as PyTorch for the oracle
+tests, is an error, never a skip: CI must not go green by silently testing less.
+"""
+import importlib
+import os
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, settings
+
+settings.register_profile('dlcourse', deadline=None, max_examples=40, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile('dlcourse')
+
+REQUIRE_ALL = os.environ.get('DLCOURSE_REQUIRE_ALL') == '1'
+
+
+def require(module_name):
+    "Import a test dependency: a failure under the test command, a skip when running pytest by hand"
+    if REQUIRE_ALL: return importlib.import_module(module_name)
+    return pytest.importorskip(module_name)
+
+
+@pytest.fixture(scope='session')
+def torch():
+    torch = require('torch')
+    torch.set_default_dtype(torch.float32)
+    return torch
+
+
+TOL = {np.float32: dict(rtol=2e-5, atol=2e-6), np.float64: dict(rtol=1e-11, atol=1e-12)}
