@@ -8,7 +8,7 @@ __all__ = []
 # %% ../nbs/index.ipynb #2e9b6ed6
 __version__ = "0.1.0"
 
-from dlcourse import core, activations, neuron, toydata, layers, losses, gradcheck, learner
+from dlcourse import core, activations, neuron, toydata, layers, losses, gradcheck, learner, conv
 from dlcourse.core import *
 from dlcourse.activations import *
 from dlcourse.neuron import *
@@ -17,5 +17,6 @@ from dlcourse.layers import *
 from dlcourse.losses import *
 from dlcourse.gradcheck import *
 from dlcourse.learner import *
+from dlcourse.conv import *
 
-__all__ = [name for m in (core, activations, neuron, toydata, layers, losses, gradcheck, learner) for name in m.__all__]
+__all__ = [name for m in (core, activations, neuron, toydata, layers, losses, gradcheck, learner, conv) for name in m.__all__]

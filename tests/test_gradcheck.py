@@ -1,9 +1,12 @@
 """Every layer of the package passes a float64 gradient check at < 1e-7 (central differences, dlcourse.grad_check).
 
-CASES must name every Module subclass that dlcourse exports: a new layer without a gradient check fails
-`test_every_layer_has_a_case`.
+Cases come from CASES below and from a `GRAD_CASES` dict in any other tests/test_*.py module (so each lesson's tests
+register their own layers). Together they must cover every Module subclass dlcourse exports: a new layer without a gradient
+check fails `test_every_layer_has_a_case`.
 """
+import importlib
 import inspect
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,6 +27,9 @@ CASES = {
     'MSELoss-sum': lambda: (dl.MSELoss('sum'), X, rng.normal(size=X.shape)),
     'Sequential': lambda: (dl.Sequential(dl.Linear(6, 5, rng=1), dl.Tanh(), dl.Linear(5, 4, rng=2), dl.Sigmoid()), X, None),
 }
+for _path in sorted(Path(__file__).parent.glob('test_*.py')):
+    if _path.stem != 'test_gradcheck':
+        CASES.update({f"{_path.stem[5:]}:{k}": v for k, v in getattr(importlib.import_module(_path.stem), 'GRAD_CASES', {}).items()})
 ABSTRACT = {dl.Module, dl.Loss}
 
 
