@@ -121,6 +121,10 @@ def _children(value, name):
     elif isinstance(value, (list, tuple)) and value and all(isinstance(v, Module) for v in value):
         for i, v in enumerate(value): yield f"{name}.{i}", v
 
+class _HookHandle:
+    def __init__(self, module, hook): self.module, self.hook = module, hook
+    def remove(self): self.module._forward_hooks = tuple(h for h in self.module._forward_hooks if h is not self.hook)
+
 class Module:
     "Base class of layers and networks: forward, backward (accumulating gradients), parameters and state"
     training = True
@@ -130,7 +134,18 @@ class Module:
 
     def forward(self, x): raise NotImplementedError(f"{type(self).__name__} must implement forward(x)")
     def backward(self, dout): raise NotImplementedError(f"{type(self).__name__} must implement backward(dout)")
-    def __call__(self, *args, **kwargs): return self.forward(*args, **kwargs)
+    _forward_hooks = ()
+
+    def __call__(self, *args, **kwargs):
+        out = self.forward(*args, **kwargs)
+        for hook in self._forward_hooks: hook(self, args[0] if args else None, out)
+        return out
+
+    def register_forward_hook(self, hook):
+        "Call `hook(module, input, output)` after every forward pass; returns a handle whose `remove()` undoes it"
+        if not callable(hook): raise TypeError(f"hook must be callable, got {type(hook).__name__}")
+        self._forward_hooks = (*self._forward_hooks, hook)
+        return _HookHandle(self, hook)
 
     def named_children(self):
         "Direct sub-modules as (name, module), in the order they were assigned"

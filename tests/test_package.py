@@ -57,39 +57,55 @@ def test_sigmoid_is_silent_at_extremes():
             m = dl.Sigmoid(); m(x); assert np.isfinite(m.backward(np.ones_like(x))).all()
 
 
-def run_cli(*args):
+def run_cli(*args, cwd=None):
     return subprocess.run([sys.executable, '-c', 'import sys; from dlcourse.cli import main; sys.exit(main())', *args],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=600, cwd=cwd)
 
 
-def test_cli_trains_and_reports():
-    r = run_cli('train', 'moons', '--epochs', '100', '--n', '200', '--seed', '1')
+def test_cli_trains_on_the_sample_and_writes_its_outputs(tmp_path):
+    r = run_cli('train', '--model', 'mlp', '--epochs', '2', '--out', str(tmp_path/'run'), '--quiet')
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
-    assert lines[0].startswith('training moons: 200 points')
-    assert sum(l.startswith('epoch') for l in lines) == 10
-    assert lines[-1].startswith('final error: test MSE')
-    accuracy = float(lines[-1].split('test accuracy ')[1].split('%')[0])
-    assert accuracy > 90
+    assert lines[0].startswith('data: sample, 9,000 training / 1,000 validation / 2,000 test examples, 10 classes')
+    assert sum(l.startswith('epoch ') for l in lines) == 2
+    final = next(l for l in lines if l.startswith('final test accuracy'))
+    assert float(final.split()[3].rstrip('%,')) > 70
+    assert {p.name for p in (tmp_path/'run').iterdir()} == {'checkpoint.npz', 'curves.png', 'history.csv'}
+    assert (tmp_path/'run'/'curves.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    assert (tmp_path/'run'/'history.csv').read_text().splitlines()[0].startswith('epoch,train_loss,train_accuracy')
 
 
-def test_cli_is_deterministic():
-    a, b = run_cli('train', 'xor', '--epochs', '20'), run_cli('train', 'xor', '--epochs', '20')
-    assert a.returncode == 0 and a.stdout == b.stdout
+def test_cli_resume_continues_to_the_total(tmp_path):
+    out = str(tmp_path/'run')
+    assert run_cli('train', '--data', 'moons', '--epochs', '3', '--out', out, '--quiet').returncode == 0
+    r = run_cli('train', '--data', 'moons', '--epochs', '5', '--out', out, '--resume', '--quiet')
+    assert r.returncode == 0, r.stderr
+    assert 'resumed from' in r.stdout and 'after epoch 3' in r.stdout
+    assert sum(l.startswith('epoch ') for l in r.stdout.splitlines()) == 2
+
+
+def test_cli_toy_problem_is_deterministic(tmp_path):
+    a = run_cli('train', '--data', 'xor', '--epochs', '20', '--out', str(tmp_path/'a'), '--quiet')
+    b = run_cli('train', '--data', 'xor', '--epochs', '20', '--out', str(tmp_path/'b'), '--quiet')
+    strip = lambda out: [l.split('  time')[0] for l in out.splitlines() if l.startswith('epoch')]
+    assert a.returncode == 0 and strip(a.stdout) == strip(b.stdout) and strip(a.stdout)
 
 
 @pytest.mark.parametrize('args,fragment', [
-    (['train', 'circles'], "invalid choice: 'circles'"),
-    (['train', '--epochs', '0'], 'epochs must be a positive integer'),
-    (['train', '--lr', '-1'], 'lr must be a positive number'),
-    (['train', '--hidden', 'x'], "invalid int value: 'x'"),
+    (['train', '--data', 'circles'], "invalid choice: 'circles'"),
+    (['train', '--epochs', '0'], 'must be positive, got 0'),
+    (['train', '--lr', '-1'], 'must be positive, got -1'),
+    (['train', '--batch-size', 'x'], "invalid int value: 'x'"),
+    (['train', '--data', 'spirals', '--model', 'lenet5'], "model 'lenet5' needs image data"),
+    (['train', '--resume', '--out', '/nonexistent/run'], '--resume: no checkpoint at'),
 ])
 def test_cli_rejects_bad_arguments(args, fragment):
     r = run_cli(*args)
     assert r.returncode == 2 and fragment in r.stderr, r.stderr
 
 
-def test_console_script_installed():
+def test_console_script_installed(tmp_path):
     exe = Path(sys.executable).parent / 'dlcourse'
-    r = subprocess.run([str(exe), 'train', 'separable', '--epochs', '5', '--n', '50'], capture_output=True, text=True)
-    assert r.returncode == 0 and 'final error' in r.stdout, r.stderr
+    r = subprocess.run([str(exe), 'train', '--data', 'separable', '--epochs', '3', '--quiet', '--out', str(tmp_path)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and 'final test accuracy' in r.stdout, r.stderr

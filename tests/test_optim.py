@@ -1,0 +1,85 @@
+"""SGD against torch.optim.SGD over several steps; initialisers against torch.nn.init's formulas."""
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+import dlcourse as dl
+from dlcourse import init
+from dlcourse.optim import SGD
+
+
+@given(momentum=st.sampled_from([0.0, 0.5, 0.9]), nesterov=st.booleans(), weight_decay=st.sampled_from([0.0, 1e-3, 0.1]),
+       dampening=st.sampled_from([0.0, 0.3]), lr=st.sampled_from([0.01, 0.3]), dtype=st.sampled_from([np.float32, np.float64]),
+       seed=st.integers(0, 2**16))
+def test_sgd_matches_torch(torch, momentum, nesterov, weight_decay, dampening, lr, dtype, seed):
+    if nesterov and (momentum == 0 or dampening): nesterov = False
+    rng = np.random.default_rng(seed)
+    shapes = [(4, 3), (4,), (2, 1, 3, 3)]
+    ours = [dl.Parameter(rng.normal(size=s).astype(dtype)) for s in shapes]
+    theirs = [torch.tensor(p.data.copy(), requires_grad=True) for p in ours]
+    opt = SGD(ours, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov, dampening=dampening)
+    topt = torch.optim.SGD(theirs, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov, dampening=dampening)
+    for _ in range(5):
+        for p, t in zip(ours, theirs):
+            g = rng.normal(size=p.shape).astype(dtype)
+            p.grad[...] = g
+            t.grad = torch.tensor(g)
+        opt.step(); topt.step()
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-13)
+    for p, t in zip(ours, theirs):
+        assert p.data.dtype == dtype
+        np.testing.assert_allclose(p.data, t.detach().numpy(), **tol)
+
+
+def test_sgd_state_dict_round_trip():
+    rng = np.random.default_rng(0)
+    a = [dl.Parameter(rng.normal(size=(3, 2)))]
+    b = [dl.Parameter(a[0].data.copy())]
+    oa, ob = SGD(a, lr=0.1, momentum=0.9), SGD(b, lr=0.5)
+    for _ in range(2):
+        a[0].grad[...] = 1.0; oa.step()
+    ob.load_state_dict(oa.state_dict()); b[0].data[...] = a[0].data
+    for o, p in ((oa, a), (ob, b)):
+        p[0].grad[...] = 0.5; o.step()
+    np.testing.assert_array_equal(a[0].data, b[0].data)
+    assert ob.lr == 0.1
+
+
+@pytest.mark.parametrize('call,exc,fragment', [
+    (lambda p: SGD(p, lr=-0.1), ValueError, 'lr must be a positive number'),
+    (lambda p: SGD(p, lr=0.1, momentum=-1), ValueError, 'momentum must be a number >= 0'),
+    (lambda p: SGD(p, lr=0.1, weight_decay=float('nan')), ValueError, 'weight_decay must be a number >= 0'),
+    (lambda p: SGD(p + [np.ones(2)], lr=0.1), TypeError, 'params[1] must be a Parameter'),
+    (lambda p: SGD(p, lr=0.1, momentum=0.9, nesterov=True, dampening=0.1), ValueError, 'nesterov'),
+    (lambda p: SGD(p, lr=0.1).load_state_dict({'x': 1}), ValueError, 'state must be the dict returned'),
+    (lambda p: SGD(p, lr=0.1).load_state_dict({'hyper': {}, 'state': {0: {'momentum_buffer': np.ones(5)}}}), ValueError,
+     'has shape (5,), expected (2,)'),
+])
+def test_sgd_bad_input(call, exc, fragment):
+    with pytest.raises(exc) as info:
+        call([dl.Parameter(np.ones(2))])
+    assert fragment in str(info.value)
+
+
+@pytest.mark.parametrize('shape', [(300, 200), (64, 16, 5, 5)])
+def test_initialisers_follow_torch_formulas(torch, shape):
+    tw = torch.empty(shape)
+    fan_in, fan_out = torch.nn.init._calculate_fan_in_and_fan_out(tw)
+    assert init.fan_in_and_fan_out(shape) == (fan_in, fan_out)
+    w = np.empty(shape)
+    for name in ('relu', 'tanh', 'sigmoid', 'linear'):
+        assert init.calculate_gain(name) == pytest.approx(torch.nn.init.calculate_gain(name))
+    assert init.calculate_gain('leaky_relu', 0.2) == pytest.approx(torch.nn.init.calculate_gain('leaky_relu', 0.2))
+    init.xavier_uniform_(w, gain=2.0, rng=0)
+    bound = 2.0 * math.sqrt(6 / (fan_in + fan_out))
+    assert np.abs(w).max() <= bound and np.abs(w).max() > 0.98 * bound
+    init.kaiming_uniform_(w, a=math.sqrt(5), rng=0)                      # PyTorch's default for Linear/Conv2d weights
+    torch.nn.init.kaiming_uniform_(tw, a=math.sqrt(5))
+    assert np.abs(w).max() == pytest.approx(float(tw.abs().max()), rel=0.02)
+    assert np.abs(w).max() <= 1 / math.sqrt(fan_in) + 1e-12               # = the U(±1/sqrt(fan_in)) the layers use
+    init.kaiming_normal_(w, nonlinearity='relu', mode='fan_out', rng=0)
+    assert w.std() == pytest.approx(math.sqrt(2 / fan_out), rel=0.02)
+    init.xavier_normal_(w, rng=0)
+    assert w.std() == pytest.approx(math.sqrt(2 / (fan_in + fan_out)), rel=0.02)
