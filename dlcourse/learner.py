@@ -123,6 +123,10 @@ def _write_atomic(path, write):
             write(f)
             f.flush(); os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:                   # disk full, file too large, permissions: say what is safe
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(e.errno, f"could not write {path}: {e.strerror or e}; "
+                               f"{'the previous file there is intact' if path.exists() else 'nothing was written'}") from e
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

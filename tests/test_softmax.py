@@ -11,6 +11,7 @@ from conftest import TOL
 
 GRAD_CASES = {
     'CrossEntropyLoss': lambda: (CrossEntropyLoss(), np.random.default_rng(0).normal(size=(5, 4)), np.array([0, 3, 1, 1, 2])),
+    'Softmax': lambda: (dl.Softmax(), np.random.default_rng(3).normal(size=(4, 6)), None),
     'CrossEntropyLoss-soft-sum': lambda: (CrossEntropyLoss('sum'), np.random.default_rng(1).normal(size=(3, 4)),
                                           np.random.default_rng(2).dirichlet(np.ones(4), 3)),
 }
@@ -77,3 +78,15 @@ def test_nan_logits_give_nan_loss_not_an_exception():
     "A diverged network's NaN output must reach the training loop's divergence check as a NaN loss"
     loss = CrossEntropyLoss()(np.array([[np.nan, 0.]]), np.array([0]))
     assert np.isnan(loss)
+
+
+@given(n=st.integers(1, 6), c=st.integers(1, 8), dtype=dtypes, seed=st.integers(0, 2**16))
+def test_softmax_layer(torch, n, c, dtype, seed):
+    rng = np.random.default_rng(seed)
+    x, g = (5 * rng.normal(size=(n, c))).astype(dtype), rng.normal(size=(n, c)).astype(dtype)
+    xt = torch.tensor(x, requires_grad=True)
+    yt = torch.softmax(xt, -1)
+    yt.backward(torch.tensor(g))
+    layer = dl.Softmax()
+    np.testing.assert_allclose(layer(x), yt.detach().numpy(), **TOL[dtype])
+    np.testing.assert_allclose(layer.backward(g), xt.grad.numpy(), **TOL[dtype])
