@@ -8,7 +8,7 @@ __all__ = []
 # %% ../nbs/index.ipynb #2e9b6ed6
 __version__ = "0.1.0"
 
-from dlcourse import core, activations, neuron, toydata, layers, losses, gradcheck, learner, optim, init, data, conv
+from dlcourse import core, activations, neuron, toydata, layers, losses, gradcheck, learner, optim, init, data, conv, pool
 from dlcourse.core import *
 from dlcourse.activations import *
 from dlcourse.neuron import *
@@ -19,10 +19,11 @@ from dlcourse.gradcheck import *
 from dlcourse.learner import *
 from dlcourse.optim import *
 from dlcourse.conv import *
+from dlcourse.pool import *
 from dlcourse.data import (DataLoader, FASHION_MNIST_CLASSES, fashion_mnist, fashion_mnist_sample, mnist, preprocess,
                            read_idx)
 
-__all__ = ([name for m in (core, activations, neuron, toydata, layers, losses, gradcheck, learner, optim, conv)
+__all__ = ([name for m in (core, activations, neuron, toydata, layers, losses, gradcheck, learner, optim, conv, pool)
             for name in m.__all__]
            + ['DataLoader', 'FASHION_MNIST_CLASSES', 'fashion_mnist', 'fashion_mnist_sample', 'mnist', 'preprocess',
               'read_idx', 'data', 'init'])

@@ -26,13 +26,29 @@ def calculate_gain(nonlinearity='linear',  # 'linear', 'conv2d', 'sigmoid', 'tan
 
 def fan_in_and_fan_out(shape):  # a weight shape: (out, in) or (K, C, kh, kw)
     "Fan-in and fan-out of a weight of this shape"
-    if len(shape) < 2: raise ValueError(f"fan-in and fan-out need a weight with at least 2 dimensions, got shape {tuple(shape)}")
+    if not isinstance(shape, tuple) or not all(isinstance(s, (int, np.integer)) and s >= 0 for s in shape):
+        raise TypeError(f"shape must be a tuple of sizes, got {shape!r}")
+    if len(shape) < 2: raise ValueError(f"a weight (shape) needs at least 2 dimensions for a fan-in and fan-out, got {shape}")
     receptive = int(np.prod(shape[2:]))
     return shape[1] * receptive, shape[0] * receptive
 
 def _target(w):
-    "The array to fill: a Parameter's data or a float ndarray, in place"
-    return w.data if isinstance(w, Parameter) else check_array(w, 'w')
+    "The array to fill in place: a Parameter's data, or a writable float ndarray (any memory layout)"
+    arr = w.data if isinstance(w, Parameter) else w
+    if not isinstance(arr, np.ndarray): raise TypeError(f"w must be a Parameter or a numpy.ndarray, got {type(w).__name__}")
+    if arr.dtype.kind != 'f': raise TypeError(f"w must hold floats, got dtype {arr.dtype}")
+    if not arr.flags.writeable: raise ValueError("w is read-only: the init functions fill it in place")
+    return arr
+
+def _fans(w):
+    shape = _target(w).shape
+    if len(shape) < 2: raise ValueError(f"w needs at least 2 dimensions for a fan-in and fan-out, got shape {shape}")
+    return fan_in_and_fan_out(shape)
+
+def _check_gain(gain):
+    if isinstance(gain, bool) or not isinstance(gain, (int, float, np.integer, np.floating)) or not np.isfinite(gain) or gain <= 0:
+        raise ValueError(f"gain must be a positive number, got {gain!r}")
+    return float(gain)
 
 def _fill(w, sample, rng):
     arr = _target(w)
@@ -54,17 +70,17 @@ def zeros_(w):
 
 def xavier_uniform_(w, gain=1.0, rng=None):
     "Glorot/Xavier: U(-b, b) with b = gain·sqrt(6 / (fan_in + fan_out))"
-    fan_in, fan_out = fan_in_and_fan_out(_target(w).shape)
-    b = gain * math.sqrt(6.0 / (fan_in + fan_out))
+    fan_in, fan_out = _fans(w)
+    b = _check_gain(gain) * math.sqrt(6.0 / (fan_in + fan_out))
     return uniform_(w, -b, b, rng)
 
 def xavier_normal_(w, gain=1.0, rng=None):
     "Glorot/Xavier: N(0, gain²·2 / (fan_in + fan_out))"
-    fan_in, fan_out = fan_in_and_fan_out(_target(w).shape)
-    return normal_(w, 0.0, gain * math.sqrt(2.0 / (fan_in + fan_out)), rng)
+    fan_in, fan_out = _fans(w)
+    return normal_(w, 0.0, _check_gain(gain) * math.sqrt(2.0 / (fan_in + fan_out)), rng)
 
 def _kaiming_std(w, a, mode, nonlinearity):
-    fan_in, fan_out = fan_in_and_fan_out(_target(w).shape)
+    fan_in, fan_out = _fans(w)
     if mode not in ('fan_in', 'fan_out'): raise ValueError(f"mode must be 'fan_in' or 'fan_out', got {mode!r}")
     return calculate_gain(nonlinearity, a) / math.sqrt(fan_in if mode == 'fan_in' else fan_out)
 

@@ -20,7 +20,7 @@ def gradient_descent(model,          # the network, a Module
                      on_epoch=None): # called as on_epoch(epoch, loss) after every epoch
     "Train `model` by (mini-batch) gradient descent w <- w - lr dE/dw; return the mean loss of every epoch"
     if not isinstance(model, Module): raise TypeError(f"model must be a Module, got {type(model).__name__}")
-    X, T = check_array(X, 'X'), check_array(T, 'T', finite=True)
+    X, T = check_array(X, 'X', finite=True), check_array(T, 'T', finite=True)
     if len(X) != len(T) or len(X) == 0:
         raise ValueError(f"X and T must hold the same, non-zero number of patterns, got {len(X)} and {len(T)}")
     check_positive(lr, 'lr'); check_positive(epochs, 'epochs', integer=True)
@@ -31,7 +31,11 @@ def gradient_descent(model,          # the network, a Module
         order, total = rng.permutation(len(X)), 0.0
         for start in range(0, len(X), batch_size):
             idx = order[start:start + batch_size]
-            loss = loss_fn(model(X[idx]), T[idx])
+            out = model(X[idx])
+            if out.shape != T[idx].shape:
+                raise ValueError(f"T must hold one target per pattern shaped like the model's output {out.shape[1:]}, "
+                                 f"got T of shape {T.shape}")
+            loss = loss_fn(out, T[idx])
             if not np.isfinite(loss):
                 raise FloatingPointError(f"the loss became {loss} in epoch {epoch + 1}: the learning rate {lr} is probably too high")
             model.zero_grad()
@@ -59,10 +63,13 @@ def accuracy(output,   # (N, C) class scores (logits or probabilities)
              target):  # (N,) integer class indices
     "Fraction of examples whose highest-scoring class is the target"
     output = check_array(output, 'output', shape=('N', 'C'))
-    target = np.asarray(target)
-    if target.shape != (len(output),) or target.dtype.kind not in 'iu':
-        raise ValueError(f"target must hold {len(output)} integer class indices, got shape {target.shape}, dtype {target.dtype}")
-    return float((output.argmax(1) == target).mean())
+    if np.isnan(output).any(): raise ValueError("output contains NaN: the accuracy is undefined")
+    if not isinstance(target, np.ndarray) or target.dtype.kind not in 'iu' or target.shape != (len(output),):
+        raise ValueError(f"target must be an array of {len(output)} integer class indices, got "
+                         + (f"shape {target.shape}, dtype {target.dtype}" if isinstance(target, np.ndarray) else type(target).__name__))
+    if len(target) and (target.min() < 0 or target.max() >= output.shape[1]):
+        raise ValueError(f"target holds class indices outside [0, {output.shape[1]})")
+    return float((output.argmax(1) == target).mean()) if len(target) else float('nan')
 
 class TrainingDiverged(FloatingPointError):
     "The loss became NaN or infinite during training"
@@ -113,9 +120,13 @@ def _digest(arrays):
         h.update(k.encode()); h.update(str(a.dtype).encode()); h.update(str(a.shape).encode()); h.update(a.tobytes())
     return h.hexdigest()
 
+def _check_path(path, name='path'):
+    if not isinstance(path, (str, os.PathLike)): raise TypeError(f"{name} must be a str or os.PathLike, got {type(path).__name__}")
+    return Path(path)
+
 def _write_atomic(path, write):
     "Call write(file) on a temporary file beside `path`, fsync it, then rename it over `path`"
-    path = Path(path)
+    path = _check_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
     try:
@@ -142,7 +153,10 @@ def save_checkpoint(path,           # the .npz file to write (replaced atomicall
                     optimizer=None, # an Optimizer whose state to save
                     **meta):        # JSON-serialisable extras (epoch, history, ...)
     "Save model (and optimiser) state atomically: a crash mid-write leaves any previous file at `path` intact"
+    from dlcourse.optim import Optimizer
     if not isinstance(model, Module): raise TypeError(f"model must be a Module, got {type(model).__name__}")
+    if optimizer is not None and not isinstance(optimizer, Optimizer):
+        raise TypeError(f"optimizer must be an Optimizer or None, got {type(optimizer).__name__}")
     arrays = {f'model/{k}': v for k, v in model.state_dict().items()}
     opt_state = None
     if optimizer is not None:
@@ -156,7 +170,11 @@ def save_checkpoint(path,           # the .npz file to write (replaced atomicall
 
 def load_checkpoint(path, model, optimizer=None):
     "Load a checkpoint into `model` (and `optimizer`) after checking format, checksum and architecture; return its meta"
-    path = Path(path)
+    from dlcourse.optim import Optimizer
+    path = _check_path(path)
+    if not isinstance(model, Module): raise TypeError(f"model must be a Module, got {type(model).__name__}")
+    if optimizer is not None and not isinstance(optimizer, Optimizer):
+        raise TypeError(f"optimizer must be an Optimizer or None, got {type(optimizer).__name__}")
     if not path.exists(): raise FileNotFoundError(f"no checkpoint at {path}")
     try:
         with np.load(path, allow_pickle=False) as f: arrays = {k: f[k] for k in f.files}
@@ -230,7 +248,8 @@ class Learner:
             if not np.isfinite(loss):
                 what = f"epoch {self.epoch + 1}, batch {self.batch}" + ('' if train else ' (validation)')
                 raise TrainingDiverged(f"the loss became {loss} in {what}: training diverged. Try a lower learning rate "
-                                       f"(now {self.optimizer.hyper.get('lr')}); the last checkpoint, if any, is intact.")
+                                       f"(now {self.optimizer.hyper.get('lr')}), and check the data for NaN or inf if it "
+                                       "happens in the first batches; the last checkpoint, if any, is intact.")
             if train:
                 self.optimizer.zero_grad()
                 self.model.backward(self.loss_fn.backward())

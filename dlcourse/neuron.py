@@ -9,7 +9,7 @@ __all__ = ['SigmoidNeuron', 'TwoLayerSigmoidNet']
 import numpy as np
 
 from .activations import sigmoid
-from .core import check_positive, get_rng
+from .core import check_allocation, check_positive, get_rng
 
 def _check_patterns(X, t, n_inputs):
     "Validate a pattern matrix X (P, n) and targets t (P,) for a sigmoid unit; return float64 copies"
@@ -35,6 +35,7 @@ class SigmoidNeuron:
                  scale=0.5,           # standard deviation of the random initial weights
                  rng=None):           # None, an int seed or a numpy Generator
         self.n_inputs = check_positive(n_inputs, 'n_inputs', integer=True)
+        check_allocation((n_inputs,), np.float64, f"the weights of SigmoidNeuron(n_inputs={n_inputs})")
         self.w = get_rng(rng).normal(0, scale, n_inputs)  # (n,)
         self.b = 0.0
 
@@ -96,6 +97,7 @@ class TwoLayerSigmoidNet:
                  scale=1.0,   # standard deviation of the random initial weights
                  rng=None):   # None, an int seed or a numpy Generator
         for name, v in (('n_in', n_in), ('n_hidden', n_hidden), ('n_out', n_out)): check_positive(v, name, integer=True)
+        check_allocation((n_hidden, n_in + n_out), np.float64, f"the weights of TwoLayerSigmoidNet(n_in={n_in}, n_hidden={n_hidden}, n_out={n_out})")
         rng = get_rng(rng)
         self.W_hid, self.b_hid = rng.normal(0, scale, (n_hidden, n_in)), np.zeros(n_hidden)   # w_ki
         self.W_out, self.b_out = rng.normal(0, scale, (n_out, n_hidden)), np.zeros(n_out)     # w_jk

@@ -8,12 +8,23 @@ __all__ = ['make_separable', 'make_xor', 'plot_decision_boundary', 'make_moons',
 # %% ../nbs/01_sigmoid_neuron.ipynb #0db008c0
 import numpy as np
 
-from .core import get_rng
+from .core import check_allocation, check_positive, get_rng
+
+def _check_points(n, **scales):
+    "Validate a point count and non-negative scale parameters of a toy problem"
+    n = check_positive(n, 'n', integer=True)
+    check_allocation((n, 2), np.float64, f"n={n:,} points")
+    for name, v in scales.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not np.isfinite(v) or v < 0:
+            raise ValueError(f"{name} must be a number >= 0, got {v!r}")
+    return n
 
 def make_separable(n=100,        # number of points
                    margin=0.15,  # half-width of the empty band around the separating line
                    rng=0):       # None, an int seed or a numpy Generator
     "A linearly separable 2-D problem: X (n, 2) in [-1, 1]², t (n,) in {0, 1} by the side of a line"
+    n = _check_points(n, margin=margin)
+    if margin >= 0.5: raise ValueError(f"margin must be below 0.5 (the band would cover the square), got {margin}")
     rng = get_rng(rng)
     angle = rng.uniform(0, np.pi)
     normal, offset = np.array([np.cos(angle), np.sin(angle)]), rng.uniform(-0.3, 0.3)
@@ -53,6 +64,7 @@ def make_moons(n=200,       # number of points (half per class)
                noise=0.1,   # standard deviation of the Gaussian noise added to each point
                rng=0):      # None, an int seed or a numpy Generator
     "Two interleaving half circles: X (n, 2), t (n,) in {0, 1}"
+    n = _check_points(n, noise=noise)
     rng = get_rng(rng)
     n0 = n // 2
     a = rng.uniform(0, np.pi, n)
@@ -67,6 +79,7 @@ def make_spirals(n=400,      # number of points (half per class)
                  noise=0.05, # standard deviation of the Gaussian noise added to each point
                  rng=0):     # None, an int seed or a numpy Generator
     "Two interleaved spiral arms in [-1, 1]²: X (n, 2), t (n,) in {0, 1}"
+    n = _check_points(n, turns=turns, noise=noise)
     rng = get_rng(rng)
     t = (np.arange(n) >= n // 2).astype(np.float64)
     r = rng.uniform(0.05, 1, n)                               # radius, also the position along the arm

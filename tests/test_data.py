@@ -467,8 +467,8 @@ def test_sample_with_a_wrong_checksum_is_refused(monkeypatch):
 
 def test_sample_package_files():
     folder = Path(data.__file__).parent/'data'
-    shipped = sorted(p.name for p in folder.iterdir())
-    assert shipped == sorted([*data._SAMPLE_SHA256, 'LICENSE-fashion-mnist.txt', 'README.md'])
+    shipped = {p.name for p in folder.iterdir()}           # other package data (pretrained weights) may sit beside it
+    assert {*data._SAMPLE_SHA256, 'LICENSE-fashion-mnist.txt', 'README.md'} <= shipped
     assert sum((folder/n).stat().st_size for n in data._SAMPLE_SHA256) < 6_000_000
     licence = (folder/'LICENSE-fashion-mnist.txt').read_text(encoding='utf-8')
     assert 'Copyright © 2017 Zalando SE' in licence and 'Permission is hereby granted' in licence

@@ -15,11 +15,14 @@ ROOT = Path(__file__).resolve().parent.parent
 # DESIGN.md §3 names that exist so far, and the module each must be importable from.
 CONTRACT = {
     'core': ['Parameter', 'Module', 'Sequential'],
-    'activations': ['sigmoid', 'tanh', 'relu', 'sigmoid_grad', 'tanh_grad', 'relu_grad', 'Sigmoid', 'Tanh'],
+    'activations': ['sigmoid', 'tanh', 'relu', 'sigmoid_grad', 'tanh_grad', 'relu_grad', 'Sigmoid', 'Tanh', 'ReLU'],
     'layers': ['Linear', 'Flatten'],
-    'losses': ['MSELoss'],
+    'losses': ['MSELoss', 'softmax', 'log_softmax', 'cross_entropy', 'CrossEntropyLoss'],
     'gradcheck': ['grad_check'],
     'neuron': ['SigmoidNeuron', 'TwoLayerSigmoidNet'],
+    'conv': ['conv_output_size', 'conv2d', 'Conv2d'],
+    'pool': ['max_pool2d', 'MaxPool2d', 'SumPool2d', 'AvgPool2d'],
+    'optim': ['SGD'],
 }
 
 

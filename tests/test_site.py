@@ -1,0 +1,491 @@
+"""Browser tests of the documentation website (DESIGN.md §5 and §7).
+
+The course site is built once per session (tools/docs/docsite.py, into a temporary folder, not _docs/), served on
+127.0.0.1 and opened page by page in headless Debian Chromium, driven by Playwright; every request that is not to
+127.0.0.1 is aborted, so a page that still needs the internet fails. A second, small site built from notebooks that this
+file writes holds saved widget state (ipywidgets and an anywidget): its widgets must render, and stay interactive,
+without a kernel and without the network.
+
+Screenshots of every page go to `_docs_screenshots/` (`course/`, `widgets/`) at the repository root, or to
+$DLCOURSE_SCREENSHOTS. Needs Playwright (pip), Chromium (`apt-get install chromium`, at /usr/bin/chromium or
+$DLCOURSE_CHROMIUM) and npm (for `npm ci` in tools/docs): under the test command a missing one is an error.
+"""
+import functools
+import http.server
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import unicodedata
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import pytest
+import yaml
+from conftest import REQUIRE_ALL, require
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT/'tools'/'docs'))
+import docsite  # noqa: E402
+
+CHROMIUM = os.environ.get('DLCOURSE_CHROMIUM', '/usr/bin/chromium')
+LAUNCH_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
+               '--disable-component-update', '--disable-sync', '--no-first-run',
+               '--disable-dev-shm-usage']   # containers often have a small /dev/shm: long pages crash Chromium there
+SCREENSHOTS = Path(os.environ.get('DLCOURSE_SCREENSHOTS', ROOT/'_docs_screenshots'))
+NBS = ROOT/'nbs'
+CHAPTERS = yaml.safe_load(docsite.CHAPTERS_FILE.read_text(encoding='utf-8'))['chapters']
+COURSE_PAGES = [p.name for p in docsite.collect_pages(NBS)]
+SIDEBAR_LINKS = 'nav#dl-sidebar a.dl-nav-link, #quarto-sidebar a.sidebar-link'
+
+
+def _missing(what):
+    "A missing tool: an error under the test command (DLCOURSE_REQUIRE_ALL=1), a skip by hand"
+    if REQUIRE_ALL: pytest.fail(what, pytrace=False)
+    pytest.skip(what)
+
+
+def html_name(nb_name):
+    "The page nbdev makes of a notebook, derived independently of the build: 01_sigmoid_neuron -> sigmoid_neuron.html"
+    return re.sub(r'^\d+[a-z]?_', '', nb_name) + '.html'
+
+
+# ---------------------------------------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope='session')
+def node_modules():
+    "The pinned browser libraries, installed with `npm ci` if needed"
+    try: return docsite.ensure_node_modules()
+    except docsite.BuildError as e: _missing(str(e))
+
+
+def _build(out, proc, *args):
+    cmd = [sys.executable, str(ROOT/'tools'/'docs'/'docsite.py'), 'build', '--out', str(out), '--proc', str(proc), *args]
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if res.returncode: pytest.fail(f'site build failed:\n{res.stdout[-5000:]}\n{res.stderr[-5000:]}', pytrace=False)
+    return out
+
+
+@pytest.fixture(scope='session')
+def course_site(tmp_path_factory, node_modules):
+    "The course site, built from nbs/ once per session"
+    tmp = tmp_path_factory.mktemp('course')
+    return _build(tmp/'site', tmp/'proc')
+
+
+# The anywidget of the widget fixture: its front end travels in the saved state (`_esm`) and runs without a kernel
+COUNTER_ESM = """
+function render({ model, el }) {
+  const button = document.createElement('button');
+  button.className = 'dl-test-counter';
+  const show = () => { button.textContent = `count is ${model.get('value')}`; };
+  button.addEventListener('click', () => { model.set('value', model.get('value') + 1); model.save_changes(); });
+  model.on('change:value', show);
+  show();
+  el.appendChild(button);
+}
+export default { render };
+"""
+
+
+def write_widget_notebooks(nbs):
+    "A two-page course whose chapter holds saved widget state: ipywidgets linked in the browser, and an anywidget"
+    nbformat, widgets = require('nbformat'), require('ipywidgets')
+    anywidget, traitlets = require('anywidget'), require('traitlets')
+
+    class Counter(anywidget.AnyWidget):
+        _esm = COUNTER_ESM
+        value = traitlets.Int(0).tag(sync=True)
+
+    from ipywidgets.embed import dependency_state
+    slider = widgets.IntSlider(value=3, min=0, max=10, description='n')
+    text = widgets.IntText(value=3, description='also n')
+    link = widgets.jslink((slider, 'value'), (text, 'value'))             # interaction in the browser, no kernel
+    box = widgets.VBox([slider, text])
+    button = widgets.Button(description='ok', icon='check')               # an icon: the html-manager's font files
+    counter = Counter(value=2)
+    shown = (box, button, counter)
+    state = {'version_major': 2, 'version_minor': 0, 'state': dependency_state([*shown, link], drop_defaults=False)}
+    views = {w: {'version_major': 2, 'version_minor': 0, 'model_id': w.model_id} for w in shown}
+    for w in (*shown, link, slider, text): w.close()                     # leave no widget behind in this process
+
+    def view(w):
+        return nbformat.v4.new_output('display_data', data={
+            'text/plain': type(w).__name__, 'application/vnd.jupyter.widget-view+json': views[w]})
+
+    v4 = nbformat.v4
+    index = v4.new_notebook(cells=[v4.new_markdown_cell('# Widget fixture\n\n> A site built by tests/test_site.py'),
+                                   v4.new_markdown_cell('The chapter shows widgets from saved state.')])
+    chapter = v4.new_notebook(cells=[
+        v4.new_markdown_cell('# Widgets without a kernel\n\n> Saved widget state, rendered by the html-manager'),
+        v4.new_markdown_cell('A formula on a page with widgets: $\\sigma(x) = 1/(1+e^{-x})$ and\n\n$$y = f(z).$$'),
+        v4.new_code_cell('box', execution_count=1, outputs=[view(box)]),
+        v4.new_code_cell('button', execution_count=2, outputs=[view(button)]),
+        v4.new_code_cell('counter', execution_count=3, outputs=[view(counter)]),
+        # an exported function: nbdev's show_doc renders its API docs on the page
+        v4.new_code_cell('#| export\ndef double(x):\n    "Twice `x`, the fixture\'s API"\n    return 2 * x', execution_count=4),
+        # a cell that mixes an import with code: its saved output must stay, not be re-run by the docs build
+        v4.new_code_cell('import random\nprint(random.random())', execution_count=5,
+                         outputs=[v4.new_output('stream', name='stdout', text='saved output, never re-executed\n')]),
+    ])
+    chapter.metadata['widgets'] = {'application/vnd.jupyter.widget-state+json': state}
+    for nb in (index, chapter): nb.metadata['kernelspec'] = {'name': 'python3', 'display_name': 'Python 3', 'language': 'python'}
+    nbs.mkdir(parents=True)
+    nbformat.write(index, nbs/'index.ipynb')
+    nbformat.write(chapter, nbs/'01_widgets.ipynb')
+    shutil.copy2(NBS/'styles.css', nbs/'styles.css')
+
+
+@pytest.fixture(scope='session')
+def widget_site(tmp_path_factory, node_modules):
+    "A temporary site whose chapter holds saved ipywidgets and anywidget state (not part of the course)"
+    tmp = tmp_path_factory.mktemp('widgets')
+    write_widget_notebooks(tmp/'nbs')
+    (tmp/'chapters.yml').write_text('site_title: widget fixture\nchapters:\n  01_widgets: Widgets ohne Kernel\n',
+                                    encoding='utf-8')
+    return _build(tmp/'site', tmp/'proc', '--nbs', str(tmp/'nbs'), '--chapters', str(tmp/'chapters.yml'))
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args): pass
+
+
+@pytest.fixture(scope='session')
+def serve():
+    "Serve folders on 127.0.0.1 (a free port each) for the session; returns the base URL"
+    servers = []
+
+    def start(directory):
+        srv = http.server.ThreadingHTTPServer(('127.0.0.1', 0), functools.partial(_QuietHandler, directory=str(directory)))
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        servers.append(srv)
+        return f'http://127.0.0.1:{srv.server_address[1]}/'
+    yield start
+    for srv in servers:
+        srv.shutdown()
+        srv.server_close()
+
+
+@pytest.fixture(scope='session')
+def browser():
+    "Headless Debian Chromium, driven by Playwright (never a browser Playwright downloads)"
+    sync_api = require('playwright.sync_api')
+    if not Path(CHROMIUM).exists():
+        _missing(f'Chromium not found at {CHROMIUM}: `apt-get install -y chromium` (Debian), or set DLCOURSE_CHROMIUM')
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS, headless=True)
+        yield b
+        b.close()
+
+
+# ------------------------------------------------------------------------------------------------------ visiting
+WAIT_JS = """async () => {
+  // MathJax typesets asynchronously; the html-manager renders widgets after the page's load event
+  if (window.MathJax && MathJax.startup && MathJax.startup.promise) await MathJax.startup.promise;
+  const views = document.querySelectorAll('script[type="application/vnd.jupyter.widget-view+json"]');
+  const t0 = Date.now();
+  while (views.length && Date.now() - t0 < 15000) {
+    const done = [...views].every(s => s.previousElementSibling && s.previousElementSibling.classList.contains('widget-subarea')
+                                       && s.previousElementSibling.children.length > 0);
+    if (done) break;
+    await new Promise(r => setTimeout(r, 100));
+  }
+}"""
+STATS_JS = """() => {
+  const views = [...document.querySelectorAll('script[type="application/vnd.jupyter.widget-view+json"]')];
+  const rendered = views.filter(s => s.previousElementSibling && s.previousElementSibling.classList.contains('widget-subarea')
+                                     && s.previousElementSibling.children.length > 0);
+  return {
+    views: views.length, rendered: rendered.length,
+    widget_errors: document.querySelectorAll('.jupyter-widgets-error-widget').length,
+    math: document.querySelectorAll('mjx-container').length,
+    math_errors: document.querySelectorAll('mjx-merror').length,
+    subtitle: (document.querySelector('.subtitle') || {}).textContent || null,
+    sidebar: [...document.querySelectorAll(arguments_selector)].map(a => new URL(a.getAttribute('href'), location.href).pathname),
+  };
+}"""
+
+
+class Visit:
+    "What one page did in the browser: failed or aborted requests, console errors, and what it rendered"
+    def __init__(self, url): self.url, self.failed, self.errors, self.stats = url, [], [], {}
+
+
+def visit(page, base, name, shot):
+    "Open `name` under `base`, wait for MathJax and the widgets, take a full-page screenshot"
+    v = Visit(base + name)
+    page.on('console', lambda m: v.errors.append(f'console.{m.type}: {m.text}') if m.type == 'error' else None)
+    page.on('pageerror', lambda e: v.errors.append(f'uncaught: {e}'))
+    page.on('requestfailed', lambda r: v.failed.append(f'{r.url} ({r.failure})'))
+    page.on('response', lambda r: v.failed.append(f'{r.url} (HTTP {r.status})') if r.status >= 400 else None)
+    page.goto(v.url, wait_until='load')
+    page.evaluate(WAIT_JS)
+    page.wait_for_load_state('networkidle')
+    v.stats = page.evaluate(STATS_JS.replace('arguments_selector', json.dumps(SIDEBAR_LINKS)))
+    shot.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(shot), full_page=True)
+    return v
+
+
+@pytest.fixture(scope='session')
+def open_page(browser):
+    "A fresh page (tab) whose requests outside 127.0.0.1 are aborted and recorded"
+    contexts = []
+
+    def make():
+        ctx = browser.new_context(viewport={'width': 1280, 'height': 900}, service_workers='block')
+        blocked = []
+
+        def route(r):
+            host = urlsplit(r.request.url).hostname
+            if host == '127.0.0.1': return r.continue_()
+            blocked.append(r.request.url)
+            return r.abort()
+        ctx.route('**/*', route)
+        ctx.set_default_timeout(30000)
+        contexts.append(ctx)
+        page = ctx.new_page()
+        page.blocked = blocked
+        return page
+    yield make
+    for ctx in contexts: ctx.close()
+
+
+def _visit_all(site, names, serve, open_page, shots):
+    base = serve(site)
+    out = {}
+    for name in names:
+        page = open_page()
+        v = visit(page, base, name, shots/f'{Path(name).stem}.png')
+        v.failed += [f'{u} (aborted: not 127.0.0.1)' for u in page.blocked]
+        out[name] = v
+        page.close()
+    return out
+
+
+@pytest.fixture(scope='session')
+def course_visits(open_page, course_site, serve):     # the browser first: fail fast without it
+    "Every page of the course site, visited once per session: {html name: Visit}"
+    names = sorted(p.relative_to(course_site).as_posix() for p in course_site.glob('*.html'))
+    shots = SCREENSHOTS/'course'
+    if shots.exists(): shutil.rmtree(shots)
+    return _visit_all(course_site, names, serve, open_page, shots)
+
+
+@pytest.fixture(scope='session')
+def widget_visits(open_page, widget_site, serve):
+    shots = SCREENSHOTS/'widgets'
+    if shots.exists(): shutil.rmtree(shots)
+    return _visit_all(widget_site, ['index.html', 'widgets.html'], serve, open_page, shots)
+
+
+# ------------------------------------------------------------------------------------------------ the course site
+def _expected_order():
+    "Lecture order: the overview, the chapters as tools/docs/chapters.yml lists them (those that exist), the rest"
+    existing = {p.stem for p in NBS.glob('*.ipynb')}
+    chapters = [n for n in CHAPTERS if n in existing]
+    others = sorted(p.stem for p in list(NBS.glob('*.ipynb')) + list(NBS.glob('*.md'))
+                    if p.stem not in chapters and p.stem != 'index' and p.name[0] not in '._')
+    return ['index'] + chapters + others
+
+
+def test_chapters_file_lists_every_chapter_in_name_order():
+    numbered = sorted(p.stem for p in NBS.glob('*.ipynb') if re.match(r'^\d', p.stem))
+    missing = [n for n in numbered if n not in CHAPTERS]
+    assert not missing, f'add the German lecture title of {missing} to tools/docs/chapters.yml'
+    assert list(CHAPTERS) == sorted(CHAPTERS), 'tools/docs/chapters.yml must list the chapters in name (lecture) order'
+    assert [p.name for p in docsite.collect_pages(NBS)] == _expected_order()
+
+
+def test_every_page_is_built(course_site):
+    built = sorted(p.name for p in course_site.glob('*.html'))
+    assert built == sorted(html_name(n) for n in _expected_order())
+
+
+@pytest.mark.parametrize('name', COURSE_PAGES)
+def test_page_loads_offline(course_visits, name):
+    "No failed or outside request, no console error: the page works with the network cut"
+    v = course_visits[html_name(name)]
+    assert not v.failed, f'{v.url}: failed requests:\n' + '\n'.join(v.failed)
+    assert not v.errors, f'{v.url}: console errors:\n' + '\n'.join(v.errors)
+
+
+@pytest.mark.parametrize('name', COURSE_PAGES)
+def test_sidebar_in_lecture_order(course_visits, name):
+    v = course_visits[html_name(name)]
+    assert [Path(h).name for h in v.stats['sidebar']] == [html_name(n) for n in _expected_order()]
+
+
+@pytest.mark.parametrize('name', COURSE_PAGES)
+def test_chapter_subtitle_is_the_german_lecture_title(course_visits, name):
+    subtitle = (course_visits[html_name(name)].stats['subtitle'] or '').strip()
+    if CHAPTERS.get(name): assert subtitle == CHAPTERS[name]
+    elif name in CHAPTERS: assert not subtitle
+
+
+def _has_math(name):
+    src = next(p for p in NBS.iterdir() if p.stem == name and p.suffix in ('.ipynb', '.md'))
+    text = src.read_text(encoding='utf-8')
+    if src.suffix == '.ipynb':
+        text = '\n'.join(''.join(c['source']) for c in json.loads(text)['cells'] if c['cell_type'] == 'markdown')
+    return bool(re.search(r'\$[^$\s][^$]*\$', text))
+
+
+@pytest.mark.parametrize('name', COURSE_PAGES)
+def test_math_rendered(course_visits, name):
+    "MathJax typesets every page whose prose has formulas, without TeX errors"
+    stats = course_visits[html_name(name)].stats
+    if _has_math(name): assert stats['math'] > 0, f'{name}: formulas in the notebook, no MathJax output on the page'
+    assert stats['math_errors'] == 0
+
+
+def test_some_page_has_math(course_visits):
+    assert any(v.stats['math'] for v in course_visits.values())
+
+
+@pytest.mark.parametrize('name', COURSE_PAGES)
+def test_saved_widgets_render(course_visits, name):
+    "Every widget view saved in a notebook renders on its page"
+    s = course_visits[html_name(name)].stats
+    assert s['rendered'] == s['views'] and s['widget_errors'] == 0, s
+
+
+def test_api_docs_from_show_doc(course_site):
+    "nbdev's show_doc output for exported names is on the pages (lesson 00 exports Module)"
+    core = course_site/html_name('00_core')
+    if not (NBS/'00_core.ipynb').exists(): pytest.skip('no lesson 00')
+    text = core.read_text(encoding='utf-8')
+    assert re.search(r'<h3[^>]*id="Module"', text) or 'id="module"' in text, 'no show_doc heading for Module'
+
+
+def test_internal_links_resolve(course_site):
+    "Every link from one page of the site to another (or to a file of the site) points at a file that exists"
+    broken = []
+    for page in course_site.rglob('*.html'):
+        if 'site_libs' in page.parts: continue
+        for href in re.findall(r'<a\b[^>]*?\bhref="([^"]+)"', page.read_text(encoding='utf-8')):
+            u = urlsplit(href)
+            if u.scheme or u.netloc or not u.path: continue
+            target = (page.parent/unquote(u.path)).resolve()
+            if not target.exists(): broken.append(f'{page.name}: {href}')
+    assert not broken, 'broken links:\n' + '\n'.join(broken)
+
+
+def _de_key(term):
+    return unicodedata.normalize('NFKD', term).encode('ascii', 'ignore').decode().lower()
+
+
+def test_glossary_table():
+    "The glossary: German, English, lesson; German terms unique and in alphabetical order (so it stays easy to extend)"
+    rows = docsite.glossary_rows(NBS/'glossary.md')
+    assert len(rows) >= 20 and all(len(r) == 3 and r[0] and r[1] for r in rows), rows
+    german = [r[0] for r in rows]
+    assert len(set(g.lower() for g in german)) == len(german), 'a German term appears twice'
+    assert german == sorted(german, key=_de_key), 'keep nbs/glossary.md sorted by the German term'
+    for term in ('Neuron', 'Gewicht', 'Aktivierungsfunktion', 'Lernrate', 'unbeobachtete Schicht',
+                 'Credit-Assignment-Problem', 'Vorwärtsmeldung', 'Rückmeldung', 'Faltungsschicht'):
+        assert term in german
+
+
+def test_glossary_page(course_visits):
+    v = course_visits['glossary.html']
+    assert Path(v.stats['sidebar'][-1]).name == 'glossary.html'
+
+
+# ------------------------------------------------------------------------------------------ widgets without a kernel
+def test_widget_fixture_loads_offline(widget_visits):
+    for v in widget_visits.values():
+        assert not v.failed, f'{v.url}: failed requests:\n' + '\n'.join(v.failed)
+        assert not v.errors, f'{v.url}: console errors:\n' + '\n'.join(v.errors)
+
+
+def test_every_widget_view_renders(widget_visits):
+    s = widget_visits['widgets.html'].stats
+    assert s['views'] == 3 and s['rendered'] == 3 and s['widget_errors'] == 0, s
+    assert s['math'] > 0 and s['math_errors'] == 0, 'MathJax beside require.js and the widgets'
+    assert [Path(h).name for h in s['sidebar']] == ['index.html', 'widgets.html']
+    assert s['subtitle'].strip() == 'Widgets ohne Kernel'
+
+
+def test_saved_outputs_and_api_docs(widget_site):
+    "The page shows the notebook's saved outputs (nothing is re-executed) and show_doc's docs of exported names"
+    text = (widget_site/'widgets.html').read_text(encoding='utf-8')
+    assert 'saved output, never re-executed' in text
+    assert re.search(r'<h3[^>]*>double', text) and "the fixture's API" in text
+
+
+def test_widgets_are_interactive_offline(open_page, widget_site, serve):
+    "jslink-ed ipywidgets and an anywidget react in the browser, with no kernel and no network"
+    page = open_page()
+    v = visit(page, serve(widget_site), 'widgets.html', SCREENSHOTS/'widgets'/'widgets-before-clicks.png')
+    assert v.stats['rendered'] == 3
+    assert page.locator('.widget-slider').count() == 1
+    assert page.locator('.widget-button .fa-check').count() == 1
+    counter = page.locator('button.dl-test-counter')
+    assert counter.inner_text() == 'count is 2'
+    counter.click()
+    counter.click()
+    assert counter.inner_text() == 'count is 4'
+    box = page.locator('.widget-text input')
+    box.fill('7')
+    box.press('Enter')
+    page.wait_for_function("() => document.querySelector('.widget-readout').textContent.trim() === '7'", timeout=5000)
+    page.wait_for_load_state('networkidle')
+    page.screenshot(path=str(SCREENSHOTS/'widgets'/'widgets-after-clicks.png'), full_page=True)
+    fonts_ok = page.evaluate("() => document.fonts.check('900 16px \"Font Awesome 5 Free\"')")
+    assert fonts_ok, 'the icon font of the html-manager did not load'
+    assert not (v.failed + [f'{u} (aborted)' for u in page.blocked]), v.failed
+    assert not v.errors, v.errors
+    page.close()
+
+
+def test_vendored_widget_front_ends_match_python(node_modules):
+    "The site's anywidget and html-manager speak the protocol of the Python packages that saved the widget state"
+    ipywidgets, anywidget = require('ipywidgets'), require('anywidget')
+
+    def version(pkg): return json.loads((node_modules/pkg/'package.json').read_text(encoding='utf-8'))['version']
+    assert version('anywidget').split('.')[:2] == anywidget.__version__.split('.')[:2], \
+        'update anywidget in tools/docs/package.json (npm install --prefix tools/docs anywidget@VERSION) to the Python one'
+    assert ipywidgets.__version__.startswith('8.') and version('@jupyter-widgets/html-manager').startswith('1.')
+
+
+# ----------------------------------------------------------------------- the offline step, for both render paths
+QUARTO_HEAD = """<!DOCTYPE html><html><head>
+<script src="https://cdn.jsdelivr.net/npm/requirejs@2.3.6/require.min.js" integrity="sha384-abc" crossorigin="anonymous"></script>
+<script src="https://cdn.jsdelivr.net/npm/jquery@3.5.1/dist/jquery.min.js" integrity="sha384-def" crossorigin="anonymous" data-relocate-top="true"></script>
+<script type="application/javascript">define('jquery', [],function() {return window.jQuery;})</script>
+<script src="https://cdn.jsdelivr.net/npm/@jupyter-widgets/html-manager@*/dist/embed-amd.js" crossorigin="anonymous"></script>
+<script src="https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-chtml-full.js" type="text/javascript"></script>
+<script src="https://cdnjs.cloudflare.com/ajax/libs/require.js/2.1.10/require.min.js"></script>
+<link rel="stylesheet" href="site_libs/bootstrap/bootstrap.min.css">
+<style>@import url("https://fonts.googleapis.com/css2?family=Source+Sans+Pro&display=swap");</style>
+</head><body><a href="/core.html#Module">Module</a> <a href="https://example.org/">out</a></body></html>"""
+
+
+def test_offline_step_rewrites_what_quarto_writes(tmp_path, node_modules):
+    "Quarto's CDN tags (as quarto-cli writes them for widgets and MathJax) point at the vendored copies afterwards"
+    (tmp_path/'index.html').write_text(QUARTO_HEAD, encoding='utf-8')
+    (tmp_path/'core.html').write_text('<html><body><h3 id="Module">Module</h3></body></html>', encoding='utf-8')
+    (tmp_path/'site_libs'/'bootstrap').mkdir(parents=True)
+    (tmp_path/'site_libs'/'bootstrap'/'bootstrap.min.css').write_text(
+        '@import url(https://fonts.googleapis.com/css?family=Lato);body{color:red}', encoding='utf-8')
+    docsite.make_offline(tmp_path, node_modules)
+    text = (tmp_path/'index.html').read_text(encoding='utf-8')
+    srcs = re.findall(r'<(?:script|link)\b[^>]*?(?:src|href)="([^"]+)"', text)
+    assert srcs and not [s for s in srcs if s.startswith(('http:', 'https:', '//'))], srcs
+    assert all((tmp_path/s).is_file() for s in srcs), srcs
+    assert 'integrity=' not in text
+    assert text.index('dlcourse-widgets.js') < text.index('html-manager/dist/embed-amd.js')
+    assert 'data-jupyter-widgets-cdn="site_libs/vendor/npm/"' in text
+    assert 'fonts.googleapis.com/css2' not in text.split('dropped @import of')[0]
+    assert '<a href="core.html#Module">' in text and 'https://example.org/' in text
+    assert 'googleapis' not in (tmp_path/'site_libs'/'bootstrap'/'bootstrap.min.css').read_text().split('dropped')[0]
+
+
+def test_offline_step_refuses_what_it_cannot_vendor(tmp_path, node_modules):
+    (tmp_path/'index.html').write_text('<html><head><script src="https://cdn.plot.ly/plotly-2.0.min.js"></script>'
+                                       '</head><body><img src="https://example.org/x.png"></body></html>', encoding='utf-8')
+    with pytest.raises(docsite.BuildError, match='plotly'):
+        docsite.make_offline(tmp_path, node_modules)
