@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['TOY', 'IMAGES', 'MODELS', 'load_data', 'build_model', 'train', 'main']
 
-# %% ../nbs/07_sgd.ipynb #202a0e08
+# %% ../nbs/07_sgd.ipynb #b6b3c00c
 import argparse
 import csv
 import io

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['SigmoidNeuron', 'TwoLayerSigmoidNet']
 
-# %% ../nbs/01_sigmoid_neuron.ipynb #318c02df
+# %% ../nbs/01_sigmoid_neuron.ipynb #22d5d877
 import numpy as np
 
 from .activations import sigmoid

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['make_separable', 'make_xor', 'plot_decision_boundary', 'make_moons', 'make_spirals']
 
-# %% ../nbs/01_sigmoid_neuron.ipynb #0db008c0
+# %% ../nbs/01_sigmoid_neuron.ipynb #44b08028
 import numpy as np
 
 from .core import check_allocation, check_positive, get_rng

@@ -11,7 +11,9 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 settings.register_profile('dlcourse', deadline=None, max_examples=40, suppress_health_check=[HealthCheck.too_slow])
-settings.load_profile('dlcourse')
+# the kernels' safety-net runs (bounds-checked, or as plain Python) repeat the kernel tests with fewer examples
+settings.register_profile('safety', deadline=None, max_examples=8, suppress_health_check=list(HealthCheck))
+settings.load_profile(os.environ.get('DLCOURSE_HYPOTHESIS_PROFILE', 'dlcourse'))
 
 REQUIRE_ALL = os.environ.get('DLCOURSE_REQUIRE_ALL') == '1'
 
