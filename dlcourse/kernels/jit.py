@@ -5,7 +5,11 @@
 # %% auto #0
 __all__ = ['FASTMATH', 'jit']
 
-# %% ../../nbs/03_convolution.ipynb #6c2cc09e
+# %% ../../nbs/03_convolution.ipynb #d9289ffd
+import os
+
+os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')   # before OpenMP starts: idle threads sleep instead of spinning
+
 import numba
 from numba import prange
 

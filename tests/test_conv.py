@@ -1,0 +1,354 @@
+"""Convolution (lesson 03): PyTorch oracle over random shapes, both kernel families, the layer, bad input, the kernels
+without JIT and from the cache, and the float64 gradient checks (GRAD_CASES, collected by test_gradcheck.py).
+
+Oracle tolerances: float32 rtol 1e-4, float64 rtol 1e-10. Every compared entry is a sum of products, and any two
+summation orders may differ by a rounding error proportional to the sum of the absolute values of the terms, not to the
+result (which can cancel to almost nothing). So the error is measured relative to that scale: the largest entry of the
+same computation on |x|, |w|, |b| and |dout| (computed by PyTorch in float64), which bounds the largest entry of the result.
+"""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, example, given, settings, strategies as st
+
+import dlcourse.conv as conv_mod
+from dlcourse.conv import Conv2d, conv2d, conv2d_backward, conv_output_size, conv_remainder
+from dlcourse.core import manual_seed
+
+RTOL = {np.float32: 1e-4, np.float64: 1e-10}
+MAX_ERR = {}    # largest relative error seen, by (dtype, quantity): printed by test_zz_report_oracle_errors (pytest -s)
+
+rng0 = np.random.default_rng(0)
+GRAD_CASES = {
+    'Conv2d': lambda: (Conv2d(3, 4, (3, 2), stride=(2, 1), padding=(1, 2), rng=1), rng0.normal(size=(2, 3, 7, 6)), None),
+    'Conv2d-nobias': lambda: (Conv2d(2, 3, 3, stride=2, bias=False, rng=2), rng0.normal(size=(2, 2, 7, 8)), None),
+    'Conv2d-one-channel': lambda: (Conv2d(1, 3, (2, 3), padding=1, rng=3), rng0.normal(size=(3, 1, 5, 4)), None),
+    'Conv2d-floored': lambda: (Conv2d(2, 2, 3, stride=3, rng=4), rng0.normal(size=(1, 2, 8, 7)), None),
+}
+
+
+def close(name, got, want, dtype, scale=None):
+    "Assert max|got - want| <= rtol * scale (default scale: max|want|); record the relative error"
+    want = np.asarray(want.detach().numpy() if hasattr(want, 'detach') else want)
+    assert got.shape == want.shape, f"{name}: shape {got.shape} != {want.shape}"
+    scale = float(np.abs(want).max(initial=0) if scale is None else scale) or 1.0
+    err = float(np.abs(got.astype(np.float64) - want).max(initial=0)) / scale
+    key = f"{np.dtype(dtype).name} {name}"
+    MAX_ERR[key] = max(MAX_ERR.get(key, 0.0), err)
+    assert err <= RTOL[dtype], f"{name}: relative error {err:.2e} > {RTOL[dtype]:.0e}"
+
+
+@st.composite
+def conv_cases(draw):
+    "Random convolution shapes: strides 1-3, paddings 0-3, filters from 1x1 up to the whole padded input, non-square"
+    N, C, K = draw(st.integers(1, 3)), draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    H, W = draw(st.integers(1, 10)), draw(st.integers(1, 10))
+    ph, pw = draw(st.integers(0, 3)), draw(st.integers(0, 3))
+    kh, kw = draw(st.integers(1, H + 2 * ph)), draw(st.integers(1, W + 2 * pw))
+    sh, sw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    return dict(x=(N, C, H, W), w=(K, C, kh, kw), stride=(sh, sw), padding=(ph, pw))
+
+
+def torch_conv(torch, x, w, b, stride, padding, dout):
+    "Output and gradients (out, dx, dw, db) from torch.nn.functional.conv2d, and the scale of each (see the docstring)"
+    def run(x, w, b, dout):
+        xt, wt = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
+        bt = None if b is None else torch.tensor(b, requires_grad=True)
+        out = torch.nn.functional.conv2d(xt, wt, bt, stride=stride, padding=padding)
+        out.backward(torch.tensor(dout))
+        return out, xt.grad, wt.grad, None if b is None else bt.grad
+    absolute = run(*(None if a is None else np.abs(a).astype(np.float64) for a in (x, w, b, dout)))
+    scales = [None if a is None else float(a.detach().abs().max()) if a.numel() else 0.0 for a in absolute]
+    return run(x, w, b, dout), scales
+
+
+def random_case(case, dtype, seed, bias=True):
+    rng = np.random.default_rng(seed)
+    x, w = rng.normal(size=case['x']).astype(dtype), rng.normal(size=case['w']).astype(dtype)
+    b = rng.normal(size=case['w'][0]).astype(dtype) if bias else None
+    out_shape = (case['x'][0], case['w'][0], *(conv_output_size(I, F, S, P, floor=True) for I, F, S, P in
+                                                zip(case['x'][2:], case['w'][2:], case['stride'], case['padding'])))
+    return x, w, b, rng.normal(size=out_shape).astype(dtype)
+
+
+@pytest.fixture(params=['auto', 'direct', 'im2col', 'im2col-chunked'])
+def method(request, monkeypatch):
+    "Run a test with the automatic choice of kernels, or force one family (direct kernels only run with stride 1)"
+    if request.param != 'auto': monkeypatch.setattr(conv_mod, '_use_direct', lambda *a: request.param == 'direct')
+    if request.param == 'im2col-chunked': monkeypatch.setattr(conv_mod, '_COLS_BUDGET', 1)   # one image per chunk
+    return request.param
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])   # `method` patches the same way for every example
+@given(case=conv_cases(), dtype=st.sampled_from([np.float32, np.float64]), bias=st.booleans(), seed=st.integers(0, 2**16))
+@example(case=dict(x=(1, 1, 7, 7), w=(1, 1, 3, 3), stride=(3, 3), padding=(1, 1)), dtype=np.float64, bias=True, seed=0)
+@example(case=dict(x=(1, 1, 5, 9), w=(2, 1, 5, 9), stride=(1, 1), padding=(0, 0)), dtype=np.float32, bias=True, seed=1)
+@example(case=dict(x=(1, 2, 4, 3), w=(3, 2, 10, 9), stride=(3, 2), padding=(3, 3)), dtype=np.float32, bias=False, seed=2)
+@example(case=dict(x=(2, 3, 9, 6), w=(4, 3, 1, 1), stride=(2, 3), padding=(0, 1)), dtype=np.float64, bias=True, seed=3)
+def test_conv2d_matches_torch(torch, method, case, dtype, bias, seed):
+    x, w, b, dout = random_case(case, dtype, seed, bias)
+    (out_t, dx_t, dw_t, db_t), scales = torch_conv(torch, x, w, b, case['stride'], case['padding'], dout)
+    out = conv2d(x, w, b, case['stride'], case['padding'])
+    assert out.dtype == dtype and out.flags.c_contiguous
+    close('output', out, out_t, dtype, scales[0])
+    dx, dw, db = conv2d_backward(dout, x, w, case['stride'], case['padding'])
+    assert dx.dtype == dw.dtype == db.dtype == dtype
+    close('dx', dx, dx_t, dtype, scales[1])
+    close('dw', dw, dw_t, dtype, scales[2])
+    if bias: close('db', db, db_t, dtype, scales[3])
+
+
+@given(case=conv_cases(), dtype=st.sampled_from([np.float32, np.float64]), bias=st.booleans(), seed=st.integers(0, 2**16))
+def test_layer_matches_torch(torch, case, dtype, bias, seed):
+    "Conv2d against torch.nn.Conv2d with the same weights; two backward passes accumulate twice the gradient"
+    x, _, _, dout = random_case(case, dtype, seed)
+    K, C, kh, kw = case['w']
+    S, P = case['stride'], case['padding']
+    ours = Conv2d(C, K, (kh, kw), S, P, bias=bias, dtype=dtype, rng=seed)
+    ref = torch.nn.Conv2d(C, K, (kh, kw), S, P, bias=bias, dtype=getattr(torch, np.dtype(dtype).name))
+    ref.load_state_dict({k: torch.tensor(v) for k, v in ours.state_dict().items()})
+    xt = torch.tensor(x, requires_grad=True)
+    out_t = ref(xt)
+    out_t.backward(torch.tensor(dout))
+    b = ours.bias.data if bias else None
+    scales = torch_conv(torch, x, ours.weight.data, b, S, P, dout)[1]
+    close('layer output', ours(x), out_t, dtype, scales[0])
+    close('layer dx', ours.backward(dout), xt.grad, dtype, scales[1])
+    close('layer dw', ours.weight.grad, ref.weight.grad, dtype, scales[2])
+    if bias: close('layer db', ours.bias.grad, ref.bias.grad, dtype, scales[3])
+    ours.backward(dout)
+    close('layer dw accumulated', ours.weight.grad, 2 * ref.weight.grad, dtype, 2 * scales[2])
+    assert ours.floored == ours.floors(x.shape) == any(
+        conv_remainder(I, F, s, p) for I, F, s, p in zip(x.shape[2:], (kh, kw), S, P))
+
+
+@pytest.mark.parametrize('name,N,C,K,H,F,S,P', [('LeNet-5 conv1', 4, 1, 6, 32, 5, 1, 0), ('LeNet-5 conv2', 4, 6, 16, 14, 5, 1, 0),
+                                               ('AlexNet conv1', 1, 3, 96, 227, 11, 4, 0), ('AlexNet conv2', 1, 96, 256, 27, 5, 1, 2),
+                                               ('AlexNet conv3', 1, 256, 384, 13, 3, 1, 1)])
+def test_benchmark_shapes_match_torch(torch, name, N, C, K, H, F, S, P):
+    "The layers that bench/bench_conv.py times, in float32, checked once at full size"
+    layer = Conv2d(C, K, F, S, P, rng=0)
+    ref = torch.nn.Conv2d(C, K, F, S, P)
+    ref.load_state_dict({k: torch.tensor(v) for k, v in layer.state_dict().items()})
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(N, C, H, H)).astype(np.float32)
+    xt = torch.tensor(x, requires_grad=True)
+    out_t = ref(xt)
+    dout = rng.normal(size=tuple(out_t.shape)).astype(np.float32)
+    out_t.backward(torch.tensor(dout))
+    close('bench output', layer(x), out_t, np.float32)
+    close('bench dx', layer.backward(dout), xt.grad, np.float32)
+    close('bench dw', layer.weight.grad, ref.weight.grad, np.float32)
+    close('bench db', layer.bias.grad, ref.bias.grad, np.float32)
+
+
+def test_init_like_torch():
+    "U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and bias, fan_in = C*kh*kw; reproducible with a seed"
+    layer = Conv2d(8, 64, (3, 5), rng=0)
+    k = 1 / np.sqrt(8 * 3 * 5)
+    for p in (layer.weight.data, layer.bias.data):
+        assert p.dtype == np.float32 and np.abs(p).max() <= k
+    w = layer.weight.data
+    assert w.shape == (64, 8, 3, 5) and layer.bias.shape == (64,)
+    assert abs(w.std() - k / np.sqrt(3)) < 0.02 * k and abs(w.mean()) < 0.02 * k     # the moments of U(-k, k)
+    np.testing.assert_array_equal(Conv2d(8, 64, (3, 5), rng=0).weight.data, w)
+    manual_seed(1); a = Conv2d(2, 2, 2).weight.data
+    manual_seed(1); np.testing.assert_array_equal(Conv2d(2, 2, 2).weight.data, a)
+    assert Conv2d(2, 3, 1, bias=False).bias is None
+    assert Conv2d(2, 3, 1, dtype=np.float64).weight.dtype == np.float64
+
+
+def test_lecture_examples():
+    assert conv_output_size(7, 3, 1) == 5 and conv_output_size(7, 3, 2) == 3
+    with pytest.raises(ValueError, match=r'Passt nicht! \(I - F \+ 2P\)/S \+ 1 = \(7 - 3 \+ 2\*0\)/3 \+ 1 = 4/3 \+ 1'):
+        conv_output_size(7, 3, 3)
+    assert conv_output_size(7, 3, 3, P=1) == 3 and conv_output_size(32, 5, 1, 0) == 28
+    y = Conv2d(3, 6, 5)(np.zeros((1, 3, 32, 32), np.float32))
+    assert y.shape == (1, 6, 28, 28)
+    assert sum(p.size for p in Conv2d(3, 6, 5).parameters()) == 456
+
+
+def test_floor_is_recorded():
+    layer = Conv2d(1, 1, 3, stride=3)
+    assert layer.floored is None
+    assert layer.output_shape((2, 1, 7, 9)) == (2, 1, 2, 3) and layer.floors((2, 1, 7, 9))
+    layer(np.zeros((2, 1, 7, 9), np.float32))
+    assert layer.floored is True
+    layer(np.zeros((2, 1, 9, 9), np.float32))
+    assert layer.floored is False
+    assert Conv2d(1, 1, 3, stride=3, padding=1).floors((1, 1, 7, 7)) is False
+    assert conv_remainder(7, 3, 3) == 1 and conv_remainder(224, 11, 4, 2) == 1
+
+
+def test_astype_and_float64_layer():
+    layer = Conv2d(2, 3, 3, rng=0)
+    x = np.random.default_rng(0).normal(size=(2, 2, 6, 6))
+    y32 = layer(x.astype(np.float32))
+    layer.astype(np.float64)
+    y64 = layer(x)
+    assert y64.dtype == np.float64
+    np.testing.assert_allclose(y32, y64, rtol=1e-5, atol=1e-5)
+    assert layer.backward(np.ones_like(y64)).dtype == np.float64
+
+
+def test_repeated_forward_reuses_buffers_correctly():
+    "The engine reuses its buffers: outputs of earlier calls stay intact, shapes may change between calls"
+    layer = Conv2d(3, 4, 3, padding=1, rng=0)
+    rng = np.random.default_rng(0)
+    xs = [rng.normal(size=s).astype(np.float32) for s in ((2, 3, 8, 8), (2, 3, 8, 8), (1, 3, 5, 7), (2, 3, 8, 8))]
+    outs = [layer(x) for x in xs]
+    for x, y in zip(xs, outs): np.testing.assert_allclose(y, conv2d(x, layer.weight.data, layer.bias.data, 1, 1), rtol=1e-6)
+    dxs = [layer.backward(np.ones_like(outs[-1])) for _ in range(2)]
+    np.testing.assert_array_equal(dxs[0], dxs[1])
+
+
+f32 = lambda *shape: np.ones(shape, np.float32)
+
+BAD = [
+    ('channel mismatch', lambda: conv2d(f32(2, 3, 8, 8), f32(4, 2, 3, 3)), ValueError, 'x has 3 channels but w expects 2'),
+    ('layer channel mismatch', lambda: Conv2d(3, 4, 3)(f32(2, 2, 8, 8)), ValueError, 'x must have shape (N, 3, H, W)'),
+    ('kernel too tall', lambda: conv2d(f32(1, 1, 4, 8), f32(1, 1, 7, 3), padding=1), ValueError,
+     "the filter does not fit: its height 7 is larger than the padded input's height 4 + 2*1 = 6"),
+    ('kernel too wide', lambda: Conv2d(1, 1, (1, 9))(f32(1, 1, 4, 8)), ValueError, "its width 9 is larger than the padded input's width"),
+    ('stride 0', lambda: conv2d(f32(1, 1, 4, 4), f32(1, 1, 2, 2), stride=0), ValueError, 'stride must be an integer >= 1'),
+    ('stride negative', lambda: Conv2d(1, 1, 2, stride=(1, -1)), ValueError, 'stride must be an integer >= 1'),
+    ('stride float', lambda: Conv2d(1, 1, 2, stride=1.5), ValueError, 'stride must be an integer >= 1'),
+    ('padding negative', lambda: conv2d(f32(1, 1, 4, 4), f32(1, 1, 2, 2), padding=-1), ValueError, 'padding must be an integer >= 0'),
+    ('layer padding negative', lambda: Conv2d(1, 1, 2, padding=(0, -2)), ValueError, 'padding must be an integer >= 0'),
+    ('kernel_size 0', lambda: Conv2d(1, 1, 0), ValueError, 'kernel_size must be an integer >= 1'),
+    ('kernel_size triple', lambda: Conv2d(1, 1, (2, 2, 2)), ValueError, 'kernel_size must be an integer >= 1 or a (height, width) pair'),
+    ('in_channels 0', lambda: Conv2d(0, 1, 2), ValueError, 'in_channels must be a positive integer'),
+    ('out_channels float', lambda: Conv2d(1, 2.0, 2), ValueError, 'out_channels must be a positive integer'),
+    ('x 3-D', lambda: conv2d(f32(3, 8, 8), f32(4, 3, 3, 3)), ValueError, 'x must have shape (N, C, H, W) (4-D), got (3, 8, 8)'),
+    ('layer x 3-D', lambda: Conv2d(3, 4, 3)(f32(3, 8, 8)), ValueError, 'use x[None] for one image'),
+    ('x 5-D', lambda: conv2d(f32(1, 1, 3, 8, 8), f32(4, 3, 3, 3)), ValueError, 'x must have shape (N, C, H, W)'),
+    ('w 3-D', lambda: conv2d(f32(2, 3, 8, 8), f32(3, 3, 3)), ValueError, 'w must have shape (K, C, kh, kw) (4-D)'),
+    ('x int', lambda: conv2d(np.ones((1, 1, 4, 4), int), f32(1, 1, 2, 2)), TypeError, 'x must have dtype float32 or float64, got int64'),
+    ('w int', lambda: conv2d(f32(1, 1, 4, 4), np.ones((1, 1, 2, 2), np.int32)), TypeError, 'w must have dtype float32 or float64'),
+    ('layer x int', lambda: Conv2d(1, 1, 2)(np.ones((1, 1, 4, 4), np.uint8)), TypeError, 'x must have dtype float32 or float64'),
+    ('x list', lambda: conv2d([[[[1.0]]]], f32(1, 1, 1, 1)), TypeError, 'x must be a numpy.ndarray'),
+    ('x empty plane', lambda: conv2d(f32(1, 2, 0, 5), f32(3, 2, 1, 1)), ValueError, 'must not be empty (only N may be 0)'),
+    ('w no filters', lambda: conv2d(f32(1, 2, 4, 4), f32(0, 2, 1, 1)), ValueError, 'must not be empty'),
+    ('dtype mismatch', lambda: conv2d(f32(1, 1, 4, 4), np.ones((1, 1, 2, 2))), TypeError, 'w has dtype float64 but x has dtype float32'),
+    ('layer dtype mismatch', lambda: Conv2d(1, 1, 2)(np.ones((1, 1, 4, 4))), TypeError, 'x has dtype float64, expected float32'),
+    ('bias shape', lambda: conv2d(f32(1, 1, 4, 4), f32(3, 1, 2, 2), f32(2)), ValueError, 'b must have shape (3,) (1-D), got (2,)'),
+    ('bias 2-D', lambda: conv2d(f32(1, 1, 4, 4), f32(3, 1, 2, 2), f32(3, 1)), ValueError, 'b must have shape (3,)'),
+    ('bias dtype', lambda: conv2d(f32(1, 1, 4, 4), f32(3, 1, 2, 2), np.ones(3)), TypeError, 'b has dtype float64 but x has dtype float32'),
+    ('bias int', lambda: conv2d(f32(1, 1, 4, 4), f32(3, 1, 2, 2), np.ones(3, int)), TypeError, 'b must have dtype float32 or float64'),
+    ('layer dtype', lambda: Conv2d(1, 1, 2, dtype=np.int32), TypeError, 'dtype must be float32 or float64'),
+    ('backward first', lambda: Conv2d(1, 1, 2).backward(f32(1, 1, 3, 3)), ValueError, 'backward() was called before forward()'),
+    ('dout shape', lambda: used(Conv2d(1, 2, 2), f32(1, 1, 4, 4)).backward(f32(1, 2, 4, 4)), ValueError, 'dout must have shape (1, 2, 3, 3)'),
+    ('dout dtype', lambda: used(Conv2d(1, 2, 2), f32(1, 1, 4, 4)).backward(np.ones((1, 2, 3, 3))), TypeError, 'dout has dtype float64'),
+    ('functional dout shape', lambda: conv2d_backward(f32(1, 1, 2, 2), f32(1, 1, 4, 4), f32(1, 1, 2, 2)), ValueError,
+     'dout must have shape (1, 1, 3, 3)'),
+]
+
+
+def used(module, x):
+    module(x)
+    return module
+
+
+@pytest.mark.parametrize('desc,call,exc,fragment', BAD, ids=[c[0] for c in BAD])
+def test_bad_input(desc, call, exc, fragment):
+    with pytest.raises(exc) as info:
+        call()
+    assert fragment in str(info.value), f"message {str(info.value)!r} lacks {fragment!r}"
+
+
+@pytest.mark.parametrize('method_', ['direct', 'im2col'])
+def test_non_contiguous_inputs_work(method_, monkeypatch):
+    "Transposed, strided and Fortran-ordered arrays give the same results as their contiguous copies"
+    monkeypatch.setattr(conv_mod, '_use_direct', lambda *a: method_ == 'direct')
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 9, 9, 3)).transpose(0, 3, 1, 2)                  # channels-last memory
+    w = np.asfortranarray(rng.normal(size=(4, 3, 3, 2)))
+    b = rng.normal(size=8)[::2]                                               # strided
+    want = conv2d(np.ascontiguousarray(x), np.ascontiguousarray(w), np.ascontiguousarray(b), 1, 1)
+    np.testing.assert_array_equal(conv2d(x, w, b, 1, 1), want)
+    np.testing.assert_array_equal(conv2d(x[:, :, ::-1][:, :, ::-1], w, b, 1, 1), want)
+    layer = Conv2d(3, 4, (3, 2), 1, 1, dtype=np.float64)
+    layer.load_state_dict({'weight': w, 'bias': b})
+    np.testing.assert_array_equal(layer(x), want)
+    dout = rng.normal(size=(4, 2, 9, 10)).transpose(1, 0, 2, 3)
+    dx_ref = conv2d_backward(np.ascontiguousarray(dout), np.ascontiguousarray(x), np.ascontiguousarray(w), 1, 1)[0]
+    np.testing.assert_array_equal(layer.backward(dout), dx_ref)
+
+
+def test_empty_batch(method):
+    "A batch of 0 images gives an empty output and empty input gradient, and zero filter gradients"
+    x, w = np.ones((0, 2, 5, 5), np.float32), np.ones((3, 2, 3, 3), np.float32)
+    assert conv2d(x, w, np.ones(3, np.float32)).shape == (0, 3, 3, 3)
+    dx, dw, db = conv2d_backward(np.ones((0, 3, 3, 3), np.float32), x, w)
+    assert dx.shape == x.shape and not dw.any() and not db.any()
+
+
+def test_nan_propagates(method):
+    "A NaN in the input shows up in every output that reads it, and nowhere else (fast-math keeps NaN semantics)"
+    x = np.zeros((1, 2, 7, 7), np.float32); x[0, 1, 2, 2] = np.nan
+    y = conv2d(x, np.ones((3, 2, 3, 3), np.float32))
+    assert np.isnan(y).sum() == 3 * 9 and np.isnan(y[:, :, :3, :3]).all()
+
+
+SCRIPT = textwrap.dedent('''
+    import json, sys
+    import numpy as np
+    import dlcourse.conv as conv_mod, dlcourse.kernels.conv as kc
+    from dlcourse.conv import conv2d, conv2d_backward
+    rng = np.random.default_rng(0)
+    results = {}
+    for direct in (True, False):
+        conv_mod._use_direct = lambda *a: direct
+        x, w, b = rng.normal(size=(2, 2, 6, 5)), rng.normal(size=(3, 2, 3, 2)), rng.normal(size=3)
+        S = 1 if direct else (2, 1)
+        y = conv2d(x, w, b, S, (1, 1))
+        dx, dw, db = conv2d_backward(np.ones_like(y), x, w, S, (1, 1))
+        results[str(direct)] = [a.tolist() for a in (x, w, b, y, dx, dw, db)]
+    stats = {name: (sum(f.stats.cache_hits.values()), sum(f.stats.cache_misses.values()))
+             for name, f in vars(kc).items() if hasattr(f, 'stats') and f.signatures}
+    json.dump(dict(results=results, stats=stats, jit_disabled=not hasattr(kc.im2col, 'stats')), sys.stdout)
+''')
+
+
+def run_script(**env):
+    res = subprocess.run([sys.executable, '-c', SCRIPT], capture_output=True, text=True, timeout=600,
+                         env={**os.environ, **env})
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout)
+
+
+def check_results(results):
+    for direct, arrays in results.items():
+        x, w, b, y, dx, dw, db = (np.array(a) for a in arrays)
+        S = 1 if direct == 'True' else (2, 1)
+        np.testing.assert_allclose(y, conv2d(x, w, b, S, (1, 1)), rtol=1e-12)
+        for got, want in zip((dx, dw, db), conv2d_backward(np.ones_like(y), x, w, S, (1, 1))):
+            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_kernels_run_without_jit():
+    "With NUMBA_DISABLE_JIT=1 both kernel families run as plain (bounds-checked) Python and give the same results"
+    out = run_script(NUMBA_DISABLE_JIT='1')
+    assert out['jit_disabled']
+    check_results(out['results'])
+
+
+def test_kernels_load_from_the_cache(tmp_path):
+    "A second process loads every compiled kernel from Numba's on-disk cache instead of compiling it"
+    cache = dict(NUMBA_CACHE_DIR=str(tmp_path))      # a private cache: no other process writes its index meanwhile
+    first = run_script(**cache)['stats']
+    assert all(misses > 0 for hits, misses in first.values()), 'the first process should have compiled'
+    stats = run_script(**cache)['stats']
+    assert stats, 'no kernel ran'
+    for name, (hits, misses) in stats.items():
+        assert misses == 0 and hits > 0, f"{name} was compiled again (cache hits {hits}, misses {misses})"
+
+
+def test_zz_report_oracle_errors():
+    "Print the largest oracle errors of this run (visible with pytest -s)"
+    for key, err in sorted(MAX_ERR.items()): print(f"largest relative error {key:28s} {err:.2e}")
