@@ -8,8 +8,9 @@ GFLOP/s (2*N*K*OH*OW*C*kh*kw per forward, three times that for forward + backwar
 `rounds` alternating blocks of `repeat` calls, each block after a short pause that lets the other library's idle threads
 go to sleep.
 
-dlcourse is imported before torch on purpose: both then share one OpenMP runtime whose idle threads sleep
-(OMP_WAIT_POLICY=PASSIVE, set by dlcourse.kernels.jit unless you set it yourself).
+Both libraries run in this one process, PyTorch with its defaults (dlcourse sets no OpenMP variable; its Numba kernels
+run on Numba's own `workqueue` pool, see dlcourse.kernels.jit). bench/run.py compares the same layers with each library
+in its own process, which is the fairer comparison on a busy machine; this script is the quick look at one layer.
 
 By default both libraries use all cores, PyTorch with its default number of threads. `--threads N` limits both to N
 threads (Numba, OpenBLAS and PyTorch alike; the script restarts itself with the environment variables set, since BLAS
@@ -22,7 +23,7 @@ import time
 
 import numpy as np
 
-import dlcourse                      # noqa: F401  (first: see the docstring)
+import dlcourse
 from dlcourse.conv import Conv2d
 import torch
 

@@ -8,7 +8,8 @@ __all__ = []
 # %% ../nbs/index.ipynb #2e9b6ed6
 __version__ = "0.1.0"
 
-from dlcourse import core, activations, neuron, toydata, layers, losses, gradcheck, learner, optim, init, data, conv, pool
+from dlcourse import (core, activations, neuron, toydata, layers, losses, gradcheck, learner, optim, init, data, conv, pool,
+                      zoo, interop, fused)
 from dlcourse.core import *
 from dlcourse.activations import *
 from dlcourse.neuron import *
@@ -22,8 +23,14 @@ from dlcourse.conv import *
 from dlcourse.pool import *
 from dlcourse.data import (DataLoader, FASHION_MNIST_CLASSES, fashion_mnist, fashion_mnist_sample, mnist, preprocess,
                            read_idx)
+from dlcourse.zoo import lenet5, alexnet, googlenet, vgg16, resnet18, Inception, BasicBlock
+from dlcourse.summary import summary, Summary     # note: `dlcourse.summary` is then the function; the module stays importable
+from dlcourse.interop import to_torch, from_torch
+from dlcourse.fused import fuse, ConvActPool, LinearAct
 
 __all__ = ([name for m in (core, activations, neuron, toydata, layers, losses, gradcheck, learner, optim, conv, pool)
             for name in m.__all__]
            + ['DataLoader', 'FASHION_MNIST_CLASSES', 'fashion_mnist', 'fashion_mnist_sample', 'mnist', 'preprocess',
-              'read_idx', 'data', 'init'])
+              'read_idx', 'lenet5', 'alexnet', 'googlenet', 'vgg16', 'resnet18', 'Inception', 'BasicBlock', 'summary',
+              'Summary', 'to_torch', 'from_torch', 'fuse', 'ConvActPool', 'LinearAct', 'data', 'init', 'zoo', 'interop',
+              'fused'])

@@ -35,6 +35,7 @@ def relu(x):  # real number(s)
 # %% ../nbs/01_sigmoid_neuron.ipynb #81825122
 def sigmoid_grad(x):  # the point(s) a at which to differentiate
     "dσ/da at `x`: σ(x)(1 - σ(x))"
+    # σ'(a) = σ(a)(1 - σ(a)): one multiplication, once σ(a) is known
     s = sigmoid(x)
     return s * (1 - s)
 
@@ -48,7 +49,7 @@ def relu_grad(x):  # the point(s) a at which to differentiate
     x = as_float_array(x)
     return _result((x > 0).astype(x.dtype), x)
 
-# %% ../nbs/02_backprop.ipynb #002eaba2
+# %% ../nbs/02_backprop.ipynb #c8001294
 from .core import Module, check_array, check_backward
 
 class Sigmoid(Module):
@@ -157,7 +158,7 @@ class Softplus(Module):
         dout = check_backward(self, dout, self._out)
         return dout * sigmoid(self._x)
 
-# %% ../nbs/06_softmax.ipynb #b52118ce
+# %% ../nbs/06_softmax.ipynb #b32df77a
 class Softmax(Module):
     "Softmax over the last axis as a layer; backward: dx = y ⊙ (dout - Σ dout ⊙ y)"
     def __init__(self): super().__init__(); self._out = None

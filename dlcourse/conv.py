@@ -19,7 +19,7 @@ def _pair(v,            # an integer, or a (height, width) pair of integers
         raise ValueError(f"{name} must be an integer >= {minimum} or a (height, width) pair of them, got {v!r}")
     return int(pair[0]), int(pair[1])
 
-# %% ../nbs/03_convolution.ipynb #49dd6ddc
+# %% ../nbs/03_convolution.ipynb #15c8442f
 def conv_output_size(I:int,         # input size (height or width)
                      F:int,         # filter size
                      S:int=1,       # stride
@@ -29,6 +29,7 @@ def conv_output_size(I:int,         # input size (height or width)
     for name, v, lo in (('I', I, 1), ('F', F, 1), ('S', S, 1), ('P', P, 0)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
             raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
+    # span: how far the filter can move across the padded input (the padding P is added on both sides)
     span = I - F + 2 * P
     if span < 0:
         raise ValueError(f"the filter does not fit: F={F} is larger than the padded input I + 2P = {I + 2 * P}")
@@ -36,19 +37,20 @@ def conv_output_size(I:int,         # input size (height or width)
         raise ValueError(f"Passt nicht! (I - F + 2P)/S + 1 = ({I} - {F} + 2*{P})/{S} + 1 = {span}/{S} + 1 = "
                          f"{span / S + 1:.4g} is not an integer: stride {S} does not divide {span}; change S or P "
                          "(or let a layer floor the output size)")
+    # the number of filter positions: one at the start, then one per step of S that still fits
     return span // S + 1
 
-# %% ../nbs/03_convolution.ipynb #266669a9
+# %% ../nbs/03_convolution.ipynb #b05ce5c1
 def conv_remainder(I:int, F:int, S:int=1, P:int=0):  # as in `conv_output_size`
     "Rows/columns of the padded input that a floored convolution or pooling never reaches: (I - F + 2P) mod S"
     conv_output_size(I, F, S, P, floor=True)           # validates the arguments
     return (I - F + 2 * P) % S
 
-# %% ../nbs/03_convolution.ipynb #a17a7f24
+# %% ../nbs/03_convolution.ipynb #6206cb96
 from .core import (DEFAULT_DTYPE, Module, Parameter, as_float_dtype, check_allocation, check_array, check_backward,
                            check_positive, get_rng)
 from .kernels.conv import (col2im, conv_direct_backward_input, conv_direct_backward_weight, conv_direct_forward,
-                                   fold, im2col, matmul_nt, unfold_bias, widen)
+                                   fold, gemm_nt, im2col, matmul_nt, unfold_bias, widen)
 
 _COLS_BUDGET = 1 << 24        # at most this many elements in the patch matrix (64 MB in float32); larger batches go in chunks
 
@@ -79,6 +81,10 @@ def _use_direct(C, K, kh, kw):  # the filters' shape
     "Use the direct kernels (for stride 1)? For layers whose filters hold few weights in all, like LeNet-5's"
     return K * C * kh * kw <= 4096
 
+def _is_dense(xp_shape, kh, kw):  # the padded input's shape (N, C, Hp, Wp), the filter size
+    "Does the filter cover the whole padded input? Then the layer is a fully connected layer (one output per image)"
+    return xp_shape[2] == kh and xp_shape[3] == kw
+
 class _ConvEngine:
     "Forward and backward step of one convolution with reusable buffers; forward keeps what backward needs"
     def __init__(self): self._buffers, self._saved = {}, None
@@ -107,7 +113,12 @@ class _ConvEngine:
         out = np.empty((N, K, OH, OW), x.dtype)
         direct, L = stride == (1, 1) and _use_direct(C, K, kh, kw), OH * OW
         chunk = max(1, _COLS_BUDGET // (C * kh * kw * L))               # images per patch matrix
-        if direct: conv_direct_forward(xp, w, b, out)
+        dense = _is_dense(xp.shape, kh, kw)
+        if dense:                                                       # Y = X W^T: each image is its own patch
+            y = out.reshape(N, K)
+            gemm_nt(xp.reshape(N, C * kh * kw), w.reshape(K, C * kh * kw), y, False)
+            y += b
+        elif direct: conv_direct_forward(xp, w, b, out)
         else:
             w2 = w.reshape(K, C * kh * kw)
             for n0 in range(0, N, chunk):
@@ -116,8 +127,8 @@ class _ConvEngine:
                 im2col(xs, kh, kw, sh, sw, cols)
                 y = np.matmul(w2, cols, out=self._buffer('y', (K, len(xs) * L), x.dtype))   # the GEMM
                 unfold_bias(y, b, out[n0:n0 + chunk].reshape(len(xs), K, L))
-        self._saved = dict(x_shape=x.shape, xp=xp, w=w, stride=stride, padding=padding, direct=direct, chunk=chunk,
-                           cols_valid=chunk >= N)                    # backward may reuse the patch matrix
+        self._saved = dict(x_shape=x.shape, xp=xp, w=w, stride=stride, padding=padding, direct=direct, dense=dense,
+                           chunk=chunk, cols_valid=chunk >= N)                    # backward may reuse the patch matrix
         return out
 
     def backward(self, dout,   # dE/dy (N, K, OH, OW), validated
@@ -130,7 +141,11 @@ class _ConvEngine:
         Hp, Wp = xp.shape[2:]
         if db is not None: db += dout.sum((0, 2, 3))
         dxp = self._buffer('dxp', xp.shape, xp.dtype) if ph or pw else np.empty(xp.shape, xp.dtype)
-        if s['direct']:
+        if s['dense']:                                                  # dE/dW += G^T X, dE/dX = G W
+            g, x2, w2 = dout.reshape(N, K), xp.reshape(N, C * kh * kw), w.reshape(K, C * kh * kw)
+            gemm_nt(np.ascontiguousarray(g.T), np.ascontiguousarray(x2.T), dw.reshape(K, -1), True)
+            gemm_nt(g, np.ascontiguousarray(w2.T), dxp.reshape(N, -1), False)
+        elif s['direct']:
             gw = self._buffer('gw', (N, K, (dout.shape[2] - 1) * Wp + dout.shape[3]), xp.dtype)
             widen(dout, Wp, gw)
             parts = self._buffer('parts', (max(1, min(N, 4)), K, C, kh, kw), xp.dtype)   # up to 4 slices of the batch
@@ -154,7 +169,7 @@ class _ConvEngine:
                 col2im(dcols, kh, kw, sh, sw, dxp[n0:n0 + nb])
         return dxp[:, :, ph:ph + H, pw:pw + W].copy() if ph or pw else dxp
 
-# %% ../nbs/03_convolution.ipynb #b224e5d7
+# %% ../nbs/03_convolution.ipynb #4bc2161f
 def conv2d(x,            # input (N, C, H, W), float32 or float64
            w,            # filters (K, C, kh, kw), same dtype as x
            b=None,       # bias (K,) or None
@@ -177,7 +192,7 @@ def conv2d_backward(dout,        # dE/dy (N, K, OH, OW)
     dw, db = np.zeros_like(w), np.zeros(w.shape[0], w.dtype)
     return engine.backward(dout, dw, db), dw, db
 
-# %% ../nbs/03_convolution.ipynb #4bc2161f
+# %% ../nbs/03_convolution.ipynb #877fd48f
 class Conv2d(Module):
     """Convolution layer (Faltungsschicht): `out_channels` filters spanning all `in_channels` slide over the input,
     x (N, C, H, W) -> (N, K, OH, OW). Where the filter does not fit exactly the output size is floored, as in PyTorch;

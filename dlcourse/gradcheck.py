@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['GradCheck', 'grad_check']
 
-# %% ../nbs/02_backprop.ipynb #78705c82
+# %% ../nbs/02_backprop.ipynb #7e10fc72
 import copy
 
 import numpy as np

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['Linear', 'Flatten', 'LocalResponseNorm', 'Dropout', 'GlobalAvgPool2d', 'BatchNorm2d']
 
-# %% ../nbs/02_backprop.ipynb #4ec0e0e5
+# %% ../nbs/02_backprop.ipynb #639e123b
 import numpy as np
 
 from .core import (DEFAULT_DTYPE, Module, Parameter, as_float_dtype, check_allocation, check_array, check_backward,
@@ -44,7 +44,7 @@ class Linear(Module):
 
     def extra_repr(self): return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
-# %% ../nbs/02_backprop.ipynb #be9e715b
+# %% ../nbs/02_backprop.ipynb #deee0cfb
 class Flatten(Module):
     "Flatten every example to a row: (N, ...) -> (N, prod(...))"
     def __init__(self): super().__init__(); self._shape = self._out = None
@@ -57,11 +57,11 @@ class Flatten(Module):
     def backward(self, dout):
         return check_backward(self, dout, self._out).reshape(self._shape)
 
-# %% ../nbs/08_model_zoo.ipynb #b96a1d83
+# %% ../nbs/08_model_zoo.ipynb #6eaebdd9
 import numpy as np
 
-from .core import (DEFAULT_DTYPE, Module, Parameter, as_float_dtype, check_array, check_backward, check_positive,
-                           get_rng)
+from .core import (DEFAULT_DTYPE, Module, Parameter, as_float_dtype, check_allocation, check_array, check_backward,
+                           check_positive, get_rng)
 
 def _check_number(value, name, low, high, low_open=False, high_open=False):
     "`value` as a float, after checking that it is a number in the interval from low to high (ends open or closed)"
@@ -108,7 +108,7 @@ class LocalResponseNorm(Module):
 
     def extra_repr(self): return f"{self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}"
 
-# %% ../nbs/08_model_zoo.ipynb #fb949299
+# %% ../nbs/08_model_zoo.ipynb #f9bc11b7
 class Dropout(Module):
     "Dropout: in training, zero each value with probability p and scale the others by 1/(1-p); the identity in evaluation"
     def __init__(self, p=0.5,   # probability of dropping a value
@@ -133,7 +133,7 @@ class Dropout(Module):
 
     def extra_repr(self): return f"p={self.p}"
 
-# %% ../nbs/08_model_zoo.ipynb #0321333a
+# %% ../nbs/08_model_zoo.ipynb #7239b098
 class GlobalAvgPool2d(Module):
     "Average of each activation map, (N, C, H, W) -> (N, C, 1, 1), as torch.nn.AdaptiveAvgPool2d(1)"
     def __init__(self): super().__init__(); self._shape = self._out = None
@@ -148,7 +148,7 @@ class GlobalAvgPool2d(Module):
         H, W = self._shape[2:]
         return np.broadcast_to(dout / dout.dtype.type(H * W), self._shape).copy()    # each value had weight 1/(HW)
 
-# %% ../nbs/08_model_zoo.ipynb #c63775c4
+# %% ../nbs/08_model_zoo.ipynb #20ab797d
 class BatchNorm2d(Module):
     "Batch normalisation of each channel, (x - μ) / sqrt(σ² + eps) · weight + bias: batch statistics in training, running averages in evaluation"
     def __init__(self, num_features:int,   # C: channels of the input
@@ -160,6 +160,7 @@ class BatchNorm2d(Module):
         self.eps = _check_number(eps, 'eps', 0, np.inf, low_open=True)
         self.momentum = _check_number(momentum, 'momentum', 0, 1)
         dtype = as_float_dtype(dtype)
+        check_allocation((4, num_features), dtype, f"the parameters and buffers of BatchNorm2d(num_features={num_features})")
         self.weight, self.bias = Parameter(np.ones(num_features, dtype)), Parameter(np.zeros(num_features, dtype))
         self.register_buffer('running_mean', np.zeros(num_features, dtype))
         self.register_buffer('running_var', np.ones(num_features, dtype))

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['gradient_descent', 'accuracy', 'TrainingDiverged', 'History', 'architecture', 'save_checkpoint', 'load_checkpoint', 'Learner']
 
-# %% ../nbs/02_backprop.ipynb #51b03d55
+# %% ../nbs/02_backprop.ipynb #ac47d104
 import numpy as np
 
 from .core import Module, check_array, check_positive, get_rng
@@ -46,7 +46,7 @@ def gradient_descent(model,          # the network, a Module
         if on_epoch is not None: on_epoch(epoch + 1, history[-1])
     return np.array(history)
 
-# %% ../nbs/07_sgd.ipynb #cb1990d4
+# %% ../nbs/07_sgd.ipynb #34991c25
 import hashlib
 import json
 import os
@@ -58,7 +58,7 @@ from pathlib import Path
 from .core import Module, get_rng
 from .losses import Loss
 
-# %% ../nbs/07_sgd.ipynb #34991c25
+# %% ../nbs/07_sgd.ipynb #b1dc2779
 def accuracy(output,   # (N, C) class scores (logits or probabilities)
              target):  # (N,) integer class indices
     "Fraction of examples whose highest-scoring class is the target"
@@ -106,7 +106,7 @@ class History:
         widths = [max(len(row[i]) for row in rows) for i in range(len(cols))]
         return '\n'.join('  '.join(v.rjust(w) for v, w in zip(row, widths)) for row in rows)
 
-# %% ../nbs/07_sgd.ipynb #9ea2ec63
+# %% ../nbs/07_sgd.ipynb #489cf858
 _FORMAT = 'dlcourse-checkpoint-1'
 
 def architecture(model):
@@ -197,7 +197,7 @@ def load_checkpoint(path, model, optimizer=None):
                                    'state': {int(i): {k: arrays[f'opt/{i}/{k}'] for k in keys} for i, keys in opt['keys'].items()}})
     return header['meta']
 
-# %% ../nbs/07_sgd.ipynb #1d4e5142
+# %% ../nbs/07_sgd.ipynb #a49ca125
 def _in_notebook():
     "True inside a Jupyter kernel (progress widgets and live plots), False in a terminal"
     ip = sys.modules.get('IPython')

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['Loss', 'MSELoss', 'softmax', 'log_softmax', 'cross_entropy', 'CrossEntropyLoss']
 
-# %% ../nbs/02_backprop.ipynb #17fbecbc
+# %% ../nbs/02_backprop.ipynb #0dd9db00
 import numpy as np
 
 from .core import Module, check_array
@@ -101,5 +101,6 @@ class CrossEntropyLoss(Loss):
         scale = logits.dtype.type(1.0 / n if self.reduction == 'mean' else 1.0)
         with np.errstate(under='ignore'):                         # tiny probabilities may round to 0: harmless
             logp = log_softmax(logits)
+            # save ∂E/∂z = (y - t) · scale with y = softmax(z) in self._grad, and return E = -Σ t log y · scale
             self._grad = (np.exp(logp) - t) * scale              # (N, C)
             return float(-(t * logp).sum() * scale)

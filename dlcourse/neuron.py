@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['SigmoidNeuron', 'TwoLayerSigmoidNet']
 
-# %% ../nbs/01_sigmoid_neuron.ipynb #22d5d877
+# %% ../nbs/01_sigmoid_neuron.ipynb #bbf2fdfa
 import numpy as np
 
 from .activations import sigmoid
@@ -61,9 +61,11 @@ class SigmoidNeuron:
     def delta_rule_step(self, x, t, lr):
         "Online update for one pattern x (n,): w_i <- w_i + lr y(1 - y)(t - y) x_i"
         X, T = _check_patterns(np.asarray(x)[None], np.atleast_1d(np.asarray(t, float)), self.n_inputs)
+        x, t, lr = X[0], T[0], check_positive(lr, 'lr')
+        # the delta rule: w_i <- w_i + α y(1 - y)(t - y) x_i, and the same for the bias b, whose input is always 1
         y = self(X)[0]
-        delta = y * (1 - y) * (T[0] - y)
-        self.w += check_positive(lr, 'lr') * delta * X[0]
+        delta = y * (1 - y) * (t - y)
+        self.w += lr * delta * x
         self.b += lr * delta
 
     def fit(self, X, t,
@@ -111,6 +113,7 @@ class TwoLayerSigmoidNet:
         "The output deltas δ_j = y_j(1-y_j)(t_j-y_j) and hidden deltas δ_k = Σ_j δ_j w_jk x_k(1-x_k)"
         hidden, y = self.forward(x)
         delta_out = y * (1 - y) * (t - y)
+        # δ_k = x_k(1 - x_k) Σ_j δ_j w_jk for every hidden unit k at once: the sum over j is a product with W_outᵀ
         delta_hid = hidden * (1 - hidden) * (self.W_out.T @ delta_out)
         return hidden, delta_out, delta_hid
 

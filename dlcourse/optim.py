@@ -74,6 +74,9 @@ class SGD(Optimizer):
         "Update every parameter from its gradient"
         h = self.hyper
         for i, p in enumerate(self.params):
+            # g = ∂E/∂w (+ λ w with weight decay); with momentum μ the velocity v <- μ v + (1 - dampening) g (v = g on the
+            # first step), kept in self.state[i]['momentum_buffer'], and g = v (Nesterov: g + μ v); then w <- w - α g.
+            # Compute in the parameter's dtype (p.data.dtype.type(x)), and update p.data in place.
             g = p.grad
             if h['weight_decay']: g = g + p.data.dtype.type(h['weight_decay']) * p.data
             if h['momentum']:

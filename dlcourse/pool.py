@@ -6,7 +6,7 @@
 __all__ = ['pool_args', 'pool_output_shape', 'pool_floors', 'max_pool2d', 'sum_pool2d', 'avg_pool2d', 'MaxPool2d', 'SumPool2d',
            'AvgPool2d']
 
-# %% ../nbs/05_pooling.ipynb #3e465b6c
+# %% ../nbs/05_pooling.ipynb #5f007d9c
 import numpy as np
 
 from .conv import conv_output_size
@@ -103,7 +103,7 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0):  # zero padding, counted
     "Average over each window of each map, dividing by the full window area: (N, C, H, W) -> (N, C, O_h, O_w)"
     return _sum_pool(x, kernel_size, stride, padding, average=True)[1]
 
-# %% ../nbs/05_pooling.ipynb #ab0890ef
+# %% ../nbs/05_pooling.ipynb #999d870b
 class _Pool2d(Module):
     "Base of the pooling layers: argument checks, output shape, floor bookkeeping"
     def __init__(self, kernel_size, stride=None, padding=0):

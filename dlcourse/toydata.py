@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['make_separable', 'make_xor', 'plot_decision_boundary', 'make_moons', 'make_spirals']
 
-# %% ../nbs/01_sigmoid_neuron.ipynb #44b08028
+# %% ../nbs/01_sigmoid_neuron.ipynb #9f3d804a
 import numpy as np
 
 from .core import check_allocation, check_positive, get_rng
@@ -59,7 +59,7 @@ def plot_decision_boundary(predict,      # maps points (M, 2) to outputs (M,) in
     if title: ax.set_title(title)
     return ax
 
-# %% ../nbs/02_backprop.ipynb #f3fac7e0
+# %% ../nbs/02_backprop.ipynb #4f848a04
 def make_moons(n=200,       # number of points (half per class)
                noise=0.1,   # standard deviation of the Gaussian noise added to each point
                rng=0):      # None, an int seed or a numpy Generator

@@ -207,6 +207,50 @@ def idx_path():
     return p
 
 
+# the fused layers of lesson 08b, from the top level once they are exported there
+fuse, ConvActPool, LinearAct = (getattr(dl, n, None) for n in ('fuse', 'ConvActPool', 'LinearAct'))
+if fuse is None: from dlcourse.fused import ConvActPool, LinearAct, fuse   # noqa: E402
+
+
+class _Drew(Exception):
+    "Raised by StopRng at a constructor's first random draw: by then every argument was accepted"
+
+
+class StopRng(np.random.Generator):
+    """A generator that stops a constructor at its first random draw. The big networks (VGG-16: 138M weights) are too
+    expensive to build 40 times: their entries check the arguments, which must all be validated before any weight exists"""
+    def __init__(self): super().__init__(np.random.PCG64(0))
+    def _stop(self, *args, **kwargs): raise _Drew
+    uniform = normal = standard_normal = random = integers = _stop
+
+
+def checked_only(build):
+    "`build(**args, rng=StopRng())`: 'accepted' where it got as far as drawing the first weight"
+    def fn(**args):
+        try: return build(**args, rng=StopRng())
+        except _Drew: return 'accepted'
+    return fn
+
+
+def conv_backward_sized(stride, padding):
+    "conv2d_backward of a (1, 2, 6, 6) input and 3x3 filters, with a dout of the output's size where it is a sane one"
+    dout_shape, ints = (1, 3, 3, 3), all(type(v) is int for v in (stride, padding))
+    if ints and stride > 0 and 0 < (o := (6 - 3 + 2 * padding) // stride + 1) < 100: dout_shape = (1, 3, o, o)
+    return dl.conv2d_backward(np.ones(dout_shape, F32), np.ones((1, 2, 6, 6), F32), np.ones((3, 2, 3, 3), F32),
+                              stride=stride, padding=padding)
+
+
+def lenet():
+    return dl.lenet5(rng=0)
+
+
+def tiny_resnet(): return dl.resnet18(num_classes=3, in_channels=1, small_input=True, width=2, rng=0)
+
+
+def torch_lenet():
+    return dl.to_torch(dl.lenet5(rng=0))
+
+
 N = 4
 # every public function and layer, with valid arguments (the battery mutates one at a time)
 ENTRIES = [
@@ -223,6 +267,8 @@ ENTRIES = [
     Entry('leaky_relu', lambda x, negative_slope: dl.leaky_relu(x, negative_slope), x=Arr((N, 5), elementwise=True),
           negative_slope=Num(0.1, minimum=None)),
     Entry('elu', lambda x, alpha: dl.elu(x, alpha), x=Arr((N, 5), elementwise=True), alpha=Num(1.0, minimum=None)),
+    Entry('leaky_relu_grad', lambda x, negative_slope: dl.leaky_relu_grad(x, negative_slope), x=Arr((N, 5), elementwise=True),
+          negative_slope=Num(0.1, minimum=None), nan_may_vanish=True),     # as relu_grad: α at NaN, as in PyTorch
     *[Entry(f'{cls.__name__}.forward', (lambda c: lambda x: c()(x))(cls), x=Arr((N, 5), elementwise=True))
       for cls in (dl.Sigmoid, dl.Tanh, dl.ReLU, dl.LeakyReLU, dl.ELU, dl.Softplus, dl.Softmax, dl.Flatten)],
     *[Entry(f'{cls.__name__}.backward', (lambda c: lambda dout: after_forward(c, np.ones((N, 5), F32)).backward(dout))(cls),
@@ -293,6 +339,11 @@ ENTRIES = [
     Entry('conv2d(stride, padding)', lambda stride, padding: dl.conv2d(np.ones((1, 2, 6, 6), F32), np.ones((3, 2, 3, 3), F32),
                                                                        stride=stride, padding=padding),
           stride=Int(2, huge='valid'), padding=Int(1, minimum=0)),
+    Entry('conv_remainder', lambda I, F, S, P: dl.conv_remainder(I, F, S, P),
+          I=Int(7, huge='valid'), F=Int(3), S=Int(3, huge='valid'), P=Int(0, minimum=0, huge='valid')),
+    Entry('conv2d_backward', lambda dout, x, w: dl.conv2d_backward(dout, x, w, stride=1, padding=1),
+          dout=Arr((2, 4, 6, 5), fixed=(0, 1, 2, 3)), x=Arr((2, 3, 6, 5), fixed=(1,)), w=Arr((4, 3, 3, 3), fixed=(0, 1))),
+    Entry('conv2d_backward(stride, padding)', conv_backward_sized, stride=Int(2, huge='valid'), padding=Int(1, minimum=0)),
     Entry('Conv2d()', lambda in_channels, out_channels, kernel_size: dl.Conv2d(in_channels, out_channels, kernel_size),
           in_channels=Int(2), out_channels=Int(3), kernel_size=Int(3)),
     Entry('Conv2d.forward', lambda x: dl.Conv2d(3, 4, 3, padding=1, rng=0)(x), x=Arr((2, 3, 6, 5), fixed=(1,))),
@@ -316,6 +367,92 @@ ENTRIES = [
           kernel_size=Int(3, huge='valid'), stride=Int(2, huge='valid', none_ok=True), padding=Int(1, minimum=0)),
     Entry('pool_output_shape', lambda input_shape: dl.pool.pool_output_shape(input_shape, 2),
           input_shape=Obj((1, 3, 8, 8), wrong=('str', 'none', 'int'))),
+    # the zoo's layers
+    Entry('LocalResponseNorm()', lambda size, alpha, beta, k: dl.LocalResponseNorm(size, alpha, beta, k),
+          size=Int(5, huge='valid'), alpha=Num(1e-4, inclusive=True), beta=Num(0.75, inclusive=True), k=Num(2.0)),
+    Entry('LocalResponseNorm.forward', lambda x: dl.LocalResponseNorm(3, alpha=0.5, k=2.0)(x), x=Arr((2, 5, 4, 3), fixed=())),
+    Entry('LocalResponseNorm.backward', lambda dout: after_forward(lambda: dl.LocalResponseNorm(3, alpha=0.5, k=2.0),
+                                                                  np.ones((2, 5, 4, 3), F32)).backward(dout),
+          dout=Arr((2, 5, 4, 3), fixed=(0, 1, 2, 3))),
+    Entry('Dropout()', lambda p: dl.Dropout(p), p=Num(0.5, inclusive=True)),
+    Entry('Dropout.forward', lambda x: dl.Dropout(0.5, rng=0)(x), x=Arr((N, 6), elementwise=True)),
+    Entry('Dropout.backward', lambda dout: after_forward(lambda: dl.Dropout(0.5, rng=0), np.ones((N, 6), F32)).backward(dout),
+          dout=Arr((N, 6), fixed=(0, 1))),
+    Entry('GlobalAvgPool2d.forward', lambda x: dl.GlobalAvgPool2d()(x), x=Arr((2, 3, 4, 5), fixed=())),
+    Entry('GlobalAvgPool2d.backward', lambda dout: after_forward(dl.GlobalAvgPool2d, np.ones((2, 3, 4, 5), F32)).backward(dout),
+          dout=Arr((2, 3, 1, 1), fixed=(0, 1, 2, 3))),
+    Entry('BatchNorm2d()', lambda num_features, eps, momentum: dl.BatchNorm2d(num_features, eps, momentum),
+          num_features=Int(3), eps=Num(1e-5), momentum=Num(0.1, inclusive=True)),
+    Entry('BatchNorm2d(dtype)', lambda dtype: dl.BatchNorm2d(3, dtype=dtype), dtype=Obj(np.float64)),
+    Entry('BatchNorm2d.forward', lambda x: dl.BatchNorm2d(3)(x), x=Arr((2, 3, 4, 5), fixed=(1,))),
+    Entry('BatchNorm2d.forward(eval)', lambda x: dl.BatchNorm2d(3).eval()(x), x=Arr((2, 3, 4, 5), fixed=(1,))),
+    Entry('BatchNorm2d.backward', lambda dout: after_forward(lambda: dl.BatchNorm2d(3), np.random.default_rng(0).normal(
+          size=(2, 3, 4, 5)).astype(F32)).backward(dout), dout=Arr((2, 3, 4, 5), fixed=(0, 1, 2, 3))),
+    Entry('Inception()', lambda in_channels, ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5, pool_proj, kernel5: dl.Inception(
+          in_channels, ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5, pool_proj, kernel5=kernel5, rng=0),
+          in_channels=Int(3), ch1x1=Int(2), ch3x3red=Int(2), ch3x3=Int(3), ch5x5red=Int(1), ch5x5=Int(2), pool_proj=Int(2),
+          kernel5=Int(5)),
+    Entry('Inception(dtype)', lambda dtype: dl.Inception(3, 2, 2, 3, 1, 2, 2, dtype=dtype, rng=0), dtype=Obj(np.float64)),
+    Entry('Inception.forward', lambda x: dl.Inception(3, 2, 2, 3, 1, 2, 2, rng=0)(x), x=Arr((2, 3, 5, 5), fixed=(1,))),
+    Entry('Inception.backward', lambda dout: after_forward(lambda: dl.Inception(3, 2, 2, 3, 1, 2, 2, rng=0),
+                                                           np.ones((2, 3, 5, 5), F32)).backward(dout),
+          dout=Arr((2, 9, 5, 5), fixed=(0, 1, 2, 3)), nan_may_vanish=True),   # every branch ends in ReLU: as BasicBlock
+    Entry('BasicBlock()', lambda in_channels, out_channels, stride: dl.BasicBlock(in_channels, out_channels, stride, rng=0),
+          in_channels=Int(3), out_channels=Int(4), stride=Int(2, huge='valid')),
+    Entry('BasicBlock(dtype)', lambda dtype: dl.BasicBlock(3, 4, dtype=dtype, rng=0), dtype=Obj(np.float64)),
+    Entry('BasicBlock.forward', lambda x: dl.BasicBlock(3, 4, 2, rng=0)(x), x=Arr((2, 3, 5, 5), fixed=(1,))),
+    Entry('BasicBlock.backward', lambda dout: after_forward(lambda: dl.BasicBlock(3, 4, 2, rng=0), np.random.default_rng(0).normal(
+          size=(2, 3, 5, 5)).astype(F32)).backward(dout), dout=Arr((2, 4, 3, 3), fixed=(0, 1, 2, 3)),
+          nan_may_vanish=True),   # it ends in ReLU: a NaN gradient at an inactive unit is blocked (0), as in PyTorch
+    # the zoo's networks: LeNet-5 and a narrow ResNet-18 are built and run, the big ones only have their arguments checked
+    Entry('lenet5()', lambda num_classes, activation, pool, padding, dtype: dl.lenet5(num_classes, activation, pool, padding,
+                                                                                      dtype=dtype, rng=0),
+          num_classes=Int(10), activation=Obj('relu'), pool=Obj('avg'), padding=Int(2, minimum=0, huge='valid'),
+          dtype=Obj(np.float64)),
+    Entry('lenet5(rng)', lambda rng: dl.lenet5(rng=rng), rng=Obj(0, wrong=('str', 'float'))),
+    Entry('lenet5.forward', lambda x: lenet()(x), x=Arr((2, 1, 28, 28), fixed=(1,))),
+    Entry('lenet5.backward', lambda dout: after_forward(lenet, np.ones((2, 1, 28, 28), F32)).backward(dout),
+          dout=Arr((2, 10), fixed=(0, 1))),
+    Entry('alexnet()', lambda num_classes, dtype: checked_only(dl.alexnet)(num_classes=num_classes, dtype=dtype),
+          num_classes=Int(1000), dtype=Obj(np.float32)),
+    Entry('vgg16()', lambda num_classes, in_channels, dtype: checked_only(dl.vgg16)(num_classes=num_classes,
+                                                                                     in_channels=in_channels, dtype=dtype),
+          num_classes=Int(1000), in_channels=Int(3), dtype=Obj(np.float32)),
+    Entry('googlenet()', lambda num_classes, in_channels, variant, dtype: checked_only(dl.googlenet)(
+          num_classes=num_classes, in_channels=in_channels, variant=variant, dtype=dtype),
+          num_classes=Int(1000), in_channels=Int(3), variant=Obj('torchvision'), dtype=Obj(np.float32)),
+    Entry('resnet18()', lambda num_classes, in_channels, width, dtype: dl.resnet18(num_classes, in_channels, small_input=True,
+                                                                                   width=width, dtype=dtype, rng=0),
+          num_classes=Int(10), in_channels=Int(1), width=Int(2), dtype=Obj(np.float64)),
+    Entry('resnet18(default)', lambda num_classes, width: checked_only(dl.resnet18)(num_classes=num_classes, width=width),
+          num_classes=Int(1000), width=Int(64)),
+    Entry('resnet18.forward', lambda x: tiny_resnet()(x), x=Arr((2, 1, 8, 8), fixed=(1,))),
+    Entry('resnet18.backward', lambda dout: after_forward(tiny_resnet, np.random.default_rng(0).normal(
+          size=(2, 1, 8, 8)).astype(F32)).backward(dout), dout=Arr((2, 3), fixed=(0, 1))),
+    # summary
+    Entry('summary', lambda model, input_shape: dl.summary(model, input_shape), model=Obj(lenet),
+          input_shape=Obj((2, 1, 28, 28))),
+    Entry('Summary', lambda rows: str(dl.Summary(rows)), rows=Obj(lambda: dl.summary(lenet(), (1, 1, 28, 28)).rows)),
+    # interop with PyTorch
+    Entry('to_torch', lambda model: dl.to_torch(model).state_dict(), model=Obj(lenet)),
+    Entry('from_torch', lambda module, model: dl.from_torch(module, model).state_dict(), module=Obj(torch_lenet),
+          model=Obj(lambda: dl.lenet5(rng=1), wrong=('str', 'int'))),
+    # the fused layers (lesson 08b)
+    Entry('fuse', lambda model: fuse(model).state_dict(), model=Obj(lenet)),
+    Entry('fuse.forward', lambda x: fuse(lenet())(x), x=Arr((2, 1, 28, 28), fixed=(1,))),
+    Entry('ConvActPool()', lambda conv, activation, pool: ConvActPool(conv, activation, pool),
+          conv=Obj(lambda: dl.Conv2d(2, 3, 3, rng=0)), activation=Obj('relu', wrong=('str', 'int')), pool=Obj('avg')),
+    *[Entry(f'ConvActPool.forward({pool})', (lambda pool: lambda x: ConvActPool(dl.Conv2d(2, 3, 3, rng=0), 'relu', pool)(x))(pool),
+            x=Arr((2, 2, 6, 7), fixed=(1,))) for pool in ('max', 'avg')],
+    *[Entry(f'ConvActPool.backward({pool})', (lambda pool: lambda dout: after_forward(
+            lambda: ConvActPool(dl.Conv2d(2, 3, 3, rng=0), 'tanh', pool), np.random.default_rng(0).normal(
+                size=(2, 2, 6, 7)).astype(F32)).backward(dout))(pool), dout=Arr((2, 3, 2, 2), fixed=(0, 1, 2, 3)))
+      for pool in ('max', 'avg')],
+    Entry('LinearAct()', lambda linear, activation: LinearAct(linear, activation),
+          linear=Obj(lambda: dl.Linear(5, 3, rng=0)), activation=Obj('tanh', wrong=('str', 'int'))),
+    Entry('LinearAct.forward', lambda x: LinearAct(dl.Linear(5, 3, rng=0), 'relu')(x), x=Arr((N, 5))),
+    Entry('LinearAct.backward', lambda dout: after_forward(lambda: LinearAct(dl.Linear(5, 3, rng=0), 'sigmoid'),
+                                                           np.ones((N, 5), F32)).backward(dout), dout=Arr((N, 3), fixed=(0, 1))),
 ]
 
 

@@ -315,9 +315,14 @@ SCRIPT = textwrap.dedent('''
 ''')
 
 
+# the child's environment: this one, but compiled kernels unless a test asks otherwise (the kernel tests also run under
+# NUMBA_DISABLE_JIT=1 and NUMBA_BOUNDSCHECK=1, see tools/test; what these children check needs the compiled kernels)
+BASE_ENV = {k: v for k, v in os.environ.items() if k not in ('NUMBA_DISABLE_JIT', 'NUMBA_BOUNDSCHECK')}
+
+
 def run_script(**env):
     res = subprocess.run([sys.executable, '-c', SCRIPT], capture_output=True, text=True, timeout=600,
-                         env={**os.environ, **env})
+                         env={**BASE_ENV, **env})
     assert res.returncode == 0, res.stderr
     return json.loads(res.stdout)
 
@@ -336,6 +341,21 @@ def test_kernels_run_without_jit():
     out = run_script(NUMBA_DISABLE_JIT='1')
     assert out['jit_disabled']
     check_results(out['results'])
+
+
+def test_boundscheck_catches_a_wrong_index(tmp_path):
+    """Under NUMBA_BOUNDSCHECK=1 (tools/test runs the kernel tests so) a kernel given a too small output raises IndexError
+    instead of writing past it, also for the parallel kernels (jit compiles them serially then)"""
+    script = textwrap.dedent('''
+        import numpy as np
+        from dlcourse.kernels.conv import im2col
+        try: im2col(np.zeros((2, 3, 8, 8), np.float32), 3, 3, 1, 1, np.empty((4, 4), np.float32))
+        except IndexError: print('IndexError')
+    ''')
+    res = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, timeout=600,
+                         env={**os.environ, 'NUMBA_BOUNDSCHECK': '1', 'NUMBA_CACHE_DIR': str(tmp_path)})
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == 'IndexError'
 
 
 def test_kernels_load_from_the_cache(tmp_path):

@@ -23,7 +23,14 @@ CONTRACT = {
     'conv': ['conv_output_size', 'conv2d', 'Conv2d'],
     'pool': ['max_pool2d', 'MaxPool2d', 'SumPool2d', 'AvgPool2d'],
     'optim': ['SGD'],
+    'zoo': ['lenet5', 'alexnet', 'googlenet', 'vgg16', 'resnet18'],
+    'interop': ['to_torch', 'from_torch'],
 }
+
+
+def test_summary_is_importable_from_its_module_and_from_dlcourse():
+    from dlcourse.summary import summary
+    assert dl.summary is summary and 'summary' in dl.__all__
 
 
 @pytest.mark.parametrize('module', CONTRACT)

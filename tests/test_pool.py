@@ -310,10 +310,18 @@ def test_bad_input(desc, call, exc, fragment):
     assert fragment in str(info.value), f"message {str(info.value)!r} lacks {fragment!r}"
 
 
-@pytest.mark.parametrize('kernel', ['max_pool2d_forward', 'max_pool2d_backward', 'sum_pool2d_forward', 'sum_pool2d_backward'])
-def test_kernels_are_cached_numba_functions(kernel):
-    f = getattr(kernels, kernel)
-    assert type(f._cache).__name__ == 'FunctionCache', 'kernels must be compiled with the jit helper (cache=True)'
+def test_kernels_are_cached_numba_functions():
+    "The kernels are compiled with the jit helper (cache=True); checked in a child with compiled kernels (tools/test also"
+    " runs this file under NUMBA_DISABLE_JIT=1)"
+    import os
+    script = ("from dlcourse.kernels import pool as k\n"
+              "for n in ('max_pool2d_forward', 'max_pool2d_backward', 'sum_pool2d_forward', 'sum_pool2d_backward'):\n"
+              "    print(n, type(getattr(k, n)._cache).__name__)")
+    env = {k: v for k, v in os.environ.items() if k not in ('NUMBA_DISABLE_JIT', 'NUMBA_BOUNDSCHECK')}
+    r = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.split('\n')[:-1]
+    assert len(lines) == 4 and all(l.endswith(' FunctionCache') for l in lines), r.stdout
 
 
 NO_JIT_SCRIPT = textwrap.dedent('''

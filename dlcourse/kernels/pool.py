@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['max_pool2d_forward', 'max_pool2d_backward', 'sum_pool2d_forward', 'sum_pool2d_backward']
 
-# %% ../../nbs/05_pooling.ipynb #4c6d5646
+# %% ../../nbs/05_pooling.ipynb #b7173d4a
 import numpy as np
 
 from .jit import jit, prange

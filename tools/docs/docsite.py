@@ -9,7 +9,8 @@ The build runs in three steps:
    and description from the `# Title` / `> summary` cells, `show_doc` API docs for exported names, `#| hide` cells
    dropped, ...) into `_proc/`, as `nbdev-proc-nbs` does, but without its Quarto check (`_ensure_quarto()` would try to
    download Quarto) and with one change (`_exec_for_docs`): the code show_doc needs runs without replacing the
-   notebook's saved outputs. One more processor adds each chapter's German lecture title as its subtitle, from
+   notebook's saved outputs. The exercises stay out of the pages (`exercise_proc`): nbgrader's solution markers are
+   removed from the code and the exercises' check cells are dropped. One more processor adds each chapter's German lecture title as its subtitle, from
    `tools/docs/chapters.yml`, the one file that holds them. `_proc/sidebar.yml` lists the pages in lecture order.
 2. **render**: with `quarto` on PATH, nbdev's Quarto renderer (what `nbdev-docs` runs). Without it, nbconvert's HTML
    exporter with the `dlcourse` template (tools/docs/templates): the same pages under the same names, a sidebar in the
@@ -169,6 +170,16 @@ def glossary_missing(nbs):
 
 
 # ------------------------------------------------------------------------------------------------------- 1. processing
+def exercise_proc(cell):
+    """An nbdev notebook processor for the course's exercises (nbs/11_exercises.ipynb): the marker lines of nbgrader's
+    solution regions are removed from every code cell, and an exercise's check cells (`#| exercise NAME` cells without a
+    solution region) are dropped: they are for students, the lesson's own tests stay"""
+    from dlcourse_nbdev import exercise_name, solution_regions, strip_solution_markers
+    if cell.cell_type != 'code': return
+    if exercise_name(cell.source) is not None and not solution_regions(cell.source): del cell['source']
+    elif '### ' in cell.source: cell.source = strip_solution_markers(cell.source)
+
+
 def _site_proc(page, chapters, page_names, has_repo):
     "An nbdev notebook processor: the chapter's German subtitle into the front matter, links fixed (see `fix_links`)"
     class SiteProc:
@@ -269,7 +280,8 @@ def process(pages, nbs, proc, site_title, chapters):
                 nb = read_nb(page.src)
                 Widget.close_all()       # nbdev saves the state of the widgets its run creates: only this notebook's
                 failed = []
-                procs = [_exec_for_docs(failed) if p is exec_show_docs else p for p in FilterDefaults().procs()]
+                procs = [exercise_proc] + [_exec_for_docs(failed) if p is exec_show_docs else p
+                                           for p in FilterDefaults().procs()]
                 procs.append(_site_proc(page, chapters, page_names, has_repo))
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter('always')

@@ -10,18 +10,60 @@ file, written by the first notebook (in nbdev's export order) that exports into 
 append as usual. It also refuses the two layouts nbdev would get silently wrong: two notebooks with
 the same `#| default_exp`, and a notebook that appends to a module whose owner is exported after it.
 
+The same processor keeps the course's exercise markers out of the package. An instructor marks the code students write
+with nbgrader's solution markers, a line `### BEGIN SOLUTION` before and `### END SOLUTION` after it, in a cell that
+carries `#| exercise NAME`; the exercise's check cells carry the same directive (see nbs/11_exercises.ipynb and
+tools/exercises). nbdev would export the marker lines as comments; `ModuleOwners` removes them from every exported
+cell, so `dlcourse/*.py` reads as if they were not there. `strip_solution_markers` and `exercise_name` are shared with
+the docs build (tools/docs/docsite.py) and the exercise tools, so that all of them read the markers alike.
+
 Always export the whole project (`nbdev-export`), as the test command does.
 """
 import os
+import re
 from pathlib import Path
 
 from fastcore.nbio import read_nb
 from nbdev.config import get_config
 from nbdev.doclinks import nbglob
 
-__all__ = ['ModuleOwners', 'module_table']
+__all__ = ['ModuleOwners', 'module_table', 'SOLUTION_BEGIN', 'SOLUTION_END', 'strip_solution_markers', 'exercise_name',
+           'solution_regions']
 
 _EXPORT_DIRECTIVES = ('export', 'exporti', 'exports')
+
+SOLUTION_BEGIN, SOLUTION_END = '### BEGIN SOLUTION', '### END SOLUTION'   # nbgrader's markers, a line each
+# nbgrader's markers: solution regions, and hidden tests (parts of a check cell left out of the student's copy)
+_MARKER_RE = re.compile(r'^[ \t]*### (?:BEGIN|END) (?:SOLUTION|HIDDEN TESTS)[ \t]*(?:\n|$)', re.MULTILINE)
+_EXERCISE_RE = re.compile(r'^\s*#\|\s*exercise:?\s+([A-Za-z_][\w-]*)\s*$', re.MULTILINE)
+
+
+def strip_solution_markers(source):
+    "`source` without nbgrader's marker lines (solution regions and hidden tests keep their code)"
+    out = _MARKER_RE.sub('', source)
+    return out if source.endswith('\n') else out.rstrip('\n')
+
+
+def exercise_name(source):
+    "The NAME of a code cell's `#| exercise NAME` directive (nbdev or Quarto form), or None"
+    m = _EXERCISE_RE.search(source)
+    return m.group(1) if m else None
+
+
+def solution_regions(source):
+    "The solution regions of a cell's source, as lists of lines without the markers; ValueError if unbalanced"
+    regions, current = [], None
+    for n, line in enumerate(source.splitlines(), 1):
+        mark = line.strip()
+        if mark == SOLUTION_BEGIN:
+            if current is not None: raise ValueError(f"line {n}: {SOLUTION_BEGIN} inside a solution region")
+            current = []
+        elif mark == SOLUTION_END:
+            if current is None: raise ValueError(f"line {n}: {SOLUTION_END} without {SOLUTION_BEGIN}")
+            regions.append(current); current = None
+        elif current is not None: current.append(line)
+    if current is not None: raise ValueError(f"{SOLUTION_BEGIN} without {SOLUTION_END}")
+    return regions
 
 
 def _targets(path):
@@ -65,8 +107,12 @@ def _fresh_module(fname, nb_path, mod, writers):
 
 
 class ModuleOwners:
-    "Give each module without a `#| default_exp` owner a fresh file before its first notebook exports into it"
+    "Give each module without a `#| default_exp` owner a fresh file before its first notebook exports into it; drop solution markers"
     def __init__(self, nb): self.nb = nb
+
+    def __call__(self, cell):
+        "Remove nbgrader's marker lines from a code cell before nbdev writes it into a module"
+        if cell.cell_type == 'code' and '### ' in cell.source: cell.source = strip_solution_markers(cell.source)
 
     def begin(self):
         here = Path(self.nb.path_).resolve()

@@ -1,0 +1,330 @@
+"""The benchmark suite: dlcourse against PyTorch (CPU) on the same machine, in one run. Prints one table.
+
+    python bench/run.py                     # everything, both libraries with their default threads (a few minutes)
+    python bench/run.py --threads 1         # both libraries on one thread: steadier on a busy machine
+    python bench/run.py --only step,infer   # some sections: step, epoch, infer, conv, cold, memory
+    python bench/run.py --quick             # fewer repeats (a rough table in about a minute, no epoch)
+    python bench/run.py --record bench/results/default.json      # also write every number as JSON
+
+Sections (all in float32, the same shapes and, where it matters, the same weights in both libraries):
+- peak: the machine's matrix-multiply speed (2048^3 in OpenBLAS via NumPy and in PyTorch; the better one is the roof);
+- step: a LeNet-5 training step (forward, cross-entropy, backward, SGD with momentum and weight decay) at batch 64
+  and 256: dlcourse's `fuse(lenet5())` and plain `lenet5()` against torch.nn;
+- epoch: one epoch over the 60,000 Fashion-MNIST training images (batch 128), reading the files, shuffling and
+  preprocessing included, each library's own data loader;
+- infer: inference throughput of LeNet-5 (batch 1000) and AlexNet (batch 8, 227x227);
+- conv: every convolution of LeNet-5 and AlexNet, forward and forward + backward, in GFLOP/s and as a fraction of the
+  roof (and LeNet-5's fused convolution + tanh + max-pooling blocks);
+- cold: a fresh process that imports the library and runs the first LeNet-5 step, with Numba's cache warm and empty;
+- memory: peak resident memory of a process running AlexNet forward + backward at batch 8.
+
+How it measures. Each library runs in its own worker process (bench/worker.py) that imports only that library, with the
+environment this script was started with: PyTorch keeps its defaults (its own threads, OpenMP settings untouched), and
+neither library's idle threads share a process with the other's. Timings alternate between the libraries in rounds
+(dlcourse, PyTorch, PyTorch, dlcourse, ...), each block after a short pause, so that both see the same machine load;
+each line reports the median of all calls, the ratio dlcourse / PyTorch (below 1: dlcourse is faster), the range of the
+ratio over the rounds, and each library's spread (half the distance between the 10th and 90th percentile, relative to
+the median), which says how noisy the machine was.
+
+Threads. By default both libraries use all cores: PyTorch its intra-op pool, dlcourse Numba's pool (NUMBA_NUM_THREADS,
+default: one per core) for its kernels and OpenBLAS's for the large matrix products of AlexNet-sized layers.
+`--threads N` starts both workers with OMP_NUM_THREADS, MKL_NUM_THREADS, OPENBLAS_NUM_THREADS and NUMBA_NUM_THREADS
+set to N (and torch.set_num_threads(N)). See the lesson nbs/08b_speed.ipynb for what the numbers mean.
+"""
+import argparse
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from worker import CONV_CASES, conv_flop        # noqa: E402
+
+SECTIONS = ('step', 'epoch', 'infer', 'conv', 'cold', 'memory')
+LENET_STEP_FLOP = None   # filled in by lenet_flop()
+
+
+def lenet_flop(batch, train=True):
+    "Multiply-adds x 2 of LeNet-5 (28x28 input): forward, and for training also the two backward products per layer"
+    fwd = conv_flop(1, 1, 6, 28, 5, 1, 2) + conv_flop(1, 6, 16, 14, 5, 1, 0) + conv_flop(1, 16, 120, 5, 5, 1, 0) \
+        + 2 * 120 * 84 + 2 * 84 * 10
+    return batch * fwd * (3 if train else 1)
+
+
+class Worker:
+    "A worker process of bench/worker.py for one library, answering JSON requests"
+    def __init__(self, framework, env):
+        self.framework = framework
+        self.proc = subprocess.Popen([sys.executable, str(HERE / 'worker.py'), framework], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True, env=env, cwd=HERE.parent)
+
+    def ask(self, op, **kw):
+        self.proc.stdin.write(json.dumps(dict(op=op, **kw)) + '\n'); self.proc.stdin.flush()
+        for line in self.proc.stdout:
+            if line.startswith('@@ '):
+                ans = json.loads(line[3:])
+                if not ans.pop('ok'): raise RuntimeError(f"{self.framework} worker, {op} {kw}: {ans['error']}")
+                return ans
+        raise RuntimeError(f"the {self.framework} worker died (exit code {self.proc.wait()})")
+
+    def close(self):
+        try: self.ask('quit')
+        except (RuntimeError, BrokenPipeError): pass
+        self.proc.wait()
+
+
+def spread(times):
+    "Half the 10-90 percentile range relative to the median"
+    p10, p50, p90 = np.percentile(times, [10, 50, 90])
+    return (p90 - p10) / 2 / p50
+
+
+class Suite:
+    def __init__(self, args):
+        self.args, self.rows, self.meta = args, [], {}
+        env = dict(os.environ)
+        if args.threads:
+            env.update({v: str(args.threads) for v in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'OPENBLAS_NUM_THREADS',
+                                                        'NUMBA_NUM_THREADS')})
+        self.env = env
+        self.dl, self.torch = Worker('dlcourse', env), Worker('torch', env)
+        self.weights = tempfile.mkdtemp(prefix='dlcourse-bench-')
+        self.quick = args.quick
+
+    def close(self):
+        self.dl.close(); self.torch.close()
+
+    # -- output ------------------------------------------------------------------------------------------------
+    def row(self, section, case, unit, ours, theirs, ratio=None, ratio_range=None, noise=None, note=''):
+        "Record and print one line of the table (times in seconds are printed in ms)"
+        r = dict(section=section, case=case, unit=unit, dlcourse=ours, torch=theirs, ratio=ratio, ratio_range=ratio_range,
+                 noise=noise, note=note)
+        self.rows.append(r)
+        print(format_row(r), flush=True)
+
+    def heading(self, text):
+        print(f"\n{text}", flush=True)
+
+    # -- measuring ---------------------------------------------------------------------------------------------
+    def interleaved(self, entries, rounds, n, pause=0.15):
+        """Time each (label, worker, key) in `rounds` alternating blocks of n calls; return {label: all times} and
+        {label: median of each round}"""
+        times, per_round = {e[0]: [] for e in entries}, {e[0]: [] for e in entries}
+        for r in range(rounds):
+            for label, worker, key in (entries if r % 2 == 0 else entries[::-1]):
+                time.sleep(pause)                           # let the other process's idle threads go to sleep
+                t = worker.ask('time', key=key, n=n)['times']
+                times[label] += t
+                per_round[label].append(float(np.median(t)))
+        return times, per_round
+
+    def compare(self, section, case, kind, setup, rounds, n, variants=('fused', 'plain'), per_item=None, flop=None):
+        """Time dlcourse's variants against PyTorch on the same callable kind; print a line per variant (time, then
+        throughput per item and GFLOP/s when given)"""
+        entries = []
+        for v in variants:
+            self.dl.ask('setup', key=f'{case}/{v}', kind=kind, **setup(v))
+            entries.append((v, self.dl, f'{case}/{v}'))
+        self.torch.ask('setup', key=case, kind=kind, **setup('torch'))
+        entries.append(('torch', self.torch, case))
+        times, per_round = self.interleaved(entries, rounds, n)
+        t_torch = float(np.median(times['torch']))
+        for v in variants:
+            t = float(np.median(times[v]))
+            ratios = [a / b for a, b in zip(per_round[v], per_round['torch'])]
+            label = f"{case} ({v})" if len(variants) > 1 else case
+            self.row(section, label, 's', t, t_torch, t / t_torch, (min(ratios), max(ratios)),
+                     (spread(times[v]), spread(times['torch'])))
+            if per_item:
+                self.row(section, f"  {per_item[0]}", per_item[0], per_item[1] / t, per_item[1] / t_torch)
+            if flop:
+                self.row(section, '  GFLOP/s (% of roof)', 'GFLOP/s', flop / t / 1e9, flop / t_torch / 1e9,
+                         note=f"{100 * flop / t / 1e9 / self.roof:.0f}% / {100 * flop / t_torch / 1e9 / self.roof:.0f}%")
+        for v in variants: self.dl.ask('drop', key=f'{case}/{v}')
+        self.torch.ask('drop', key=case)
+        return times
+
+    # -- sections ----------------------------------------------------------------------------------------------
+    def header(self):
+        dl, to = self.dl.ask('info'), self.torch.ask('info')
+        self.meta = dict(dlcourse=dl, torch=to, python=platform.python_version(), cpu=cpu_name(), cores=os.cpu_count(),
+                         load_start=os.getloadavg(), command=self.args.command, threads=self.args.threads or 'default',
+                         started=time.strftime('%Y-%m-%d %H:%M'))
+        print(f"dlcourse benchmark suite, {self.meta['started']}: {self.meta['cpu']}, {self.meta['cores']} cores, "
+              f"load average {os.getloadavg()[0]:.1f}")
+        print(f"dlcourse {dl['version']}: Numba {dl['numba']} ({dl['threading_layer']} layer, {dl['threads']} threads), "
+              f"NumPy {dl['numpy']} ({dl['blas']})")
+        print(f"PyTorch {to['version']}: {to['threads']} threads, {to['blas']}, OMP_WAIT_POLICY {to['omp_wait_policy']}")
+        print(f"command: {self.args.command}")
+        print(f"\n{'case':40s} {'dlcourse':>12s} {'PyTorch':>12s} {'ratio':>6s} {'rounds':>11s} {'spread dl/torch':>16s}")
+
+    def peak(self):
+        self.heading('Roof: the machine\'s matrix-multiply speed (2048^3 float32, best of 5)')
+        a, b = self.dl.ask('peak')['gflops'], self.torch.ask('peak')['gflops']
+        self.roof = max(a, b)
+        self.row('peak', 'matmul (NumPy/OpenBLAS | PyTorch)', 'GFLOP/s', a, b, note=f"roof = {self.roof:.0f} GFLOP/s")
+
+    def step(self):
+        weights = os.path.join(self.weights, 'lenet5.npz')
+        self.dl.ask('save_weights', name='lenet5', path=weights)
+        q = self.quick
+        for batch, rounds, n in ((64, 4 if q else 10, 10), (256, 3 if q else 8, 4)):
+            self.heading(f'LeNet-5 training step, batch {batch} (forward, cross-entropy, backward, SGD update)')
+            setup = lambda v: dict(batch=batch, variant=v, **({'weights': weights} if v == 'torch' else {}))
+            self.compare('step', f'time per step, batch {batch}', 'lenet_step', setup, rounds, n,
+                         per_item=('images/s', batch), flop=lenet_flop(batch))
+
+    def epoch(self):
+        batch = self.args.epoch_batch
+        self.heading(f'LeNet-5, one epoch of Fashion-MNIST (60,000 images, batch {batch}; reading, shuffling, '
+                     'preprocessing included)')
+        times = {'fused': [], 'plain': [], 'torch': []}
+        order = [('fused', self.dl), ('torch', self.torch), ('plain', self.dl)]
+        for r in range(self.args.epoch_rounds):
+            for v, w in (order if r % 2 == 0 else order[::-1]):
+                time.sleep(0.5)
+                ans = w.ask('epoch', batch=batch, variant=v)
+                times[v].append(ans['seconds'])
+        t_torch = float(np.median(times['torch']))
+        for v in ('fused', 'plain'):
+            t = float(np.median(times[v]))
+            ratios = [a / b for a, b in zip(times[v], times['torch'])]
+            self.row('epoch', f'one epoch ({v})', 's', t, t_torch, t / t_torch, (min(ratios), max(ratios)),
+                     note=f"{len(times[v])} epoch(s) each")
+            self.row('epoch', '  images/s', 'images/s', 60000 / t, 60000 / t_torch)
+
+    def infer(self):
+        q = self.quick
+        self.heading('Inference throughput (evaluation mode, forward only)')
+        self.compare('infer', 'LeNet-5, batch 1000', 'inference', lambda v: dict(name='lenet5', batch=1000, variant=v),
+                     3 if q else 6, 3, per_item=('images/s', 1000), flop=lenet_flop(1000, train=False))
+        self.compare('infer', 'AlexNet, batch 8, 227x227', 'inference', lambda v: dict(name='alexnet', batch=8, variant=v),
+                     3 if q else 5, 2, variants=('plain',), per_item=('images/s', 8))
+
+    def conv(self):
+        q = self.quick
+        self.heading('Convolution layers against the roof (GFLOP/s = 2 x multiply-adds / time; backward counts 2 more products)')
+        for i, (name, N, C, K, H, F, S, P) in enumerate(CONV_CASES):
+            flop = conv_flop(N, C, K, H, F, S, P)
+            n = 10 if N == 64 else 3
+            for passes, f in (('forward', flop), ('fwd+bwd', 3 * flop)):
+                self.compare('conv', f"{name} {passes.replace('forward', 'fwd')}", 'conv', lambda v: dict(case=i, passes=passes),
+                             2 if q else 3, n, variants=('plain',), flop=f)
+            if i < 2:   # LeNet-5's convolution + tanh + max pooling blocks; the first needs no dE/dx (neither computes it)
+                for passes, f in (('fused forward', flop), ('fused fwd+bwd', 3 * flop if i else 2 * flop)):
+                    self.compare('conv', f"{name.split()[1]} +tanh+pool {passes.split()[1]}", 'conv',
+                                 lambda v: dict(case=i, passes=passes), 2 if q else 3, n, variants=('fused',), flop=f)
+
+    def cold(self):
+        self.heading('Cold start: a fresh process imports the library and runs the first LeNet-5 step (batch 64)')
+        cache = tempfile.mkdtemp(prefix='dlcourse-numba-cache-')
+        def run(framework, *flags, cache_dir=cache):
+            env = dict(self.env, NUMBA_CACHE_DIR=cache_dir, BENCH_T0=repr(time.time()))
+            out = subprocess.run([sys.executable, str(HERE / 'worker.py'), framework, '--cold', *flags], env=env,
+                                 capture_output=True, text=True, cwd=HERE.parent)
+            line = next((l for l in out.stdout.splitlines() if l.startswith('@@ ')), None)
+            if line is None: raise RuntimeError(f"cold start of {framework} failed:\n{out.stderr[-2000:]}")
+            return json.loads(line[3:])['seconds']
+        reps = 1 if self.quick else 3
+        torch_s = float(np.median([run('torch') for _ in range(reps)]))
+        for v, flags in (('fused', ()), ('plain', ('--plain',))):
+            cache_v = tempfile.mkdtemp(prefix='dlcourse-numba-cache-')
+            empty = run('dlcourse', *flags, cache_dir=cache_v)                    # compiles and fills the cache
+            warm = float(np.median([run('dlcourse', *flags, cache_dir=cache_v) for _ in range(reps)]))
+            self.row('cold', f"warm Numba cache ({v})", 's', warm, torch_s, warm / torch_s)
+            self.row('cold', f"empty Numba cache ({v})", 's', empty, torch_s, empty / torch_s, note='compiles every kernel')
+
+    def memory(self):
+        self.heading('Peak memory: AlexNet forward + cross-entropy + backward at batch 8 (resident set, MiB)')
+        res = {}
+        for fw in ('dlcourse', 'torch'):
+            out = subprocess.run([sys.executable, str(HERE / 'worker.py'), fw, '--rss'], env=self.env, capture_output=True,
+                                 text=True, cwd=HERE.parent)
+            line = next((l for l in out.stdout.splitlines() if l.startswith('@@ ')), None)
+            if line is None: raise RuntimeError(f"memory run of {fw} failed:\n{out.stderr[-2000:]}")
+            res[fw] = json.loads(line[3:])
+        a, b = res['dlcourse'], res['torch']
+        self.row('memory', 'peak RSS of the process', 'MiB', a['peak'], b['peak'], a['peak'] / b['peak'])
+        self.row('memory', '  after import', 'MiB', a['imported'], b['imported'])
+        self.row('memory', '  peak minus import (model + training)', 'MiB', a['peak'] - a['imported'],
+                 b['peak'] - b['imported'], (a['peak'] - a['imported']) / (b['peak'] - b['imported']))
+
+    def targets(self):
+        "The issue's targets, judged on this run"
+        find = lambda section, prefix: next((r for r in self.rows if r['section'] == section and r['case'].startswith(prefix)), None)
+        checks = [('LeNet-5 step, batch 64 (fused)', find('step', 'time per step, batch 64 (fused)'), 1.0),
+                  ('LeNet-5 step, batch 256 (fused)', find('step', 'time per step, batch 256 (fused)'), 1.0),
+                  ('LeNet-5 epoch (fused)', find('epoch', 'one epoch (fused)'), 1.0),
+                  ('AlexNet inference', find('infer', 'AlexNet'), 1.5),
+                  ('peak memory', find('memory', 'peak RSS'), 2.0)]
+        warm = find('cold', 'warm Numba cache (fused)')
+        print('\nTargets (ratio dlcourse / PyTorch, this run):')
+        for name, r, limit in checks:
+            if r is None: continue
+            print(f"  {name:34s} {r['ratio']:5.2f} <= {limit:.1f}  {'met' if r['ratio'] <= limit else 'NOT MET'}")
+        if warm: print(f"  {'cold start, warm cache (fused)':34s} {warm['dlcourse']:5.2f} s < 3 s  {'met' if warm['dlcourse'] < 3 else 'NOT MET'}")
+
+
+def format_row(r):
+    "One line of the table"
+    def fmt(v):
+        if v is None: return ''
+        if r['unit'] == 's': return f"{1e3 * v:9.2f} ms" if v < 10 else f"{v:10.1f} s "
+        if r['unit'] in ('images/s', 'MiB'): return f"{v:12,.0f}"
+        return f"{v:12.1f}"
+    ratio = '' if r['ratio'] is None else f"{r['ratio']:6.2f}"
+    rr = '' if r['ratio_range'] is None else f"{r['ratio_range'][0]:.2f}-{r['ratio_range'][1]:.2f}"
+    noise = '' if r['noise'] is None else f"±{100 * r['noise'][0]:.0f}% / ±{100 * r['noise'][1]:.0f}%"
+    return f"{r['case'][:40]:40s} {fmt(r['dlcourse']):>12s} {fmt(r['torch']):>12s} {ratio:>6s} {rr:>11s} {noise:>16s}" + \
+        (f"  {r['note']}" if r['note'] else '')
+
+
+def cpu_name():
+    try:
+        with open('/proc/cpuinfo') as f: return next(l.split(':', 1)[1].strip() for l in f if l.startswith('model name'))
+    except (OSError, StopIteration): return platform.processor() or platform.machine()
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('--threads', type=int, default=None, help='threads for both libraries (default: each its own default)')
+    p.add_argument('--only', default=','.join(SECTIONS), help=f"comma-separated sections of {', '.join(SECTIONS)}")
+    p.add_argument('--quick', action='store_true', help='fewer repeats and no epoch: a rough table')
+    p.add_argument('--epoch-batch', type=int, default=128, help='batch size of the epoch section (default 128)')
+    p.add_argument('--epoch-rounds', type=int, default=1, help='epochs per library (default 1)')
+    p.add_argument('--record', help='also write the table and the settings as JSON to this file')
+    args = p.parse_args(argv)
+    args.command = 'python ' + ' '.join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0])] + sys.argv[1:])
+    sections = [s.strip() for s in args.only.split(',') if s.strip()]
+    bad = [s for s in sections if s not in SECTIONS]
+    if bad: p.error(f"unknown section(s) {bad}: choose from {', '.join(SECTIONS)}")
+    if args.quick and 'epoch' in sections and '--only' not in ' '.join(sys.argv): sections.remove('epoch')
+    suite = Suite(args)
+    started = time.perf_counter()
+    try:
+        suite.header()
+        suite.peak()
+        for s in SECTIONS:
+            if s in sections: getattr(suite, s)()
+        suite.targets()
+    finally:
+        suite.close()
+    suite.meta.update(load_end=os.getloadavg(), seconds=round(time.perf_counter() - started))
+    print(f"\nload average at the start {suite.meta['load_start'][0]:.1f}, at the end {suite.meta['load_end'][0]:.1f}; "
+          f"{suite.meta['seconds']} s in all")
+    if args.record:
+        Path(args.record).parent.mkdir(parents=True, exist_ok=True)
+        with open(args.record, 'w') as f: json.dump(dict(meta=suite.meta, rows=suite.rows), f, indent=1)
+        print(f"wrote {args.record}")
+
+
+if __name__ == '__main__':
+    main()
