@@ -315,9 +315,10 @@ SCRIPT = textwrap.dedent('''
 ''')
 
 
-# the child's environment: this one, but compiled kernels unless a test asks otherwise (the kernel tests also run under
-# NUMBA_DISABLE_JIT=1 and NUMBA_BOUNDSCHECK=1, see tools/test; what these children check needs the compiled kernels)
-BASE_ENV = {k: v for k, v in os.environ.items() if k not in ('NUMBA_DISABLE_JIT', 'NUMBA_BOUNDSCHECK')}
+# the child's environment: this one, but compiled kernels from the package's cache unless a test asks otherwise (the
+# kernel tests also run under NUMBA_DISABLE_JIT=1 and under NUMBA_BOUNDSCHECK=1 with a private cache, see tools/test; what
+# these children check needs the compiled kernels, and they must not put unchecked kernels into that private cache)
+BASE_ENV = {k: v for k, v in os.environ.items() if k not in ('NUMBA_DISABLE_JIT', 'NUMBA_BOUNDSCHECK', 'NUMBA_CACHE_DIR')}
 
 
 def run_script(**env):

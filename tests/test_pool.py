@@ -317,7 +317,7 @@ def test_kernels_are_cached_numba_functions():
     script = ("from dlcourse.kernels import pool as k\n"
               "for n in ('max_pool2d_forward', 'max_pool2d_backward', 'sum_pool2d_forward', 'sum_pool2d_backward'):\n"
               "    print(n, type(getattr(k, n)._cache).__name__)")
-    env = {k: v for k, v in os.environ.items() if k not in ('NUMBA_DISABLE_JIT', 'NUMBA_BOUNDSCHECK')}
+    env = {k: v for k, v in os.environ.items() if k not in ('NUMBA_DISABLE_JIT', 'NUMBA_BOUNDSCHECK', 'NUMBA_CACHE_DIR')}
     r = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.split('\n')[:-1]
