@@ -291,7 +291,8 @@ class Learner:
                 if checkpoint is not None: self.save(checkpoint)
                 for f in self.on_epoch_end: f(self)
                 if log:
-                    line = '  '.join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items())
+                    line = '  '.join(f"{k} {v:.1f} s" if k == 'time' else f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                                     for k, v in record.items())
                     (self._bar.write if self._bar is not None else print)(line)
                 if plot:
                     import matplotlib.pyplot as plt
