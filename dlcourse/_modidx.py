@@ -232,6 +232,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                        'dlcourse.kernels.conv.im2col': ('convolution.html#im2col', 'dlcourse/kernels/conv.py'),
                                        'dlcourse.kernels.conv.matmul_nt': ('convolution.html#matmul_nt', 'dlcourse/kernels/conv.py'),
                                        'dlcourse.kernels.conv.unfold_bias': ('convolution.html#unfold_bias', 'dlcourse/kernels/conv.py'),
+                                       'dlcourse.kernels.conv.wide_rows_two_filters': ( 'convolution.html#wide_rows_two_filters',
+                                                                                        'dlcourse/kernels/conv.py'),
                                        'dlcourse.kernels.conv.widen': ('convolution.html#widen', 'dlcourse/kernels/conv.py')},
             'dlcourse.kernels.fused': { 'dlcourse.kernels.fused._pool_act_backward_map': ( 'speed.html#_pool_act_backward_map',
                                                                                            'dlcourse/kernels/fused.py'),

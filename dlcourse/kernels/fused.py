@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from .conv import SERIAL_WORK, _tap_offsets
+from .conv import SERIAL_WORK, _tap_offsets, wide_rows_two_filters
 from .jit import jit, prange
 
 IDENTITY, TANH, RELU, SIGMOID = 0, 1, 2, 3      # activation codes of the fused kernels
@@ -85,28 +85,8 @@ def conv_act_pool_forward(xp,     # padded input (N, C, Hp, Wp)
     for nk in prange(N * KP):
         n, k0 = nk // KP, 2 * (nk % KP)
         k1 = min(k0 + 1, K - 1)                                  # an odd last filter is computed twice, stored once
-        xf = xp[n].reshape(C * Hp * Wp)
         acc = np.empty((2, M), xp.dtype)
-        acc0, acc1 = acc[0], acc[1]
-        acc0[:] = b[k0]
-        acc1[:] = b[k1]
-        t = 0
-        while t + 4 <= T:
-            x0, x1 = xf[offs[t]:offs[t] + M], xf[offs[t + 1]:offs[t + 1] + M]
-            x2, x3 = xf[offs[t + 2]:offs[t + 2] + M], xf[offs[t + 3]:offs[t + 3] + M]
-            a0, a1, a2, a3 = wf[k0, t], wf[k0, t + 1], wf[k0, t + 2], wf[k0, t + 3]
-            c0, c1, c2, c3 = wf[k1, t], wf[k1, t + 1], wf[k1, t + 2], wf[k1, t + 3]
-            for p in range(M):
-                v0, v1, v2, v3 = x0[p], x1[p], x2[p], x3[p]
-                acc0[p] += a0 * v0 + a1 * v1 + a2 * v2 + a3 * v3
-                acc1[p] += c0 * v0 + c1 * v1 + c2 * v2 + c3 * v3
-            t += 4
-        while t < T:
-            x0, a0, c0 = xf[offs[t]:offs[t] + M], wf[k0, t], wf[k1, t]
-            for p in range(M):
-                acc0[p] += a0 * x0[p]
-                acc1[p] += c0 * x0[p]
-            t += 1
+        wide_rows_two_filters(xp[n].reshape(C * Hp * Wp), offs, wf, b, k0, k1, acc)   # lesson 03's convolution
         for q in range(k1 - k0 + 1):
             z, o, k = acc[q], out[n, k0 + q], k0 + q
             if avg:
