@@ -12,7 +12,6 @@ import argparse
 import json
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import train_fashion_mnist  # noqa: E402,F401  (sets the BLAS threads from --threads before numpy starts them)
@@ -24,16 +23,7 @@ from dlcourse.interop import to_torch  # noqa: E402
 from dlcourse.losses import CrossEntropyLoss  # noqa: E402
 from dlcourse.optim import SGD  # noqa: E402
 from dlcourse.zoo import lenet5  # noqa: E402
-
-
-def median_times(a, b, repeat):
-    "Median seconds per call of `a` and of `b`, after warm-up, calls interleaved"
-    for _ in range(5): a(); b()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter(); a(); t1 = time.perf_counter(); b(); t2 = time.perf_counter()
-        times.append((t1 - t0, t2 - t1))
-    return tuple(np.median(times, axis=0))
+from timing import median_times  # noqa: E402
 
 
 def main():

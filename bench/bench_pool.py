@@ -15,13 +15,13 @@ parallel region and fight over the cores (OMP_WAIT_POLICY=PASSIVE stops that; dl
 `workqueue` pool, whose idle threads sleep). bench/run.py times whole networks with each library in its own process.
 """
 import argparse
-import time
 
 import numpy as np
 import torch
 
 import dlcourse as dl
 from dlcourse.pool import AvgPool2d, MaxPool2d
+from timing import median_times
 
 CASES = [  # (name, 'max' or 'avg', kernel, stride, input shape (N, C, H, W))
     ('max 2x2/2 LeNet C1', 'max', 2, 2, (64, 6, 28, 28)),
@@ -32,16 +32,6 @@ CASES = [  # (name, 'max' or 'avg', kernel, stride, input shape (N, C, H, W))
     ('avg 2x2/2 LeNet C1', 'avg', 2, 2, (64, 6, 28, 28)),
     ('avg 2x2/2 LeNet C3', 'avg', 2, 2, (64, 16, 10, 10)),
 ]
-
-
-def median_times(a, b, repeat):
-    "Median seconds per call of `a` and of `b`, after warm-up, calls interleaved so that both see the same machine load"
-    for _ in range(5): a(); b()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter(); a(); t1 = time.perf_counter(); b(); t2 = time.perf_counter()
-        times.append((t1 - t0, t2 - t1))
-    return tuple(np.median(times, axis=0))
 
 
 def main():

@@ -31,4 +31,12 @@ def torch():
     return torch
 
 
+def compiled_env(**env):
+    """The environment for a child process that must run the compiled kernels from the package's cache: this one without
+    NUMBA_DISABLE_JIT, NUMBA_BOUNDSCHECK and NUMBA_CACHE_DIR (tools/test also runs the kernel tests under the first two,
+    with a private cache that no unchecked kernel may enter), plus `env`"""
+    base = {k: v for k, v in os.environ.items() if k not in ('NUMBA_DISABLE_JIT', 'NUMBA_BOUNDSCHECK', 'NUMBA_CACHE_DIR')}
+    return {**base, **env}
+
+
 TOL = {np.float32: dict(rtol=2e-5, atol=2e-6), np.float64: dict(rtol=1e-11, atol=1e-12)}

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
+from conftest import compiled_env
 import dlcourse.conv as conv_mod
 from dlcourse.conv import Conv2d, conv2d, conv2d_backward, conv_output_size, conv_remainder
 from dlcourse.core import manual_seed
@@ -315,15 +316,11 @@ SCRIPT = textwrap.dedent('''
 ''')
 
 
-# the child's environment: this one, but compiled kernels from the package's cache unless a test asks otherwise (the
-# kernel tests also run under NUMBA_DISABLE_JIT=1 and under NUMBA_BOUNDSCHECK=1 with a private cache, see tools/test; what
-# these children check needs the compiled kernels, and they must not put unchecked kernels into that private cache)
-BASE_ENV = {k: v for k, v in os.environ.items() if k not in ('NUMBA_DISABLE_JIT', 'NUMBA_BOUNDSCHECK', 'NUMBA_CACHE_DIR')}
 
 
 def run_script(**env):
     res = subprocess.run([sys.executable, '-c', SCRIPT], capture_output=True, text=True, timeout=600,
-                         env={**BASE_ENV, **env})
+                         env=compiled_env(**env))
     assert res.returncode == 0, res.stderr
     return json.loads(res.stdout)
 

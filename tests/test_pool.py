@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 from hypothesis import assume, given, strategies as st
 
+from conftest import compiled_env
+
 from dlcourse.kernels import pool as kernels
 from dlcourse.pool import (AvgPool2d, MaxPool2d, SumPool2d, avg_pool2d, max_pool2d, pool_args, pool_floors,
                            pool_output_shape, sum_pool2d)
@@ -110,6 +112,18 @@ def test_functions_match_torch_on_signed_data(torch, mode, case, dtype, seed):
     np.testing.assert_allclose(y, y_ref, rtol=RTOL[dtype], atol=RTOL[dtype] * np.abs(x).max() * k[0] * k[1])
 
 
+def max_pool_matches_torch(torch, x, k, s, p, rng):
+    "Max pooling of x forward and backward (a random output gradient): output, arg-max indices and gradient equal PyTorch's"
+    k2, s2, p2 = pool_args(k, s, p)
+    dout = rng.normal(size=pool_output_shape(x.shape, k, s, p)).astype(x.dtype)
+    y_ref, dx_ref, idx_ref = torch_pool(torch, 'max', x, k2, s2, p2, dout)
+    y, dx, idx = ours('max', x, k, s, p, dout)
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(idx, idx_ref)
+    np.testing.assert_allclose(dx, dx_ref, rtol=RTOL[x.dtype.type], atol=RTOL[x.dtype.type])
+    return y
+
+
 @pytest.mark.parametrize('k,s,p', [(2, 2, 0), (2, 1, 0), (3, 2, 0), (3, 1, 1), (3, 2, 1), ((2, 3), (1, 2), (1, 0)),
                                    (4, 3, 2), (1, 1, 0), (5, 5, 0)])
 @pytest.mark.parametrize('data', ['ones', 'small-integers', '-inf'])
@@ -118,15 +132,8 @@ def test_ties_match_torch(torch, k, s, p, data):
     rng = np.random.default_rng(0)
     x = {'ones': np.ones((2, 3, 10, 9)), 'small-integers': rng.integers(0, 3, (2, 3, 10, 9)).astype(float),
          '-inf': np.where(rng.random((2, 3, 10, 9)) < 0.8, -np.inf, 1.0)}[data]
-    k2, s2, p2 = pool_args(k, s, p)
     for dtype in (np.float32, np.float64):
-        xd = x.astype(dtype)
-        dout = rng.normal(size=pool_output_shape(xd.shape, k, s, p)).astype(dtype)
-        y_ref, dx_ref, idx_ref = torch_pool(torch, 'max', xd, k2, s2, p2, dout)
-        y, dx, idx = ours('max', xd, k, s, p, dout)
-        np.testing.assert_array_equal(y, y_ref)
-        np.testing.assert_array_equal(idx, idx_ref)
-        np.testing.assert_allclose(dx, dx_ref, rtol=RTOL[dtype], atol=RTOL[dtype])
+        max_pool_matches_torch(torch, x.astype(dtype), k, s, p, rng)
 
 
 def test_tie_goes_to_first_in_row_major_order(torch):
@@ -150,13 +157,8 @@ def test_nan_propagates_like_torch(torch, k, s, p):
     k2, s2, p2 = pool_args(k, s, p)
     for dtype in (np.float32, np.float64):
         xd = x.astype(dtype)
-        dout = rng.normal(size=pool_output_shape(xd.shape, k, s, p)).astype(dtype)
-        y_ref, dx_ref, idx_ref = torch_pool(torch, 'max', xd, k2, s2, p2, dout)
-        y, dx, idx = ours('max', xd, k, s, p, dout)
+        y = max_pool_matches_torch(torch, xd, k, s, p, rng)             # NaN where PyTorch has NaN, equal elsewhere
         assert np.isnan(y).any()
-        np.testing.assert_array_equal(y, y_ref)                        # NaN where PyTorch has NaN, equal elsewhere
-        np.testing.assert_array_equal(idx, idx_ref)
-        np.testing.assert_allclose(dx, dx_ref, rtol=RTOL[dtype], atol=RTOL[dtype])
         for mode in ('sum', 'avg'):
             np.testing.assert_array_equal(np.isnan(FUNCTIONS[mode](xd, k, s, p)), np.isnan(torch_pool(torch, mode, xd, k2, s2, p2)[0]))
 
@@ -313,12 +315,10 @@ def test_bad_input(desc, call, exc, fragment):
 def test_kernels_are_cached_numba_functions():
     "The kernels are compiled with the jit helper (cache=True); checked in a child with compiled kernels (tools/test also"
     " runs this file under NUMBA_DISABLE_JIT=1)"
-    import os
     script = ("from dlcourse.kernels import pool as k\n"
               "for n in ('max_pool2d_forward', 'max_pool2d_backward', 'sum_pool2d_forward', 'sum_pool2d_backward'):\n"
               "    print(n, type(getattr(k, n)._cache).__name__)")
-    env = {k: v for k, v in os.environ.items() if k not in ('NUMBA_DISABLE_JIT', 'NUMBA_BOUNDSCHECK', 'NUMBA_CACHE_DIR')}
-    r = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, env=env, timeout=300)
+    r = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, env=compiled_env(), timeout=300)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.split('\n')[:-1]
     assert len(lines) == 4 and all(l.endswith(' FunctionCache') for l in lines), r.stdout

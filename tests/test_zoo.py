@@ -261,32 +261,30 @@ def test_torchvision_references_have_torchvision_counts_and_our_names(torch, ref
         assert theirs == {k: v.shape for k, v in ours.state_dict().items()}
 
 
+def forward_matches(torch, ours, module, x):
+    "Our network and the torch module, the same weights copied into it, give the same output for x"
+    _copy_into_torch(torch, ours, module)
+    with torch.no_grad(): yt = module(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(ours(x), yt, rtol=1e-4, atol=1e-5 * np.abs(yt).max())
+
+
 def test_resnet18_matches_torchvision_forward(torch, ref):
     ours = cached('resnet18').eval()
     module = ref.TVResNet18().eval()
-    _copy_into_torch(torch, ours, module)
-    x = _x(1, 3, 64, 64).astype(np.float32)
-    with torch.no_grad(): yt = module(torch.from_numpy(x)).numpy()
-    np.testing.assert_allclose(ours(x), yt, rtol=1e-4, atol=1e-5 * np.abs(yt).max())
+    forward_matches(torch, ours, module, _x(1, 3, 64, 64).astype(np.float32))
 
 
 def test_googlenet_matches_reference_forward(torch, ref):
     "torchvision's GoogLeNet with ceil_mode pools replaced by padding 1, as dlcourse floors: the same function"
     ours = cached('googlenet-tv').eval()
     module = ref.TVGoogLeNet(ceil_mode=False).eval()
-    _copy_into_torch(torch, ours, module)
-    x = _x(2, 3, 64, 64).astype(np.float32)
-    with torch.no_grad(): yt = module(torch.from_numpy(x)).numpy()
-    np.testing.assert_allclose(ours(x), yt, rtol=1e-4, atol=1e-5 * np.abs(yt).max())
+    forward_matches(torch, ours, module, _x(2, 3, 64, 64).astype(np.float32))
 
 
 def test_alexnet_matches_reference_at_227(torch, ref):
     ours = cached('alexnet').eval()
     module = ref.ref_alexnet().eval()
-    _copy_into_torch(torch, ours, module)
-    x = _x(1, 3, 227, 227).astype(np.float32)
-    with torch.no_grad(): yt = module(torch.from_numpy(x)).numpy()
-    np.testing.assert_allclose(ours(x), yt, rtol=1e-4, atol=1e-5 * np.abs(yt).max())
+    forward_matches(torch, ours, module, _x(1, 3, 227, 227).astype(np.float32))
 
 
 def test_summary_reproduces_the_lecture_alexnet_table():
