@@ -53,6 +53,7 @@ from .kernels.conv import (col2im, conv_direct_backward_input, conv_direct_backw
                                    fold, gemm_nt, im2col, matmul_nt, unfold_bias, widen)
 
 _COLS_BUDGET = 1 << 24        # at most this many elements in the patch matrix (64 MB in float32); larger batches go in chunks
+_PER_IMAGE_L = 2048           # output positions per image from which each image gets its own GEMM (see above)
 
 def _check_conv_args(x, w, b, stride, padding):
     "Validate the arguments of a convolution; return x, w, b (C-contiguous), stride, padding and the output size"
@@ -120,13 +121,19 @@ class _ConvEngine:
             y += b
         elif direct: conv_direct_forward(xp, w, b, out)
         else:
-            w2 = w.reshape(K, C * kh * kw)
+            w2, per_image = w.reshape(K, C * kh * kw), L >= _PER_IMAGE_L
+            if per_image: w2 = np.concatenate((w2, b[:, None]), axis=1)     # the bias as one more weight...
             for n0 in range(0, N, chunk):
                 xs = xp[n0:n0 + chunk]
-                cols = self._buffer('cols', (C * kh * kw, len(xs) * L), x.dtype)
-                im2col(xs, kh, kw, sh, sw, cols)
-                y = np.matmul(w2, cols, out=self._buffer('y', (K, len(xs) * L), x.dtype))   # the GEMM
-                unfold_bias(y, b, out[n0:n0 + chunk].reshape(len(xs), K, L))
+                cols = self._buffer('cols', (C * kh * kw + int(per_image), len(xs) * L), x.dtype)
+                im2col(xs, kh, kw, sh, sw, cols[:C * kh * kw])
+                if per_image:                                           # ...times a row of ones
+                    cols[-1] = 1
+                    for j in range(len(xs)):                            # one GEMM per image, into its output
+                        np.matmul(w2, cols[:, j * L:(j + 1) * L], out=out[n0 + j].reshape(K, L))
+                else:
+                    y = np.matmul(w2, cols, out=self._buffer('y', (K, len(xs) * L), x.dtype))   # the GEMM
+                    unfold_bias(y, b, out[n0:n0 + chunk].reshape(len(xs), K, L))
         self._saved = dict(x_shape=x.shape, xp=xp, w=w, stride=stride, padding=padding, direct=direct, dense=dense,
                            chunk=chunk, cols_valid=chunk >= N)                    # backward may reuse the patch matrix
         return out

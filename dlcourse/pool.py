@@ -11,7 +11,13 @@ import numpy as np
 
 from .conv import conv_output_size
 from .core import Module, check_array, check_backward
-from .kernels.pool import max_pool2d_backward, max_pool2d_forward, sum_pool2d_backward, sum_pool2d_forward
+from .kernels import pool as _kernels
+
+_SERIAL_POOL = 1 << 17   # values per call below which pooling runs on the calling thread (LeNet-5's C3 maps: 102,400)
+
+def _kernel(name, size):  # a kernel's name in `kernels.pool`, the number of values of the input (or its gradient)
+    "The parallel kernel, or its serial twin when the input is too small to pay for starting the thread pool"
+    return getattr(_kernels, name if size >= _SERIAL_POOL else name + '_serial')
 
 def _is_int(v): return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
 
@@ -73,8 +79,8 @@ def _max_pool(x, kernel_size, stride, padding):
     x, (kh, kw), (sh, sw), (ph, pw), shape, floored = _prepare(x, kernel_size, stride, padding)
     out, idx = np.empty(shape, x.dtype), np.empty(shape, np.int32)
     N, C, H, W = x.shape
-    max_pool2d_forward(x.reshape(N * C, H, W), kh, kw, sh, sw, ph, pw,
-                       out.reshape(N * C, *shape[2:]), idx.reshape(N * C, *shape[2:]))
+    _kernel('max_pool2d_forward', x.size)(x.reshape(N * C, H, W), kh, kw, sh, sw, ph, pw,
+                                          out.reshape(N * C, *shape[2:]), idx.reshape(N * C, *shape[2:]))
     return x, out, idx, floored
 
 def _sum_pool(x, kernel_size, stride, padding, average):
@@ -83,7 +89,8 @@ def _sum_pool(x, kernel_size, stride, padding, average):
     scale = x.dtype.type(1 / (kh * kw) if average else 1)
     out = np.empty(shape, x.dtype)
     N, C, H, W = x.shape
-    sum_pool2d_forward(x.reshape(N * C, H, W), kh, kw, sh, sw, ph, pw, scale, out.reshape(N * C, *shape[2:]))
+    _kernel('sum_pool2d_forward', x.size)(x.reshape(N * C, H, W), kh, kw, sh, sw, ph, pw, scale,
+                                          out.reshape(N * C, *shape[2:]))
     return x, out, scale, ((kh, kw), (sh, sw), (ph, pw)), floored
 
 def max_pool2d(x,                     # (N, C, H, W) float32 or float64
@@ -138,8 +145,8 @@ class MaxPool2d(_Pool2d):
         dout = check_backward(self, dout, self._out)
         N, C, H, W = self._x_shape
         dx = np.empty(self._x_shape, dout.dtype)
-        max_pool2d_backward(dout.reshape(N * C, *dout.shape[2:]), self._idx.reshape(N * C, *dout.shape[2:]),
-                            dx.reshape(N * C, H, W))
+        maps = (N * C, *dout.shape[2:])
+        _kernel('max_pool2d_backward', dx.size)(dout.reshape(maps), self._idx.reshape(maps), dx.reshape(N * C, H, W))
         return dx
 
 class _SumPool2d(_Pool2d):
@@ -155,8 +162,8 @@ class _SumPool2d(_Pool2d):
         N, C, H, W = self._x_shape
         dx = np.empty(self._x_shape, dout.dtype)
         (kh, kw), (sh, sw), (ph, pw) = self._args                  # as checked by the forward pass
-        sum_pool2d_backward(dout.reshape(N * C, *dout.shape[2:]), kh, kw, sh, sw, ph, pw, self._scale,
-                            dx.reshape(N * C, H, W))
+        _kernel('sum_pool2d_backward', dx.size)(dout.reshape(N * C, *dout.shape[2:]), kh, kw, sh, sw, ph, pw,
+                                                self._scale, dx.reshape(N * C, H, W))
         return dx
 
 class SumPool2d(_SumPool2d):

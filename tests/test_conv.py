@@ -77,11 +77,13 @@ def random_case(case, dtype, seed, bias=True):
     return x, w, b, rng.normal(size=out_shape).astype(dtype)
 
 
-@pytest.fixture(params=['auto', 'direct', 'im2col', 'im2col-chunked'])
+@pytest.fixture(params=['auto', 'direct', 'im2col', 'im2col-chunked', 'im2col-per-image', 'im2col-per-image-chunked'])
 def method(request, monkeypatch):
-    "Run a test with the automatic choice of kernels, or force one family (direct kernels only run with stride 1)"
+    """Run a test with the automatic choice of kernels, or force one family (direct kernels only run with stride 1):
+    im2col with one GEMM for the batch, one image per chunk, or one GEMM per image (bias inside the product)"""
     if request.param != 'auto': monkeypatch.setattr(conv_mod, '_use_direct', lambda *a: request.param == 'direct')
-    if request.param == 'im2col-chunked': monkeypatch.setattr(conv_mod, '_COLS_BUDGET', 1)   # one image per chunk
+    if request.param.endswith('chunked'): monkeypatch.setattr(conv_mod, '_COLS_BUDGET', 1)   # one image per chunk
+    if 'per-image' in request.param: monkeypatch.setattr(conv_mod, '_PER_IMAGE_L', 1)        # one GEMM per image
     return request.param
 
 

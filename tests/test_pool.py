@@ -11,10 +11,11 @@ import textwrap
 
 import numpy as np
 import pytest
-from hypothesis import assume, given, strategies as st
+from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
 from conftest import compiled_env
 
+import dlcourse.pool as pool_mod
 from dlcourse.kernels import pool as kernels
 from dlcourse.pool import (AvgPool2d, MaxPool2d, SumPool2d, avg_pool2d, max_pool2d, pool_args, pool_floors,
                            pool_output_shape, sum_pool2d)
@@ -82,9 +83,17 @@ def as_arg(pair, draw_int):
     return pair[0] if pair[0] == pair[1] and draw_int else pair
 
 
+@pytest.fixture(params=['parallel', 'serial'])
+def threads(request, monkeypatch):
+    "Run a test with the parallel kernels or with their serial twins (the layers pick by input size: force one)"
+    monkeypatch.setattr(pool_mod, '_SERIAL_POOL', 0 if request.param == 'parallel' else 1 << 62)
+    return request.param
+
+
 @pytest.mark.parametrize('mode', ['max', 'sum', 'avg'])
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])   # `threads` patches the same way for every example
 @given(case=pool_cases(), dtype=st.sampled_from([np.float32, np.float64]), ints=st.booleans(), seed=st.integers(0, 2**16))
-def test_layers_match_torch(torch, mode, case, dtype, ints, seed):
+def test_layers_match_torch(torch, threads, mode, case, dtype, ints, seed):
     shape, k, s, p = case
     rng = np.random.default_rng(seed)
     x = (1 + rng.permutation(int(np.prod(shape)))).reshape(shape).astype(dtype)    # distinct and positive: no ties
@@ -101,8 +110,9 @@ def test_layers_match_torch(torch, mode, case, dtype, ints, seed):
 
 
 @pytest.mark.parametrize('mode', ['max', 'sum', 'avg'])
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])   # `threads` patches the same way for every example
 @given(case=pool_cases(), dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**16))
-def test_functions_match_torch_on_signed_data(torch, mode, case, dtype, seed):
+def test_functions_match_torch_on_signed_data(torch, threads, mode, case, dtype, seed):
     "Normal data (signed, any magnitude), stride left to its default or given"
     shape, k, s, p = case
     x = np.random.default_rng(seed).normal(size=shape).astype(dtype)
@@ -127,7 +137,7 @@ def max_pool_matches_torch(torch, x, k, s, p, rng):
 @pytest.mark.parametrize('k,s,p', [(2, 2, 0), (2, 1, 0), (3, 2, 0), (3, 1, 1), (3, 2, 1), ((2, 3), (1, 2), (1, 0)),
                                    (4, 3, 2), (1, 1, 0), (5, 5, 0)])
 @pytest.mark.parametrize('data', ['ones', 'small-integers', '-inf'])
-def test_ties_match_torch(torch, k, s, p, data):
+def test_ties_match_torch(torch, threads, k, s, p, data):
     "Ties: the first maximum in row-major window order gets the gradient, as in PyTorch (indices and gradients equal)"
     rng = np.random.default_rng(0)
     x = {'ones': np.ones((2, 3, 10, 9)), 'small-integers': rng.integers(0, 3, (2, 3, 10, 9)).astype(float),
@@ -147,7 +157,7 @@ def test_tie_goes_to_first_in_row_major_order(torch):
 
 
 @pytest.mark.parametrize('k,s,p', [(2, 2, 0), (3, 2, 0), (3, 1, 1), (2, 1, 1), ((3, 2), (2, 1), (1, 0))])
-def test_nan_propagates_like_torch(torch, k, s, p):
+def test_nan_propagates_like_torch(torch, threads, k, s, p):
     "A window holding NaN gives NaN; the gradient goes to its last NaN; indices and gradients equal PyTorch's"
     rng = np.random.default_rng(1)
     x = rng.permutation(2 * 2 * 9 * 8).reshape(2, 2, 9, 8).astype(float)
@@ -317,11 +327,11 @@ def test_kernels_are_cached_numba_functions():
     " runs this file under NUMBA_DISABLE_JIT=1)"
     script = ("from dlcourse.kernels import pool as k\n"
               "for n in ('max_pool2d_forward', 'max_pool2d_backward', 'sum_pool2d_forward', 'sum_pool2d_backward'):\n"
-              "    print(n, type(getattr(k, n)._cache).__name__)")
+              "    for name in (n, n + '_serial'): print(name, type(getattr(k, name)._cache).__name__)")
     r = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, env=compiled_env(), timeout=300)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.split('\n')[:-1]
-    assert len(lines) == 4 and all(l.endswith(' FunctionCache') for l in lines), r.stdout
+    assert len(lines) == 8 and all(l.endswith(' FunctionCache') for l in lines), r.stdout
 
 
 NO_JIT_SCRIPT = textwrap.dedent('''

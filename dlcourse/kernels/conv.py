@@ -18,21 +18,35 @@ def im2col(xp,          # padded input (N, C, Hp, Wp)
            cols):       # out: patch matrix (C*kh*kw, N*OH*OW)
     """Patch matrix of the padded input: cols[(c, r, s), (n, i, j)] = xp[n, c, i*sh + r, j*sw + s].
     Parallel over the N*C input planes (each writes its own segments of the rows); for each input row the kw taps are
-    consecutive, so the row stays in L1 while the inner loop writes its OW values (contiguous) into each tap's row."""
+    consecutive, so the row stays in L1 while the inner loop copies its OW values (contiguous) into each tap's row.
+    With a horizontal stride sw > 1 the plane is first split into its sw phases, phases[h, q, m] = xp[n, c, h, m*sw + q],
+    so that tap s reads the contiguous run phases[h, s % sw, s // sw:][:OW] instead of every sw-th value."""
     N, C, Hp, Wp = xp.shape
     OH, OW = (Hp - kh) // sh + 1, (Wp - kw) // sw + 1
-    L = OH * OW
+    L, PW = OH * OW, (Wp + sw - 1) // sw
     for nc in prange(N * C):
         n, c = nc // C, nc % C
+        plane = xp[n, c]
+        phases = np.empty((Hp if sw > 1 else 0, sw, PW), xp.dtype)
+        for h in range(phases.shape[0]):
+            src = plane[h]
+            for q in range(sw):
+                dst = phases[h, q]
+                for m in range((Wp - q + sw - 1) // sw): dst[m] = src[m * sw + q]
         for r in range(kh):
             for i in range(OH):
-                src, o = xp[n, c, i * sh + r], n * L + i * OW
-                for s in range(kw):
-                    dst = cols[(c * kh + r) * kw + s, o:o + OW]
-                    if sw == 1:
+                o = n * L + i * OW
+                if sw == 1:
+                    src = plane[i * sh + r]
+                    for s in range(kw):
+                        dst = cols[(c * kh + r) * kw + s, o:o + OW]
                         for j in range(OW): dst[j] = src[j + s]
-                    else:
-                        for j in range(OW): dst[j] = src[j * sw + s]
+                else:
+                    rows = phases[i * sh + r]
+                    for s in range(kw):
+                        src = rows[s % sw, s // sw:s // sw + OW]
+                        dst = cols[(c * kh + r) * kw + s, o:o + OW]
+                        for j in range(OW): dst[j] = src[j]
 
 @jit(parallel=True)
 def col2im(dcols,       # patch gradients (C*kh*kw, N*OH*OW)
