@@ -181,7 +181,7 @@ def sum_pool2d_backward(dout,    # (P, O_h, O_w): d(error)/d(output)
     for p in prange(dx.shape[0]): _sum_unpool_map(dout[p], kh, kw, sh, sw, ph, pw, scale, dx[p])
 
 # The same four loops on the calling thread, for small inputs: starting Numba's thread pool costs about 35 µs a call,
-# more than pooling LeNet-5's C3 maps takes on one core.
+# as long as pooling LeNet-5's C3 maps takes on one core.
 @jit()
 def max_pool2d_forward_serial(x, kh, kw, sh, sw, ph, pw, out, idx):   # as `max_pool2d_forward`
     "`max_pool2d_forward` on the calling thread"
