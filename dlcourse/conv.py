@@ -199,7 +199,7 @@ def conv2d_backward(dout,        # dE/dy (N, K, OH, OW)
     dw, db = np.zeros_like(w), np.zeros(w.shape[0], w.dtype)
     return engine.backward(dout, dw, db), dw, db
 
-# %% ../nbs/03_convolution.ipynb #877fd48f
+# %% ../nbs/03_convolution.ipynb #1b9d3c04
 class Conv2d(Module):
     """Convolution layer (Faltungsschicht): `out_channels` filters spanning all `in_channels` slide over the input,
     x (N, C, H, W) -> (N, K, OH, OW). Where the filter does not fit exactly the output size is floored, as in PyTorch;
