@@ -1,0 +1,89 @@
+"""Fusion below the layer API. A `Sequential` asks each layer whether it can run together with the layers after it
+(`Module.fuse`); a stride-1 convolution followed by an activation and 2x2 pooling answers with a `ConvActPool` step,
+which computes all three in one pass of the fused kernel and their backward step in one more. The network and its
+layers stay what the user built: same parameters, same results, same checks; only the way they are computed changes.
+
+`fusion(False)` turns it off (to compare, or to look at each layer's own computation)."""
+from contextlib import contextmanager
+
+import numpy as np
+
+from ..core import Module, check_backward, check_grad
+from ..kernels.fused import conv_act_pool_forward, pool_act_backward_wide
+from .conv import ConvEngine, check_conv, use_direct
+
+_enabled = True
+
+
+@contextmanager
+def fusion(enabled):  # False: every layer computes on its own, True: layers fuse where they can (the default)
+    "Within this context, networks fuse their layers (or not)"
+    global _enabled
+    before, _enabled = _enabled, bool(enabled)
+    try: yield
+    finally: _enabled = before
+
+
+def _plain(*modules):
+    "No forward hooks on any of `modules` (a hook wants to see each one's own output)"
+    return not any(m._forward_hooks for m in modules)
+
+
+def conv_act_pool(conv,        # a Conv2d
+                  following):  # the modules after it in a Sequential
+    "`Conv2d.fuse`: (a ConvActPool step, 2) for a fusable convolution, activation and pooling, else (conv, 0)"
+    if not _enabled or len(following) < 2: return conv, 0
+    act, pool = following[0], following[1]
+    fusable_act = (getattr(act, 'code', None) is not None and getattr(act, 'monotonic', False)   # an Elementwise layer
+                   and getattr(act, 'grad_from_output', False))
+    if not (fusable_act and getattr(pool, 'fused_pool', None)
+            and conv.stride == (1, 1) and use_direct(conv.in_channels, conv.out_channels, *conv.kernel_size)
+            and _plain(conv, act, pool)):
+        return conv, 0
+    cached = conv.__dict__.get('_fused')
+    if cached is None or cached._layers[1:] != (act, pool): conv._fused = cached = ConvActPool(conv, act, pool)
+    return cached, 2
+
+
+class ConvActPool(Module):
+    """pool(act(conv(x))) for a stride-1 convolution with few weights, an activation that does not decrease (its derivative
+    written with its output) and 2x2 pooling with stride 2: one fused kernel forward, one backward. Runs the three layers
+    one by one when the convolution's output is too small to pool"""
+    def __init__(self, conv, act, pool):
+        super().__init__()
+        self._layers, self._engine, self._out, self._unfused = (conv, act, pool), ConvEngine(), None, False
+
+    def forward(self, x):
+        conv, act, pool = self._layers
+        x = conv.check_input(x)                                               # the checks of Conv2d.forward
+        b = None if conv.bias is None else conv.bias.data
+        x, w, b, _, padding, (OH, OW) = check_conv(x, conv.weight.data, b, conv.stride, conv.padding)
+        self._unfused = OH < 2 or OW < 2
+        if self._unfused: return pool(act(conv(x)))                          # the layers raise what they raise
+        N, K, e, avg = len(x), w.shape[0], self._engine, pool.fused_pool == 'avg'
+        xp = e.pad(x, *padding)
+        out = np.empty((N, K, OH // 2, OW // 2), x.dtype)
+        idx = e.buffer('idx', (0, 0, 0, 0) if avg else out.shape, np.uint8)
+        amap = e.buffer('amap', (N, K, OH, OW) if avg else (0, 0, 0, 0), x.dtype)
+        conv_act_pool_forward(xp, w, np.zeros(K, x.dtype) if b is None else b, act.code, x.dtype.type(act.param), avg,
+                              out, idx, amap)
+        conv.floored, pool.floored = conv.floors(x.shape), bool(OH % 2 or OW % 2)
+        for m in (conv, act, pool): m._out = None                              # their own backward has nothing to use
+        self._saved, self._out = (x.shape, xp, w, padding, idx, amap, act.code, act.param, avg), out
+        return out
+
+    def backward(self, dout):
+        conv, act, pool = self._layers
+        if self._unfused: return conv.backward(act.backward(pool.backward(dout)))
+        dout = check_backward(self, dout, self._out)
+        x_shape, xp, w, padding, idx, amap, code, param, avg = self._saved
+        (N, K), e, Wp = dout.shape[:2], self._engine, xp.shape[3]
+        OH, OW = xp.shape[2] - w.shape[2] + 1, Wp - w.shape[3] + 1
+        gw, dbn = e.buffer('gw', (N, K, (OH - 1) * Wp + OW), xp.dtype), e.buffer('dbn', (N, K), xp.dtype)
+        pool_act_backward_wide(dout, self._out, idx, amap, code, xp.dtype.type(param), avg, Wp, gw, dbn)
+        if conv.bias is not None: conv.bias.grad += dbn.sum(0)
+        dxp = e.input_grad_buffer(xp, padding)
+        e.direct_backward(gw, xp, w, check_grad(conv.weight.grad, 'weight.grad', w), dxp)
+        return e.crop(dxp, x_shape, padding)
+
+    def extra_repr(self): return ' -> '.join(type(m).__name__ for m in self._layers)

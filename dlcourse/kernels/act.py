@@ -1,0 +1,128 @@
+"""Activation functions in the kernels: one scalar definition of each activation and of its derivative, used by the
+activation layers and by the fused layers alike, and the elementwise kernels over whole arrays."""
+import math
+
+import numpy as np
+from numba import types
+from numba.extending import overload
+
+from .config import SERIAL_VALUES
+from .jit import jit, prange
+
+# activation codes (dlcourse.activations.ACTIVATIONS maps the course's activation layers to them)
+IDENTITY, SIGMOID, TANH, RELU, LEAKY_RELU, ELU, SOFTPLUS = range(7)
+
+
+@jit()
+def tanh_f32(v):  # a float32 number
+    """tanh(v) as a rational function (Eigen's float approximation, |error| <= 5 ulp): a dozen multiply-adds and one division
+    instead of a call into the maths library; saturates to +-1 beyond |v| = 9, NaN stays NaN"""
+    f = np.float32
+    c = f(7.90531110763549805)
+    x = c if v > c else v                                       # written so that NaN passes both comparisons
+    x = -c if x < -c else x
+    x2 = x * x
+    p = x2 * f(-2.76076847742355e-16) + f(2.00018790482477e-13)
+    p = x2 * p + f(-8.60467152213735e-11)
+    p = x2 * p + f(5.12229709037114e-08)
+    p = x2 * p + f(1.48572235717979e-05)
+    p = x2 * p + f(6.37261928875436e-04)
+    p = x2 * p + f(4.89352455891786e-03)
+    q = x2 * f(1.19825839466702e-06) + f(1.18534705686654e-04)
+    q = x2 * q + f(2.26843463243900e-03)
+    q = x2 * q + f(4.89352518554385e-03)
+    r = x * p / q
+    r = v if abs(v) < f(0.0004) else r                          # tanh(v) = v to float32 precision
+    r = f(1) if v > f(9) else r
+    return f(-1) if v < f(-9) else r
+
+
+def is_float32(v):  # a number
+    "Is `v` a float32? Answered when a kernel is compiled (a constant in the machine code), so it costs nothing"
+    return isinstance(v, np.float32)
+
+
+@overload(is_float32)
+def _is_float32(v):
+    answer = isinstance(v, types.Float) and v.bitwidth == 32
+    return lambda v: answer
+
+
+@jit()
+def activate(v,      # a number
+             act,    # activation code
+             param,  # the activation's parameter in v's dtype (leaky ReLU's slope, ELU's alpha; else unused)
+             one):   # 1 in v's dtype (float32 arithmetic stays float32)
+    "act(v); tanh of a float32 is `tanh_f32`"
+    zero = one - one
+    if act == SIGMOID: return one / (one + math.exp(-v))
+    if act == TANH: return tanh_f32(v) if is_float32(v) else math.tanh(v)
+    if act == RELU: return v if v > zero else v * zero                  # NaN * 0 = NaN: NaN propagates
+    if act == LEAKY_RELU: return v if v > zero else v * param
+    if act == ELU: return v if v > zero else param * math.expm1(v)
+    if act == SOFTPLUS: return max(v, zero) + math.log1p(math.exp(-abs(v)))
+    return v
+
+
+@jit()
+def activate_grad(z,      # the activation's input (unused by the activations below: their derivative is written with y)
+                  y,      # its output y = act(z)
+                  act,    # activation code
+                  param,  # as in `activate`
+                  one):   # 1 in y's dtype
+    """d act/dz at z: y(1 - y) (sigmoid), 1 - y² (tanh), [y > 0] (ReLU), 1 or α (leaky ReLU), 1 or y + α (ELU),
+    1 - exp(-y) (softplus: σ(z) = 1 - exp(-y)), 1 (identity)"""
+    zero = one - one
+    if act == SIGMOID: return y * (one - y)
+    if act == TANH: return one - y * y
+    if act == RELU: return one if y > zero else zero
+    if act == LEAKY_RELU: return one if y > zero else param
+    if act == ELU: return one if y > zero else y + param
+    if act == SOFTPLUS: return -math.expm1(-y)
+    return one
+
+
+CHUNK = 4096   # values per task of the parallel elementwise kernels (16 KB of float32: a task's work stays in L1)
+
+
+@jit()
+def _act_forward_chunk(x, act, param, out, lo, hi):
+    one = x.dtype.type(1)
+    for i in range(lo, hi): out[i] = activate(x[i], act, param, one)
+
+
+@jit(parallel=True)
+def act_forward(x,      # input, flat (n,)
+                act,    # activation code
+                param,  # the activation's parameter, in x's dtype
+                out):   # out: act(x), flat (n,); may be x itself
+    """out = act(x) elementwise. Parallel over chunks of CHUNK values (serial below SERIAL_VALUES values); the inner loop
+    runs over contiguous memory."""
+    n = x.shape[0]
+    chunks = (n + CHUNK - 1) // CHUNK
+    if n < SERIAL_VALUES:
+        _act_forward_chunk(x, act, param, out, 0, n)
+    else:
+        for c in prange(chunks): _act_forward_chunk(x, act, param, out, c * CHUNK, min(n, (c + 1) * CHUNK))
+
+
+@jit()
+def _act_backward_chunk(dout, z, y, act, param, dx, lo, hi):
+    one = y.dtype.type(1)
+    for i in range(lo, hi): dx[i] = dout[i] * activate_grad(z[i], y[i], act, param, one)
+
+
+@jit(parallel=True)
+def act_backward(dout,   # dE/dy, flat (n,)
+                 z,      # the forward input, flat (n,)
+                 y,      # the forward output act(z), flat (n,)
+                 act,    # activation code
+                 param,  # as in `act_forward`
+                 dx):    # out: dE/dz = dout * act'(z), flat (n,); may be dout itself
+    "dx = dout * act'(z). Parallel over chunks as `act_forward`."
+    n = y.shape[0]
+    chunks = (n + CHUNK - 1) // CHUNK
+    if n < SERIAL_VALUES:
+        _act_backward_chunk(dout, z, y, act, param, dx, 0, n)
+    else:
+        for c in prange(chunks): _act_backward_chunk(dout, z, y, act, param, dx, c * CHUNK, min(n, (c + 1) * CHUNK))

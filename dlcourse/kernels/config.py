@@ -1,0 +1,28 @@
+"""Every setting of the kernels in one place: the compiler flags, the threading layer, and the thresholds that choose
+between algorithms and between running on one thread or on Numba's pool. The thresholds were measured on 2-core x86-64
+machines (AVX2 and AVX-512); `bench/` shows how. Kernels read them when they are compiled: change them before the first
+call, or delete Numba's cache (`__pycache__`) after changing them."""
+
+# Numba's own thread pool first: its idle threads sleep, and no other library shares it (unless the user chose a layer
+# with NUMBA_THREADING_LAYER or NUMBA_THREADING_LAYER_PRIORITY).
+THREADING_LAYERS = ['workqueue', 'tbb', 'omp']
+
+# LLVM fast-math without 'nnan' and 'ninf': sums may be reassociated (vectorised), NaN and inf keep their meaning.
+FASTMATH = frozenset({'nsz', 'arcp', 'contract', 'afn', 'reassoc'})
+
+# Starting Numba's thread pool costs about 35 us a call: below these sizes a kernel runs on the calling thread.
+SERIAL_MACS = 1 << 20      # multiply-adds (the convolution and matrix-product kernels)
+SERIAL_VALUES = 1 << 17    # values read (memory-bound kernels: pooling, activations, layout copies); LeNet-5's C3 maps
+                           # at batch 64 are 102,400 values
+
+# Convolution: which algorithm
+DIRECT_MAX_WEIGHTS = 4096  # K*C*kh*kw up to which a stride-1 convolution uses the direct kernels (LeNet-5's layers)
+PATCH_BUDGET = 1 << 24     # values of an im2col patch matrix at most (64 MB in float32); larger batches go in chunks
+GEMM_PER_IMAGE = 2048      # output positions per image from which every image gets its own GEMM, the bias inside it
+                           # (AlexNet's conv1: 3,025; conv2: 729 is faster as one large GEMM)
+SPLIT_K_MAX_WEIGHTS = 1 << 16  # K*C*kh*kw up to which im2col's filter gradient is a split-K product in Numba (else BLAS)
+SPLIT_K_PIECES = 16        # pieces of the long dimension in that product, summed afterwards
+DIRECT_BATCH_SLICES = 4    # slices of the batch whose filter gradients the direct backward computes side by side
+
+# Matrix products of the fully connected layers
+BLAS_MIN_MACS = 1 << 22    # multiply-adds from which a @ b.T goes to BLAS (below: the course's gemm_nt)
