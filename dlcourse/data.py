@@ -8,30 +8,35 @@ __all__ = ['FASHION_MNIST_CLASSES', 'IDX_DTYPES', 'IDX_FILES', 'DATASETS', 'SPLI
            'load_dataset', 'fashion_mnist', 'mnist', 'fashion_mnist_sample', 'image_stats', 'normalize', 'denormalize',
            'preprocess', 'DataLoader']
 
+# %% ../nbs/07a_data.ipynb #e8daddc2
+import gzip
+import hashlib
+import http.client
+import importlib.resources
+import math
+import os
+import tempfile
+import urllib.request
+import zlib
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from .core import as_path, check_array, check_bool, check_choice, check_number, check_positive, get_rng
+
 # %% ../nbs/07a_data.ipynb #6003d8e6
 FASHION_MNIST_CLASSES = ('T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat',
                          'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot')
 
 # %% ../nbs/07a_data.ipynb #9e93c4c5
-import gzip
-import math
-import os
-import zlib
-from pathlib import Path
-
-import numpy as np
-
 IDX_DTYPES = {0x08: np.dtype('>u1'), 0x09: np.dtype('>i1'), 0x0B: np.dtype('>i2'),  # unsigned byte, signed byte, short
               0x0C: np.dtype('>i4'), 0x0D: np.dtype('>f4'), 0x0E: np.dtype('>f8')}  # int, float, double; all big-endian
-
-def _as_path(path, name='path'):
-    if not isinstance(path, (str, os.PathLike)): raise TypeError(f"{name} must be a str or a path, got {type(path).__name__}")
-    return Path(path)
 
 def _read_bytes(path,        # a plain or gzip-compressed file
                 limit=None): # read at most this many (uncompressed) bytes
     "The bytes of `path`, decompressed if it is a gzip file (recognised by its first two bytes)"
-    path = _as_path(path)
+    path = as_path(path)
     try:
         with open(path, 'rb') as f:
             if f.read(2) != b'\x1f\x8b':
@@ -43,6 +48,7 @@ def _read_bytes(path,        # a plain or gzip-compressed file
     except EOFError: raise ValueError(f"{path}: truncated gzip file: it ends before the compressed data do") from None
     except (gzip.BadGzipFile, zlib.error) as e: raise ValueError(f"{path}: corrupt gzip file ({e})") from None
 
+# %% ../nbs/07a_data.ipynb #2849752b
 def _idx_type_list(): return ', '.join(f"0x{c:02X} ({d.newbyteorder('=').name})" for c, d in IDX_DTYPES.items())
 
 def _parse_idx(data,    # the bytes of an IDX file
@@ -70,13 +76,13 @@ def _parse_idx(data,    # the bytes of an IDX file
 
 def read_idx(path): # an IDX file, plain or gzip-compressed
     "Read the array stored in an IDX file (MNIST's format); ValueError naming the file if it is not a valid one"
-    return _parse_idx(_read_bytes(path), _as_path(path))
+    return _parse_idx(_read_bytes(path), as_path(path))
 
 # %% ../nbs/07a_data.ipynb #a6a34355
 def write_idx(path,  # the file to write; gzip-compressed if its name ends in .gz
               array): # an ndarray of one of the dtypes in IDX_DTYPES, at least 1-D
     "Write `array` as an IDX file; return the path"
-    path = _as_path(path)
+    path = as_path(path)
     if not isinstance(array, np.ndarray): raise TypeError(f"array must be a numpy.ndarray, got {type(array).__name__}")
     codes = {d.newbyteorder('='): c for c, d in IDX_DTYPES.items()}
     if array.dtype not in codes: raise TypeError(f"array has dtype {array.dtype}; IDX stores {_idx_type_list()}")
@@ -89,12 +95,6 @@ def write_idx(path,  # the file to write; gzip-compressed if its name ends in .g
     return path
 
 # %% ../nbs/07a_data.ipynb #565fec82
-import hashlib
-import http.client
-import tempfile
-import urllib.request
-from typing import NamedTuple
-
 IDX_FILES = {'train': ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte'),
              'test': ('t10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte')}
 
@@ -108,6 +108,7 @@ class DatasetSource(NamedTuple):
     checksums: dict     # file name -> (MD5 of the official .gz, MD5 of its content, content size in bytes)
     advice: str         # how to get the files, for the error message
 
+# %% ../nbs/07a_data.ipynb #067fd85f
 DATASETS = {
     'fashion-mnist': DatasetSource(
         'Fashion-MNIST', 'fashion-mnist',
@@ -134,6 +135,7 @@ DATASETS = {
         "or pass root=<folder holding them>"),
 }
 
+# %% ../nbs/07a_data.ipynb #681554da
 def cache_dir():
     "Where downloaded data sets are kept: $DLCOURSE_DATA, else $XDG_CACHE_HOME/dlcourse, else ~/.cache/dlcourse"
     if os.environ.get('DLCOURSE_DATA'): return Path(os.environ['DLCOURSE_DATA']).expanduser()
@@ -213,13 +215,12 @@ def load_dataset(name='fashion-mnist', # a key of DATASETS: 'fashion-mnist' or '
                  download=True,        # download into the cache if no copy is found?
                  base_url=None):       # download from here instead of the official address
     "One split of an IDX data set, searched in `root`, the cache, the system folders, then downloaded; an `IdxSplit`"
-    if name not in DATASETS: raise ValueError(f"name must be one of {tuple(DATASETS)}, got {name!r}")
-    if split not in SPLITS: raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    check_choice(name, 'name', DATASETS), check_choice(split, 'split', SPLITS)
     if base_url is not None and not isinstance(base_url, str):
         raise TypeError(f"base_url must be a str, got {type(base_url).__name__}")
     src, tried = DATASETS[name], []
     if root is not None:
-        root = _as_path(root, 'root')
+        root = as_path(root, 'root')
         try: return _load_split(src, root, split, verify=False)
         except FileNotFoundError as e: tried.append(f"root {root}: {e}")
     else: tried.append("root: none given")
@@ -240,6 +241,7 @@ def load_dataset(name='fashion-mnist', # a key of DATASETS: 'fashion-mnist' or '
     raise FileNotFoundError(f"{src.title} ({split}) not found. Looked in:\n" + ''.join(f"  - {t}\n" for t in tried)
                             + "To get it: " + src.advice.format(cache=cache))
 
+# %% ../nbs/07a_data.ipynb #2cfb0240
 def fashion_mnist(split='train', # 'train' (60,000 images) or 'test' (10,000)
                   root=None,     # a folder holding the four files, searched first
                   download=True, # download into the cache if no copy is found?
@@ -252,8 +254,6 @@ def mnist(split='train', root=None, download=True, base_url=None):
     return tuple(load_dataset('mnist', split, root, download, base_url)[:2])
 
 # %% ../nbs/07a_data.ipynb #d10426ba
-import importlib.resources
-
 SAMPLE_FILES = {'train': ('fashion-mnist-sample-train-images-idx3-ubyte.gz', 'fashion-mnist-sample-train-labels-idx1-ubyte.gz'),
                 'test': ('fashion-mnist-sample-test-images-idx3-ubyte.gz', 'fashion-mnist-sample-test-labels-idx1-ubyte.gz')}
 SAMPLE_PER_CLASS = {'train': 1000, 'test': 200}  # the first this many images of each class of the official split
@@ -278,8 +278,6 @@ def fashion_mnist_sample(split='train'): # 'train' (10,000 images) or 'test' (2,
     return arrays[0], arrays[1].astype(np.int64)
 
 # %% ../nbs/07a_data.ipynb #a5e5acb9
-from .core import check_array, check_positive
-
 def image_stats(images): # uint8 images of any shape
     "Mean and standard deviation of all pixels of `images`, scaled to [0, 1] (exact, from a histogram of the values)"
     if not isinstance(images, np.ndarray) or images.dtype != np.uint8:
@@ -296,10 +294,7 @@ def image_stats(images): # uint8 images of any shape
 FASHION_MNIST_MEAN = 0.2860405969887955  # image_stats(fashion_mnist('train')[0]): mean of all pixels / 255
 FASHION_MNIST_STD = 0.3530242445149226   # their standard deviation (population, ddof=0)
 
-def _check_mean_std(mean, std):
-    if isinstance(mean, (bool, np.bool_)) or not isinstance(mean, (int, float, np.integer, np.floating)) or not np.isfinite(mean):
-        raise ValueError(f"mean must be a finite number, got {mean!r}")
-    check_positive(std, 'std')
+def _check_mean_std(mean, std): return check_number(mean, 'mean'), check_positive(std, 'std')
 
 def normalize(x,                        # float32 or float64 array, pixels scaled to [0, 1]
               mean=FASHION_MNIST_MEAN,  # μ
@@ -330,8 +325,6 @@ def preprocess(images): # uint8 (N, 28, 28), as fashion_mnist returns them
     return x
 
 # %% ../nbs/07a_data.ipynb #d6240d50
-from .core import get_rng
-
 class DataLoader:
     "Mini-batches (xb, yb) of (x, y): every example once per epoch, in a fresh random order each epoch if `shuffle`"
     def __init__(self, x, y,        # arrays with one example per row (first axis), e.g. images (N, 28, 28), labels (N,)
@@ -344,30 +337,24 @@ class DataLoader:
             if a.ndim == 0: raise ValueError(f"{name} must hold one example per row, got a 0-d array")
         if len(x) != len(y): raise ValueError(f"x and y must hold the same number of examples, got {len(x)} and {len(y)}")
         if len(x) == 0: raise ValueError("x and y are empty: there is nothing to load")
-        for name, v in (('shuffle', shuffle), ('drop_last', drop_last)):
-            if not isinstance(v, (bool, np.bool_)): raise TypeError(f"{name} must be True or False, got {v!r}")
+        check_bool(shuffle, 'shuffle'), check_bool(drop_last, 'drop_last')
         self.batch_size = check_positive(batch_size, 'batch_size', integer=True)
         if drop_last and self.batch_size > len(x):
             raise ValueError(f"batch_size {self.batch_size} is larger than the {len(x)} examples: with drop_last=True "
                              "there would be no batch at all")
         self.x, self.y, self.shuffle, self.drop_last = x, y, bool(shuffle), bool(drop_last)
-        if not (seed is None or isinstance(seed, np.random.Generator)
-                or isinstance(seed, (int, np.integer)) and not isinstance(seed, (bool, np.bool_))):
-            raise TypeError(f"seed must be None, an int or a numpy.random.Generator, got {type(seed).__name__}")
-        self._rng = None if seed is None else get_rng(seed)   # one generator for all epochs: a fresh order each epoch
+        self._rng = None if seed is None else get_rng(seed, 'seed')   # one generator for all epochs: a fresh order each epoch
 
     def __len__(self):
         "The number of batches per epoch"
         n, b = len(self.x), self.batch_size
         return n // b if self.drop_last else -(-n // b)
-
     def __iter__(self):
         n = len(self.x)
         order = (self._rng or get_rng()).permutation(n) if self.shuffle else np.arange(n)
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             idx = order[start:start + self.batch_size]
             yield self.x[idx], self.y[idx]
-
     def __repr__(self):
         return (f"DataLoader({len(self.x)} examples, batch_size={self.batch_size}, {len(self)} batches, "
                 f"shuffle={self.shuffle}, drop_last={self.drop_last})")

@@ -12,12 +12,13 @@ import importlib
 
 import numpy as np
 
-from . import activations as A
-from .core import Module, Sequential
+from .activations import ACTIVATIONS, activation_of
 from .conv import Conv2d
-from .layers import BatchNorm2d, Dropout, Flatten, GlobalAvgPool2d, Linear, LocalResponseNorm
+from .core import Module, Sequential
+from .layers import Flatten, Linear
+from .losses import Softmax
 from .pool import AvgPool2d, MaxPool2d, SumPool2d
-from .zoo import BasicBlock, Inception
+from .zoo import BasicBlock, BatchNorm2d, Dropout, GlobalAvgPool2d, Inception, LocalResponseNorm
 
 def _torch():
     "PyTorch, imported on first use, or an ImportError saying how to install it"
@@ -63,18 +64,16 @@ def torch_blocks():
     return TorchInception, TorchBasicBlock, TorchSumPool2d
 
 # %% ../nbs/09_interop.ipynb #adbb1a97
-_ELEMENTWISE = {A.ReLU: 'ReLU', A.Tanh: 'Tanh', A.Sigmoid: 'Sigmoid', A.Softplus: 'Softplus', Flatten: 'Flatten'}
-
 def _torch_module(m):
     "A PyTorch module with the structure and settings of the dlcourse module `m` (its weights not yet copied)"
     nn = _torch().nn
     TorchInception, TorchBasicBlock, TorchSumPool2d = torch_blocks()
     if isinstance(m, Sequential):
         return nn.Sequential(collections.OrderedDict((name, _torch_module(c)) for name, c in m.named_children()))
-    if type(m) in _ELEMENTWISE: return getattr(nn, _ELEMENTWISE[type(m)])()
-    if isinstance(m, A.LeakyReLU): return nn.LeakyReLU(m.negative_slope)
-    if isinstance(m, A.ELU): return nn.ELU(m.alpha)
-    if isinstance(m, A.Softmax): return nn.Softmax(-1)
+    act = activation_of(m)
+    if act is not None: return getattr(nn, act.torch)(*([getattr(m, act.param)] if act.param else []))
+    if isinstance(m, Flatten): return nn.Flatten()
+    if isinstance(m, Softmax): return nn.Softmax(-1)
     if isinstance(m, Conv2d):
         return nn.Conv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, bias=m.bias is not None)
     if isinstance(m, Linear): return nn.Linear(m.in_features, m.out_features, bias=m.bias is not None)
@@ -91,6 +90,7 @@ def _torch_module(m):
                                | ({'downsample': None} if m.downsample is None else {}))
     raise TypeError(f"to_torch: {type(m).__name__} has no PyTorch counterpart (supported: the layers of dlcourse and the zoo's blocks)")
 
+# %% ../nbs/09_interop.ipynb #929ce802
 def _copy_modes(source, target):
     "Give every module of `target` the train/eval mode of the module of the same name in `source` (both dlcourse or both torch)"
     modes = {name: m.training for name, m in source.named_modules()}
@@ -112,25 +112,12 @@ def to_torch(model):  # a dlcourse Module made of the course's layers: any netwo
     return tm
 
 # %% ../nbs/09_interop.ipynb #cbe84475
-def _course_module(tm):
-    "A dlcourse module with the structure and settings of the PyTorch module `tm` (its weights not yet copied)"
+def _course_layer(tm, dtype):
+    "The dlcourse layer with the settings of the PyTorch layer `tm` (its weights not yet copied), or None"
     torch = _torch()
     nn = torch.nn
-    TorchInception, TorchBasicBlock, TorchSumPool2d = torch_blocks()
+    TorchSumPool2d = torch_blocks()[2]
     pair = lambda v: tuple(v) if isinstance(v, (tuple, list)) else (v, v)
-    first = next(tm.parameters(), None)
-    dtype = np.float64 if first is not None and first.dtype == torch.float64 else np.float32
-    if isinstance(tm, nn.Sequential):
-        seq = Sequential()
-        for name, c in tm.named_children(): setattr(seq, name, _course_module(c))
-        return seq
-    ours = {nn.ReLU: A.ReLU, nn.Tanh: A.Tanh, nn.Sigmoid: A.Sigmoid, nn.Softplus: A.Softplus, nn.Flatten: Flatten}.get(type(tm))
-    if ours is not None: return ours()
-    if isinstance(tm, nn.LeakyReLU): return A.LeakyReLU(tm.negative_slope)
-    if isinstance(tm, nn.ELU): return A.ELU(tm.alpha)
-    if isinstance(tm, nn.Softmax):
-        if tm.dim != -1: raise TypeError(f"from_torch: the course's Softmax works over the last axis (dim=-1): {tm}")
-        return A.Softmax()
     if isinstance(tm, nn.Conv2d):
         if tm.groups != 1 or pair(tm.dilation) != (1, 1) or tm.padding_mode != 'zeros' or isinstance(tm.padding, str):
             raise TypeError(f"from_torch: the course's Conv2d has no groups, dilation, padding modes or 'same' padding: {tm}")
@@ -152,11 +139,34 @@ def _course_module(tm):
             raise TypeError(f"from_torch: the course's BatchNorm2d has weight and bias and running averages with a momentum: {tm}")
         return BatchNorm2d(tm.num_features, tm.eps, tm.momentum, dtype=dtype)
     if isinstance(tm, nn.AdaptiveAvgPool2d) and pair(tm.output_size) == (1, 1): return GlobalAvgPool2d()
+    return None
+
+# %% ../nbs/09_interop.ipynb #315ec091
+def _course_module(tm):
+    "A dlcourse module with the structure and settings of the PyTorch module `tm` (its weights not yet copied)"
+    torch = _torch()
+    nn = torch.nn
+    TorchInception, TorchBasicBlock, _ = torch_blocks()
+    first = next(tm.parameters(), None)
+    dtype = np.float64 if first is not None and first.dtype == torch.float64 else np.float32
+    if isinstance(tm, nn.Sequential):
+        seq = Sequential()
+        for name, c in tm.named_children(): setattr(seq, name, _course_module(c))
+        return seq
+    act = next((a for a in ACTIVATIONS.values() if type(tm) is getattr(nn, a.torch)), None)
+    if act is not None: return act.layer(*([getattr(tm, act.param)] if act.param else []))
+    if type(tm) is nn.Flatten: return Flatten()
+    if isinstance(tm, nn.Softmax):
+        if tm.dim != -1: raise TypeError(f"from_torch: the course's Softmax works over the last axis (dim=-1): {tm}")
+        return Softmax()
     if isinstance(tm, TorchInception): return Inception(**tm.config, dtype=dtype)
     if isinstance(tm, TorchBasicBlock): return BasicBlock(tm.conv1.in_channels, tm.conv1.out_channels, tm.stride, dtype=dtype)
+    layer = _course_layer(tm, dtype)
+    if layer is not None: return layer
     raise TypeError(f"from_torch: {type(tm).__name__} has no counterpart in dlcourse; pass model=, a dlcourse model whose "
                     "parameters have the same names, to copy only the weights")
 
+# %% ../nbs/09_interop.ipynb #a3d4cbc8
 def from_torch(module,       # a torch.nn.Module: from `to_torch`, or made of layers the course has
                model=None):  # a dlcourse model to copy the weights into (same parameter names); default: build one
     "The weights of a PyTorch module in a dlcourse model: in `model`, or in a new model of the module's structure"

@@ -8,7 +8,7 @@ __all__ = ['Optimizer', 'SGD']
 # %% ../nbs/07_sgd.ipynb #8f1d112c
 import numpy as np
 
-from .core import Parameter, check_positive
+from .core import Parameter, check_number, check_positive
 
 def _check_params(params):
     params = list(params)
@@ -18,11 +18,7 @@ def _check_params(params):
     if len({id(p) for p in params}) != len(params): raise ValueError("params contains the same Parameter twice")
     return params
 
-def _check_nonneg(value, name):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not np.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a number >= 0, got {value!r}")
-    return float(value)
-
+# %% ../nbs/07_sgd.ipynb #62d8db35
 class Optimizer:
     "Base class: holds parameters and per-parameter state; `step()` updates, `zero_grad()` clears gradients"
     def __init__(self, params): self.params, self.state = _check_params(params), {}
@@ -31,6 +27,11 @@ class Optimizer:
         for p in self.params: p.zero_grad()
 
     def step(self): raise NotImplementedError
+
+    @property
+    def lr(self): return self.hyper['lr']
+    @lr.setter
+    def lr(self, value): self.hyper['lr'] = check_positive(value, 'lr')
 
     def state_dict(self):
         "Hyper-parameters and state, by parameter index: a copy, for checkpoints"
@@ -49,6 +50,7 @@ class Optimizer:
         self.hyper.update(d['hyper'])
         self.state = {int(i): {k: np.array(v, dtype=self.params[int(i)].dtype) for k, v in s.items()} for i, s in d['state'].items()}
 
+# %% ../nbs/07_sgd.ipynb #09d83236
 class SGD(Optimizer):
     "Stochastic gradient descent with momentum, Nesterov momentum and weight decay, step for step as torch.optim.SGD"
     def __init__(self, params,          # the parameters to train, e.g. model.parameters()
@@ -59,17 +61,11 @@ class SGD(Optimizer):
                  dampening=0.0):        # scales the gradient added to the velocity
         super().__init__(params)
         check_positive(lr, 'lr')
-        momentum, weight_decay = _check_nonneg(momentum, 'momentum'), _check_nonneg(weight_decay, 'weight_decay')
-        dampening = _check_nonneg(dampening, 'dampening')
+        momentum, weight_decay = check_number(momentum, 'momentum', low=0), check_number(weight_decay, 'weight_decay', low=0)
+        dampening = check_number(dampening, 'dampening', low=0)
         if nesterov and (momentum == 0 or dampening != 0):
             raise ValueError("nesterov momentum needs momentum > 0 and dampening = 0")
         self.hyper = dict(lr=float(lr), momentum=momentum, weight_decay=weight_decay, nesterov=bool(nesterov), dampening=dampening)
-
-    @property
-    def lr(self): return self.hyper['lr']
-    @lr.setter
-    def lr(self, value): self.hyper['lr'] = float(check_positive(value, 'lr'))
-
     def step(self):
         "Update every parameter from its gradient"
         h = self.hyper
@@ -77,6 +73,7 @@ class SGD(Optimizer):
             # g = ∂E/∂w (+ λ w with weight decay); with momentum μ the velocity v <- μ v + (1 - dampening) g (v = g on the
             # first step), kept in self.state[i]['momentum_buffer'], and g = v (Nesterov: g + μ v); then w <- w - α g.
             # Compute in the parameter's dtype (p.data.dtype.type(x)), and update p.data in place.
+            ### BEGIN SOLUTION
             g = p.grad
             if h['weight_decay']: g = g + p.data.dtype.type(h['weight_decay']) * p.data
             if h['momentum']:
@@ -89,5 +86,5 @@ class SGD(Optimizer):
                 v = s['momentum_buffer']
                 g = g + p.data.dtype.type(h['momentum']) * v if h['nesterov'] else v
             p.data -= p.data.dtype.type(h['lr']) * g
-
+            ### END SOLUTION
     def __repr__(self): return 'SGD(' + ', '.join(f"{k}={v}" for k, v in self.hyper.items()) + ')'

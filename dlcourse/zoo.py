@@ -4,7 +4,8 @@
 
 # %% auto #0
 __all__ = ['PRETRAINED', 'GOOGLENET_INCEPTIONS', 'ILSVRC_RESULTS', 'VGG16_LAYERS', 'named', 'lenet5', 'load_pretrained',
-           'alexnet', 'conv_block', 'Inception', 'googlenet', 'ILSVRCResult', 'vgg16', 'BasicBlock', 'resnet18']
+           'LocalResponseNorm', 'Dropout', 'alexnet', 'conv_block', 'Inception', 'GlobalAvgPool2d', 'googlenet',
+           'ILSVRCResult', 'vgg16', 'batch_norm', 'batch_norm_backward', 'BatchNorm2d', 'BasicBlock', 'resnet18']
 
 # %% ../nbs/08_model_zoo.ipynb #b7a8baaf
 import hashlib
@@ -12,11 +13,13 @@ import importlib.resources
 
 import numpy as np
 
-from .core import (DEFAULT_DTYPE, Module, Sequential, as_float_dtype, check_allocation, check_array, check_backward,
-                           check_positive, get_rng)
-from .activations import ReLU, Sigmoid, Tanh
+from .activations import ACTIVATIONS, ReLU
+from .checkpoint import load_checkpoint
 from .conv import Conv2d
-from .layers import BatchNorm2d, Dropout, Flatten, GlobalAvgPool2d, Linear, LocalResponseNorm
+from .core import (DEFAULT_DTYPE, Module, Parameter, Sequential, as_float_dtype, check_allocation, check_array,
+                           check_backward, check_choice, check_number, check_positive, get_rng)
+from .init import kaiming_normal_
+from .layers import Flatten, Linear
 from .pool import AvgPool2d, MaxPool2d
 
 def named(**layers):  # name=module, in forward order
@@ -26,11 +29,6 @@ def named(**layers):  # name=module, in forward order
         if not isinstance(layer, Module): raise TypeError(f"layer {name!r} must be a Module, got {type(layer).__name__}")
         setattr(seq, name, layer)
     return seq
-
-def _choice(value, name, options):
-    "options[value], or an error listing the options"
-    if value not in options: raise ValueError(f"{name} must be one of {sorted(options)}, got {value!r}")
-    return options[value]
 
 def _check_classes(num_classes, in_channels=1):
     "num_classes and in_channels, checked"
@@ -42,11 +40,10 @@ def _check_head(num_classes, in_features, dtype):
                      f"the output layer for num_classes={num_classes} (a {num_classes:,} x {in_features:,} weight)")
 
 # %% ../nbs/08_model_zoo.ipynb #baca14e2
-_ACTIVATIONS = {'tanh': Tanh, 'relu': ReLU, 'sigmoid': Sigmoid}
 _POOLS = {'avg': AvgPool2d, 'max': MaxPool2d}
 
 def lenet5(num_classes=10,        # units of the output layer
-           activation='tanh',     # 'tanh' (LeCun's), 'relu' or 'sigmoid'
+           activation='tanh',     # 'tanh' (LeCun's), 'relu', 'sigmoid' or another name of ACTIVATIONS
            pool='max',            # 'max' or 'avg' (closer to LeCun's subsampling)
            padding=2,             # zero padding of C1: 2 for 28x28 input (Fashion-MNIST), 0 for the original 32x32
            pretrained=False,      # load the weights trained on Fashion-MNIST that ship with dlcourse?
@@ -54,19 +51,21 @@ def lenet5(num_classes=10,        # units of the output layer
            rng=None):             # None, an int seed or a numpy Generator, for the initial weights
     "LeNet-5 (LeCun et al. 1998): [CONV-POOL-CONV-POOL-CONV-FC-FC], 5x5 convolutions with stride 1, 2x2 pooling with stride 2"
     num_classes, _ = _check_classes(num_classes)
-    act, Pool = _choice(activation, 'activation', _ACTIVATIONS), _choice(pool, 'pool', _POOLS)
-    if isinstance(padding, bool) or not isinstance(padding, (int, np.integer)) or padding < 0:
-        raise ValueError(f"padding must be an integer >= 0 (2 for 28x28 input, 0 for 32x32), got {padding!r}")
+    act = ACTIVATIONS[check_choice(activation, 'activation', ACTIVATIONS)].layer
+    Pool = _POOLS[check_choice(pool, 'pool', _POOLS)]
+    check_number(padding, 'padding', low=0, integer=True)     # 2 for 28x28 input, 0 for 32x32
     dtype, rng = as_float_dtype(dtype), get_rng(rng)
     _check_head(num_classes, 84, dtype)
     # named(c1=, act1=, s2=, c3=, act3=, s4=, c5=, act5=, flatten=, f6=, act6=, output=): C1 6 filters 5x5 padded by
     # `padding`, S2 and S4 pooling 2x2 with stride 2, C3 16 filters 5x5, C5 120 filters 5x5, F6 84 units, `act()` after
     # C1, C3, C5 and F6; every layer with weights gets dtype=dtype, rng=rng
+    ### BEGIN SOLUTION
     model = named(c1=Conv2d(1, 6, 5, padding=padding, dtype=dtype, rng=rng), act1=act(), s2=Pool(2, 2),
                   c3=Conv2d(6, 16, 5, dtype=dtype, rng=rng), act3=act(), s4=Pool(2, 2),
                   c5=Conv2d(16, 120, 5, dtype=dtype, rng=rng), act5=act(), flatten=Flatten(),
                   f6=Linear(120, 84, dtype=dtype, rng=rng), act6=act(),
                   output=Linear(84, num_classes, dtype=dtype, rng=rng))
+    ### END SOLUTION
     if pretrained:
         settings = dict(num_classes=num_classes, activation=activation, pool=pool, padding=padding)
         if settings != PRETRAINED['lenet5']['settings']:
@@ -76,8 +75,6 @@ def lenet5(num_classes=10,        # units of the output layer
     return model
 
 # %% ../nbs/08_model_zoo.ipynb #525e1d4d
-from .learner import load_checkpoint
-
 PRETRAINED = {  # name: file in dlcourse/data, its SHA-256, the builder's settings the weights are for
     'lenet5': dict(file='lenet5-fashion-mnist.npz',
                    sha256='b32988a65f3b074fda5bfaa6ce33723d65c0ab53b96768cbd946305eae2c6250',
@@ -87,12 +84,75 @@ PRETRAINED = {  # name: file in dlcourse/data, its SHA-256, the builder's settin
 def load_pretrained(model,  # a model of the right architecture
                     name):  # a key of PRETRAINED
     "Load the shipped weights `name` into `model` after checking the file's SHA-256; returns the checkpoint's meta data"
-    entry = _choice(name, 'name', PRETRAINED)
+    entry = PRETRAINED[check_choice(name, 'name', PRETRAINED)]
     with importlib.resources.as_file(importlib.resources.files('dlcourse')/'data'/entry['file']) as path:
         if not path.exists(): raise FileNotFoundError(f"the pretrained weights {path} are missing: reinstall dlcourse")
         if hashlib.sha256(path.read_bytes()).hexdigest() != entry['sha256']:
             raise ValueError(f"{path}: checksum mismatch, the pretrained weights are damaged: reinstall dlcourse")
         return load_checkpoint(path, model)
+
+# %% ../nbs/08_model_zoo.ipynb #6eaebdd9
+def _channel_window_sum(a,        # (N, C, H, W)
+                        lo, hi):  # channel offsets of the window: c + lo ... c + hi
+    "out[:, c] = Σ a[:, c + d] for d = lo..hi, channels outside 0..C-1 counting as zero"
+    out, C = np.zeros_like(a), a.shape[1]
+    for d in range(lo, hi + 1):
+        if abs(d) >= C: continue
+        if d >= 0: out[:, :C - d] += a[:, d:]
+        else: out[:, -d:] += a[:, :C + d]
+    return out
+
+class LocalResponseNorm(Module):
+    "Local response normalisation across channels, b_c = a_c / (k + α/n Σ a_c'²)^β over n neighbouring channels (as torch.nn.LocalResponseNorm)"
+    def __init__(self, size:int,   # n: channels in the window, c - n//2 ... c + (n-1)//2
+                 alpha=1e-4,       # α
+                 beta=0.75,        # β
+                 k=1.0):           # k (AlexNet: 2)
+        super().__init__()
+        self.size = check_positive(size, 'size', integer=True)
+        self.alpha, self.beta = check_number(alpha, 'alpha', low=0), check_number(beta, 'beta', low=0)
+        self.k = check_number(k, 'k', low=0, low_open=True)
+        self._x = self._s = self._out = None
+
+    def forward(self, x):
+        x = check_array(x, 'x', shape=('N', 'C', 'H', 'W'), hint='a batch of activation maps (N, C, H, W)')
+        n = self.size
+        self._x, self._s = x, self.k + (self.alpha / n) * _channel_window_sum(x * x, -(n // 2), (n - 1) // 2)
+        self._out = x * self._s ** -self.beta
+        return self._out
+
+    def backward(self, dout):
+        dout = check_backward(self, dout, self._out)
+        x, s, n, b = self._x, self._s, self.size, self.beta
+        g = _channel_window_sum(dout * x * s ** (-b - 1), -((n - 1) // 2), n // 2)     # over the mirrored window
+        return dout * s ** -b - (2 * self.alpha * b / n) * x * g
+
+    def extra_repr(self): return f"{self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}"
+
+# %% ../nbs/08_model_zoo.ipynb #f9bc11b7
+class Dropout(Module):
+    "Dropout: in training, zero each value with probability p and scale the others by 1/(1-p); the identity in evaluation"
+    def __init__(self, p=0.5,   # probability of dropping a value
+                 rng=None):     # None (the package generator), an int seed or a numpy Generator
+        super().__init__()
+        self.p = check_number(p, 'p', 0, 1, high_open=True)
+        self.rng = None if rng is None else get_rng(rng)
+        self._mask = self._out = None
+
+    def forward(self, x):
+        x = check_array(x, 'x')
+        if self.training and self.p > 0:
+            keep = get_rng(self.rng).random(x.shape) >= self.p
+            self._mask = keep.astype(x.dtype) * x.dtype.type(1 / (1 - self.p))   # 0 or 1/(1-p)
+            self._out = x * self._mask
+        else: self._mask, self._out = None, x
+        return self._out
+
+    def backward(self, dout):
+        dout = check_backward(self, dout, self._out)
+        return dout if self._mask is None else dout * self._mask
+
+    def extra_repr(self): return f"p={self.p}"
 
 # %% ../nbs/08_model_zoo.ipynb #cccb450f
 def alexnet(num_classes=1000, dtype=DEFAULT_DTYPE, rng=None):
@@ -123,6 +183,7 @@ def conv_block(in_channels:int, out_channels:int, kernel_size:int,
     if batch_norm: layers['bn'] = BatchNorm2d(out_channels, eps=1e-3, dtype=dtype)
     return named(**layers, relu=ReLU())
 
+# %% ../nbs/08_model_zoo.ipynb #c2ec2217
 class Inception(Module):
     "GoogLeNet's Inception module: branches 1x1 | 1x1->3x3 | 1x1->5x5 | 3x3 max pool->1x1, concatenated along the channels"
     def __init__(self, in_channels:int,
@@ -138,42 +199,44 @@ class Inception(Module):
                            ch5x5=ch5x5, pool_proj=pool_proj, batch_norm=bool(batch_norm), kernel5=kernel5)
         for name, v in self.config.items():
             if name != 'batch_norm': check_positive(v, name, integer=True)
-        dtype, k5 = as_float_dtype(dtype), kernel5
-        for what, shape in ((f"ch1x1={ch1x1} filters of in_channels={in_channels}", (ch1x1, in_channels)),
-                            (f"ch3x3red={ch3x3red} filters of in_channels={in_channels}", (ch3x3red, in_channels)),
-                            (f"ch3x3={ch3x3} 3x3 filters of ch3x3red={ch3x3red}", (ch3x3, ch3x3red, 3, 3)),
-                            (f"ch5x5red={ch5x5red} filters of in_channels={in_channels}", (ch5x5red, in_channels)),
-                            (f"ch5x5={ch5x5} filters of ch5x5red={ch5x5red}, kernel5={k5}", (ch5x5, ch5x5red, k5, k5)),
-                            (f"pool_proj={pool_proj} filters of in_channels={in_channels}", (pool_proj, in_channels))):
-            check_allocation(shape, dtype, f"Inception's {what}")              # before any weight is drawn
-        rng = get_rng(rng)
+        dtype, k5, rng = as_float_dtype(dtype), kernel5, get_rng(rng)
+        for names in (('ch1x1', 'in_channels'), ('ch3x3red', 'in_channels'), ('ch3x3', 'ch3x3red'), ('ch5x5red', 'in_channels'),
+                      ('ch5x5', 'ch5x5red', 'kernel5'), ('pool_proj', 'in_channels')):            # before any weight is drawn
+            shape = [self.config[n] for n in names] + ([3, 3] if names[0] == 'ch3x3' else [k5] if len(names) > 2 else [])
+            check_allocation(shape, dtype, "Inception's filters for " + ', '.join(f"{n}={self.config[n]}" for n in names))
         unit = lambda c_in, c_out, k: conv_block(c_in, c_out, k, batch_norm=batch_norm, dtype=dtype, rng=rng)
         self.branch1 = unit(in_channels, ch1x1, 1)
         self.branch2 = Sequential(unit(in_channels, ch3x3red, 1), unit(ch3x3red, ch3x3, 3))
         self.branch3 = Sequential(unit(in_channels, ch5x5red, 1), unit(ch5x5red, ch5x5, kernel5))
         self.branch4 = Sequential(MaxPool2d(3, 1, 1), unit(in_channels, pool_proj, 1))
-        self.in_channels, self._splits = in_channels, (ch1x1, ch3x3, ch5x5, pool_proj)
+        self.in_channels, self._splits, self._out = in_channels, (ch1x1, ch3x3, ch5x5, pool_proj), None
         self.out_channels = sum(self._splits)
-        self._out = None
-
     @property
     def branches(self): return (self.branch1, self.branch2, self.branch3, self.branch4)
+    def forward(self, x):
+        x = check_array(x, 'x', shape=('N', self.in_channels, 'H', 'W'), dtype=self.dtype, hint=f"C = in_channels = {self.in_channels}")
+        self._out = np.concatenate([b(x) for b in self.branches], axis=1)             # (N, out_channels, H, W)
+        return self._out
+    def backward(self, dout):
+        dout = check_backward(self, dout, self._out)
+        ends = np.cumsum(self._splits)                                                 # each branch's channels in dout
+        return sum(b.backward(np.ascontiguousarray(dout[:, e - c:e])) for b, c, e in zip(self.branches, self._splits, ends))
+    def describe(self): return f"Inception {'+'.join(map(str, self._splits))}"
+
+# %% ../nbs/08_model_zoo.ipynb #7239b098
+class GlobalAvgPool2d(Module):
+    "Average of each activation map, (N, C, H, W) -> (N, C, 1, 1), as torch.nn.AdaptiveAvgPool2d(1)"
+    def __init__(self): super().__init__(); self._shape = self._out = None
 
     def forward(self, x):
-        x = check_array(x, 'x', shape=('N', self.in_channels, 'H', 'W'), dtype=self.dtype,
-                        hint=f"Inception takes a batch (N, C, H, W) with C = in_channels = {self.in_channels}")
-        self._out = np.concatenate([b(x) for b in self.branches], axis=1)             # (N, out_channels, H, W)
+        x = check_array(x, 'x', shape=('N', 'C', 'H', 'W'), hint='a batch of activation maps (N, C, H, W)')
+        self._shape, self._out = x.shape, x.mean((2, 3), keepdims=True)
         return self._out
 
     def backward(self, dout):
         dout = check_backward(self, dout, self._out)
-        dx, start = 0, 0
-        for b, c in zip(self.branches, self._splits):
-            dx = dx + b.backward(np.ascontiguousarray(dout[:, start:start + c]))      # x fed every branch: gradients add
-            start += c
-        return dx
-
-    def describe(self): return f"Inception {'+'.join(map(str, self._splits))}"
+        H, W = self._shape[2:]
+        return np.broadcast_to(dout / dout.dtype.type(H * W), self._shape).copy()    # each value had weight 1/(HW)
 
 # %% ../nbs/08_model_zoo.ipynb #f6b047db
 GOOGLENET_INCEPTIONS = {  # module: (in_channels, #1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj), the paper's Table 1
@@ -237,6 +300,63 @@ def vgg16(num_classes=1000, in_channels=3, dtype=DEFAULT_DTYPE, rng=None):
                  classifier=Sequential(fc(7 * 7 * 512, 4096), ReLU(), Dropout(0.5), fc(4096, 4096), ReLU(), Dropout(0.5),
                                        fc(4096, num_classes)))
 
+# %% ../nbs/08_model_zoo.ipynb #20ab797d
+def batch_norm(x,     # (N, C, H, W)
+               mean,  # (C,) the statistics to normalise with: the batch's in training, the running averages in evaluation
+               var,   # (C,)
+               eps):  # ϵ
+    "x̂ = (x - μ) / sqrt(σ² + ϵ) for every channel, and 1 / sqrt(σ² + ϵ) (C,), which the backward step needs"
+    inv_std = 1 / np.sqrt(var + x.dtype.type(eps))
+    return (x - mean[:, None, None]) * inv_std[:, None, None], inv_std
+
+def batch_norm_backward(g,            # dE/dx̂ (N, C, H, W)
+                        xhat,         # x̂ of the forward step
+                        inv_std,      # 1 / sqrt(σ² + ϵ) of the forward step (C,)
+                        batch_stats): # were μ and σ² the batch's own statistics (training)? Then they depend on x too
+    "dE/dx from dE/dx̂: (g - mean(g) - x̂ mean(g x̂)) / sqrt(σ² + ϵ) with the batch's statistics, g / sqrt(σ² + ϵ) without"
+    if not batch_stats: return g * inv_std[:, None, None]
+    return (g - g.mean((0, 2, 3), keepdims=True) - xhat * (g * xhat).mean((0, 2, 3), keepdims=True)) * inv_std[:, None, None]
+
+# %% ../nbs/08_model_zoo.ipynb #43f29f74
+class BatchNorm2d(Module):
+    "Batch normalisation of each channel, x̂ · weight + bias: batch statistics in training, running averages in evaluation"
+    def __init__(self, num_features:int,   # C: channels of the input
+                 eps=1e-5,                 # ϵ, added to the variance
+                 momentum=0.1,             # running = (1 - momentum) · running + momentum · batch statistic
+                 dtype=DEFAULT_DTYPE):     # dtype of parameters and buffers
+        super().__init__()
+        self.num_features = C = check_positive(num_features, 'num_features', integer=True)
+        self.eps, self.momentum = check_number(eps, 'eps', low=0, low_open=True), check_number(momentum, 'momentum', 0, 1)
+        dtype = as_float_dtype(dtype)
+        check_allocation((4, C), dtype, f"the parameters and buffers of BatchNorm2d(num_features={C})")
+        self.weight, self.bias = Parameter(np.ones(C, dtype)), Parameter(np.zeros(C, dtype))
+        self.register_buffer('running_mean', np.zeros(C, dtype))
+        self.register_buffer('running_var', np.ones(C, dtype))
+        self._xhat = self._inv_std = self._out = None
+
+    def forward(self, x):
+        C = self.num_features
+        x = check_array(x, 'x', shape=('N', C, 'H', 'W'), dtype=self.weight.dtype, hint=f"BatchNorm2d takes (N, C, H, W), C = num_features = {C}")
+        self._batch_stats, m = self.training, x.size // C                       # m: values per channel
+        if self.training:
+            if m < 2: raise ValueError(f"BatchNorm2d needs more than one value per channel in training, got x of shape {x.shape}")
+            mean = x.mean((0, 2, 3))
+            var = ((x - mean[:, None, None]) ** 2).mean((0, 2, 3))              # biased: normalises this batch
+            mom = x.dtype.type(self.momentum)
+            self.running_mean *= 1 - mom; self.running_mean += mom * mean
+            self.running_var *= 1 - mom; self.running_var += mom * var * x.dtype.type(m / (m - 1))   # unbiased, as PyTorch
+        else: mean, var = self.running_mean, self.running_var
+        self._xhat, self._inv_std = batch_norm(x, mean, var, self.eps)
+        self._out = self._xhat * self.weight.data[:, None, None] + self.bias.data[:, None, None]
+        return self._out
+
+    def backward(self, dout):
+        dout = check_backward(self, dout, self._out)
+        self.weight.grad += (dout * self._xhat).sum((0, 2, 3))
+        self.bias.grad += dout.sum((0, 2, 3))
+        return batch_norm_backward(dout * self.weight.data[:, None, None], self._xhat, self._inv_std, self._batch_stats)
+    def extra_repr(self): return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
+
 # %% ../nbs/08_model_zoo.ipynb #4fd5957b
 class BasicBlock(Module):
     "ResNet's residual block: y = relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)), the shortcut x itself or a 1x1 conv + BN"
@@ -275,8 +395,6 @@ class BasicBlock(Module):
     def describe(self): return f"BasicBlock {self.out_channels}" + (f", stride {self.stride}" if self.stride != 1 else '')
 
 # %% ../nbs/08_model_zoo.ipynb #5526663e
-from .init import kaiming_normal_
-
 def resnet18(num_classes=1000, in_channels=3,
              small_input=False,     # a 3x3 stride-1 stem without max pooling, for 28x28 or 32x32 images
              width=64,              # channels of the first stage (the others have 2, 4, 8 times as many)
