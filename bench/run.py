@@ -9,7 +9,8 @@
 Sections (all in float32, the same shapes and, where it matters, the same weights in both libraries):
 - peak: the machine's matrix-multiply speed (2048^3 in OpenBLAS via NumPy and in PyTorch; the better one is the roof);
 - step: a LeNet-5 training step (forward, cross-entropy, backward, SGD with momentum and weight decay) at batch 64
-  and 256: dlcourse's `fuse(lenet5())` and plain `lenet5()` against torch.nn;
+  and 256: dlcourse's `lenet5()` as it comes (its layers fuse below the API) and layer by layer (`fusion(False)`)
+  against torch.nn;
 - epoch: one epoch over the 60,000 Fashion-MNIST training images (batch 128), reading the files, shuffling and
   preprocessing included, each library's own data loader;
 - infer: inference throughput of LeNet-5 (batch 1000) and AlexNet (batch 8, 227x227);
@@ -91,6 +92,9 @@ class Suite:
     def __init__(self, args):
         self.args, self.rows, self.meta = args, [], {}
         env = dict(os.environ)
+        # Some machines set these two to force OpenBLAS onto an older kernel (Haswell's on an AVX-512 CPU: a third of the
+        # speed); the suite measures what the machine can do, so it unsets both, for its workers only
+        self.openblas_unset = [v for v in ('OPENBLAS_CORETYPE', 'OPENBLAS_L2_SIZE') if env.pop(v, None) is not None]
         if args.threads:
             env.update({v: str(args.threads) for v in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'OPENBLAS_NUM_THREADS',
                                                         'NUMBA_NUM_THREADS')})
@@ -126,7 +130,7 @@ class Suite:
                 per_round[label].append(float(np.median(t)))
         return times, per_round
 
-    def compare(self, section, case, kind, setup, rounds, n, variants=('fused', 'plain'), per_item=None, flop=None):
+    def compare(self, section, case, kind, setup, rounds, n, variants=('lenet5()', 'unfused'), per_item=None, flop=None):
         """Time dlcourse's variants against PyTorch on the same callable kind; print a line per variant (time, then
         throughput per item and GFLOP/s when given)"""
         entries = []
@@ -161,7 +165,8 @@ class Suite:
         print(f"dlcourse benchmark suite, {self.meta['started']}: {self.meta['cpu']}, {self.meta['cores']} cores, "
               f"load average {os.getloadavg()[0]:.1f}")
         print(f"dlcourse {dl['version']}: Numba {dl['numba']} ({dl['threading_layer']} layer, {dl['threads']} threads), "
-              f"NumPy {dl['numpy']} ({dl['blas']})")
+              f"NumPy {dl['numpy']} ({dl['blas']}: {dl['blas_kernel']})")
+        if self.openblas_unset: print(f"unset for this run (they force an older OpenBLAS kernel): {', '.join(self.openblas_unset)}")
         print(f"PyTorch {to['version']}: {to['threads']} threads, {to['blas']}, OMP_WAIT_POLICY {to['omp_wait_policy']}")
         print(f"command: {self.args.command}")
         print(f"\n{'case':40s} {'dlcourse':>12s} {'PyTorch':>12s} {'ratio':>6s} {'rounds':>11s} {'spread dl/torch':>16s}")
@@ -186,15 +191,15 @@ class Suite:
         batch = self.args.epoch_batch
         self.heading(f'LeNet-5, one epoch of Fashion-MNIST (60,000 images, batch {batch}; reading, shuffling, '
                      'preprocessing included)')
-        times = {'fused': [], 'plain': [], 'torch': []}
-        order = [('fused', self.dl), ('torch', self.torch), ('plain', self.dl)]
+        times = {'lenet5()': [], 'unfused': [], 'torch': []}
+        order = [('lenet5()', self.dl), ('torch', self.torch), ('unfused', self.dl)]
         for r in range(self.args.epoch_rounds):
             for v, w in (order if r % 2 == 0 else order[::-1]):
                 time.sleep(0.5)
                 ans = w.ask('epoch', batch=batch, variant=v)
                 times[v].append(ans['seconds'])
         t_torch = float(np.median(times['torch']))
-        for v in ('fused', 'plain'):
+        for v in ('lenet5()', 'unfused'):
             t = float(np.median(times[v]))
             ratios = [a / b for a, b in zip(times[v], times['torch'])]
             self.row('epoch', f'one epoch ({v})', 's', t, t_torch, t / t_torch, (min(ratios), max(ratios)),
@@ -207,7 +212,7 @@ class Suite:
         self.compare('infer', 'LeNet-5, batch 1000', 'inference', lambda v: dict(name='lenet5', batch=1000, variant=v),
                      3 if q else 6, 3, per_item=('images/s', 1000), flop=lenet_flop(1000, train=False))
         self.compare('infer', 'AlexNet, batch 8, 227x227', 'inference', lambda v: dict(name='alexnet', batch=8, variant=v),
-                     3 if q else 5, 2, variants=('plain',), per_item=('images/s', 8))
+                     3 if q else 5, 2, variants=('lenet5()',), per_item=('images/s', 8))
 
     def conv(self):
         q = self.quick
@@ -217,9 +222,9 @@ class Suite:
             n = 10 if N == 64 else 3
             for passes, f in (('forward', flop), ('fwd+bwd', 3 * flop)):
                 self.compare('conv', f"{name} {passes.replace('forward', 'fwd')}", 'conv', lambda v: dict(case=i, passes=passes),
-                             2 if q else 3, n, variants=('plain',), flop=f)
-            if i < 2:   # LeNet-5's convolution + tanh + max pooling blocks; the first needs no dE/dx (neither computes it)
-                for passes, f in (('fused forward', flop), ('fused fwd+bwd', 3 * flop if i else 2 * flop)):
+                             2 if q else 3, n, variants=('layer',), flop=f)
+            if i < 2:   # LeNet-5's convolution + tanh + max pooling blocks, fused, with dE/dx in both libraries
+                for passes, f in (('fused forward', flop), ('fused fwd+bwd', 3 * flop)):
                     self.compare('conv', f"{name.split()[1]} +tanh+pool {passes.split()[1]}", 'conv',
                                  lambda v: dict(case=i, passes=passes), 2 if q else 3, n, variants=('fused',), flop=f)
 
@@ -235,7 +240,7 @@ class Suite:
             return json.loads(line[3:])['seconds']
         reps = 1 if self.quick else 3
         torch_s = float(np.median([run('torch') for _ in range(reps)]))
-        for v, flags in (('fused', ()), ('plain', ('--plain',))):
+        for v, flags in (('lenet5()', ()), ('unfused', ('--unfused',))):
             cache_v = tempfile.mkdtemp(prefix='dlcourse-numba-cache-')
             empty = run('dlcourse', *flags, cache_dir=cache_v)                    # compiles and fills the cache
             warm = float(np.median([run('dlcourse', *flags, cache_dir=cache_v) for _ in range(reps)]))
@@ -260,17 +265,17 @@ class Suite:
     def targets(self):
         "The issue's targets, judged on this run"
         find = lambda section, prefix: next((r for r in self.rows if r['section'] == section and r['case'].startswith(prefix)), None)
-        checks = [('LeNet-5 step, batch 64 (fused)', find('step', 'time per step, batch 64 (fused)'), 1.0),
-                  ('LeNet-5 step, batch 256 (fused)', find('step', 'time per step, batch 256 (fused)'), 1.0),
-                  ('LeNet-5 epoch (fused)', find('epoch', 'one epoch (fused)'), 1.0),
+        checks = [('LeNet-5 step, batch 64 (lenet5())', find('step', 'time per step, batch 64 (lenet5())'), 0.8),
+                  ('LeNet-5 step, batch 256 (lenet5())', find('step', 'time per step, batch 256 (lenet5())'), 0.8),
+                  ('LeNet-5 epoch (lenet5())', find('epoch', 'one epoch (lenet5())'), 1.0),
                   ('AlexNet inference', find('infer', 'AlexNet'), 1.5),
                   ('peak memory', find('memory', 'peak RSS'), 2.0)]
-        warm = find('cold', 'warm Numba cache (fused)')
+        warm = find('cold', 'warm Numba cache (lenet5())')
         print('\nTargets (ratio dlcourse / PyTorch, this run):')
         for name, r, limit in checks:
             if r is None: continue
             print(f"  {name:34s} {r['ratio']:5.2f} <= {limit:.1f}  {'met' if r['ratio'] <= limit else 'NOT MET'}")
-        if warm: print(f"  {'cold start, warm cache (fused)':34s} {warm['dlcourse']:5.2f} s < 3 s  {'met' if warm['dlcourse'] < 3 else 'NOT MET'}")
+        if warm: print(f"  {'cold start, warm cache (lenet5())':34s} {warm['dlcourse']:5.2f} s < 3 s  {'met' if warm['dlcourse'] < 3 else 'NOT MET'}")
 
 
 def format_row(r):

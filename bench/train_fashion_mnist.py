@@ -265,7 +265,7 @@ def main(argv=None):
         with open(args.record, 'w') as f: json.dump(record, f, indent=1)
         print(f"wrote {args.record}")
     if args.save_weights:
-        from dlcourse.learner import save_checkpoint
+        from dlcourse.checkpoint import save_checkpoint
         save_checkpoint(args.save_weights, runner.dlcourse_model(), command=record['command'],
                         test_accuracy=record['test_accuracy'], epochs=args.epochs, data=args.data,
                         framework=record['framework'], versions=record['versions'])

@@ -3,7 +3,7 @@ bench/run.py asks for.
 
     python bench/worker.py dlcourse|torch        # serve JSON requests, one per line on stdin (what run.py does)
     python bench/worker.py dlcourse|torch --rss  # peak memory of AlexNet forward + backward at batch 8, then exit
-    python bench/worker.py dlcourse|torch --cold [--plain]   # the first LeNet-5 training step of a fresh process
+    python bench/worker.py dlcourse|torch --cold [--unfused] # the first LeNet-5 training step of a fresh process
 
 Each library runs in its own process, with the environment it was started with: PyTorch never sees a variable that
 dlcourse (or this suite) sets, and the two libraries' thread pools never share a process. Answers are JSON lines that
@@ -76,19 +76,27 @@ class Dlcourse:
 
     def info(self):
         import numba
+        from threadpoolctl import threadpool_info
         blas = np.show_config(mode='dicts')['Build Dependencies']['blas']
+        kernel = next((f"{p['internal_api']} {p.get('architecture')} kernel, {p['num_threads']} threads"
+                       for p in threadpool_info() if p['user_api'] == 'blas'), 'unknown')
         x = np.ones((4, 1, 8, 8), np.float32)
         from dlcourse.conv import conv2d
         conv2d(x, np.ones((2, 1, 3, 3), np.float32))                    # start Numba's thread pool
         return dict(version=self.dl.__version__, numba=numba.__version__, numpy=np.__version__, blas=f"{blas['name']} {blas['version']}",
-                    threads=numba.get_num_threads(), threading_layer=numba.threading_layer())
+                    blas_kernel=kernel, threads=numba.get_num_threads(), threading_layer=numba.threading_layer())
 
-    def model(self, name, variant='plain', train=True):
+    def model(self, name, variant='lenet5()', train=True):
         from dlcourse.zoo import alexnet, lenet5
-        from dlcourse.fused import fuse
         model = lenet5(rng=0) if name == 'lenet5' else alexnet(rng=0)
-        if variant == 'fused': model = fuse(model)
         return model.train(train)
+
+    def variant(self, fn, variant):
+        "`fn` as the variant runs it: 'lenet5()' as it comes (its layers fuse where they can), 'unfused' layer by layer"
+        from dlcourse.engine.fusion import fusion
+        def unfused(*args):
+            with fusion(False): return fn(*args)
+        return unfused if variant == 'unfused' else fn
 
     def save_weights(self, name, path):
         np.savez(path, **self.model(name).state_dict())
@@ -107,7 +115,7 @@ class Dlcourse:
             opt.zero_grad()
             model.backward(loss_fn.backward())
             opt.step()
-        return step, state
+        return self.variant(step, variant), state
 
     def epoch(self, batch, variant, seed=0):
         "One epoch on the full Fashion-MNIST training set, data loading included: read, shuffle, preprocess, train"
@@ -116,30 +124,34 @@ class Dlcourse:
         from dlcourse.optim import SGD
         model, loss_fn = self.model('lenet5', variant), CrossEntropyLoss()
         opt = SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-        t0 = time.perf_counter()
-        x, y = fashion_mnist('train')
-        total = n = 0
-        for xb, yb in DataLoader(x, y.astype(np.int64), batch_size=batch, shuffle=True, seed=seed):
-            loss = loss_fn(model(preprocess(xb)), yb)
-            opt.zero_grad()
-            model.backward(loss_fn.backward())
-            opt.step()
-            total, n = total + loss * len(yb), n + len(yb)
-        return time.perf_counter() - t0, total / n, n
+        def run():
+            t0 = time.perf_counter()
+            x, y = fashion_mnist('train')
+            total = n = 0
+            for xb, yb in DataLoader(x, y.astype(np.int64), batch_size=batch, shuffle=True, seed=seed):
+                loss = loss_fn(model(preprocess(xb)), yb)
+                opt.zero_grad()
+                model.backward(loss_fn.backward())
+                opt.step()
+                total, n = total + loss * len(yb), n + len(yb)
+            return time.perf_counter() - t0, total / n, n
+        return self.variant(run, variant)()
 
     def inference(self, name, batch, variant):
         model = self.model(name, variant, train=False)
         shape = (batch, 1, 28, 28) if name == 'lenet5' else (batch, 3, 227, 227)
         x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
-        return lambda: model(x)
+        return self.variant(lambda: model(x), variant)
 
     def conv(self, case, passes):
+        from dlcourse.activations import Tanh
         from dlcourse.conv import Conv2d
-        from dlcourse.fused import ConvActPool
+        from dlcourse.core import Sequential
+        from dlcourse.pool import MaxPool2d
         name, N, C, K, H, F, S, P = CONV_CASES[case]
         layer = Conv2d(C, K, F, S, P, rng=0)
-        if passes.startswith('fused'):             # LeNet-5's convolution, tanh and max pooling as one layer
-            layer = ConvActPool(layer, 'tanh', 'max', input_grad=case > 0)
+        if passes.startswith('fused'):             # LeNet-5's convolution, tanh and max pooling: a Sequential fuses them
+            layer = Sequential(layer, Tanh(), MaxPool2d(2, 2))
         rng = np.random.default_rng(0)
         x = rng.normal(size=(N, C, H, H)).astype(np.float32)
         y = layer(x)
@@ -242,7 +254,7 @@ class Torch:
         rng = np.random.default_rng(0)
         x = torch.from_numpy(rng.normal(size=(N, C, H, H)).astype(np.float32))
         with torch.no_grad(): dout = torch.from_numpy(rng.normal(size=layer(x).shape).astype(np.float32))
-        xg = x.clone().requires_grad_(case > 0 or not passes.startswith('fused'))
+        xg = x.clone().requires_grad_(True)         # dlcourse's backward computes dE/dx too
         if passes.endswith('forward'):
             def forward():
                 with torch.no_grad(): layer(x)
@@ -324,12 +336,12 @@ def peak_memory():
     print('@@ ' + json.dumps(dict(ok=True, imported=imported, built=built, peak=rss_mb()[1])), flush=True)
 
 
-def cold_start(plain):
+def cold_start(unfused):
     "Import the library and run one LeNet-5 training step (batch 64); report seconds since this process started"
     if FRAMEWORK == 'torch':
         step, state = Torch().lenet_step(64, 'torch')
     else:
-        step, state = Dlcourse().lenet_step(64, 'plain' if plain else 'fused')
+        step, state = Dlcourse().lenet_step(64, 'unfused' if unfused else 'lenet5()')
     step()
     since_start = time.time() - float(os.environ['BENCH_T0'])
     print('@@ ' + json.dumps(dict(ok=True, seconds=since_start, loss=state['loss'])), flush=True)
@@ -337,5 +349,5 @@ def cold_start(plain):
 
 if __name__ == '__main__':
     if '--rss' in sys.argv: peak_memory()
-    elif '--cold' in sys.argv: cold_start('--plain' in sys.argv)
+    elif '--cold' in sys.argv: cold_start('--unfused' in sys.argv)
     else: serve(Torch() if FRAMEWORK == 'torch' else Dlcourse())

@@ -207,9 +207,20 @@ def idx_path():
     return p
 
 
-# the fused layers of lesson 08b, from the top level once they are exported there
-fuse, ConvActPool, LinearAct = (getattr(dl, n, None) for n in ('fuse', 'ConvActPool', 'LinearAct'))
-if fuse is None: from dlcourse.fused import ConvActPool, LinearAct, fuse   # noqa: E402
+
+
+def fused_block(pool, weight=None):
+    "Conv2d(2, 3, 3), ReLU and 2x2 pooling in a Sequential: its forward runs the fused kernel (weight: replaces the filters)"
+    conv = dl.Conv2d(2, 3, 3, rng=0)
+    if weight is not None: conv.weight.data = weight
+    return dl.Sequential(conv, dl.ReLU(), (dl.MaxPool2d if pool == 'max' else dl.AvgPool2d)(2, 2))
+
+
+def linear_with(weight):
+    "Linear(5, 3) whose weight was replaced by `weight`"
+    lin = dl.Linear(5, 3, rng=0)
+    lin.weight.data = weight
+    return lin
 
 
 class _Drew(Exception):
@@ -296,11 +307,11 @@ ENTRIES = [
           x=Arr((2, 3), dtype=np.float64, elementwise=True), eps=Num(1e-6), n_checks=Int(3, none_ok=True, huge='valid')),
     # the sigmoid neuron and toy data
     Entry('SigmoidNeuron', lambda n_inputs: dl.SigmoidNeuron(n_inputs), n_inputs=Int(2)),
+    Entry('SigmoidUnit', lambda n_inputs, scale: dl.SigmoidUnit(n_inputs, scale), n_inputs=Int(2),
+          scale=Num(0.5, inclusive=True)),
     Entry('SigmoidNeuron.fit', lambda X, lr, epochs: dl.SigmoidNeuron(2, rng=0).fit(X, np.array([0., 1, 1, 0]), lr=lr, epochs=epochs,
                                                                                        rng=0),
           X=Arr((4, 2), dtype=np.float64, fixed=(0, 1), accepts='numeric'), lr=Num(0.5), epochs=Int(2, huge='skip')),
-    Entry('TwoLayerSigmoidNet', lambda n_in, n_hidden: dl.TwoLayerSigmoidNet(n_in, n_hidden, 1, rng=0),
-          n_in=Int(2), n_hidden=Int(3)),
     Entry('make_separable', lambda n, margin: dl.make_separable(n, margin), n=Int(20), margin=Num(0.1, inclusive=True)),
     Entry('make_moons', lambda n, noise: dl.make_moons(n, noise), n=Int(20), noise=Num(0.1, inclusive=True)),
     Entry('make_spirals', lambda n, turns, noise: dl.make_spirals(n, turns, noise), n=Int(20), turns=Num(1.0, inclusive=True),
@@ -319,6 +330,9 @@ ENTRIES = [
     Entry('load_checkpoint', lambda path, model: dl.learner.load_checkpoint(path, model),
           path=Obj(checkpoint_path, wrong=('none', 'int')), model=Obj(lambda: dl.Sequential(dl.Linear(4, 3)))),
     # initialisation
+    Entry('uniform_parameter', lambda shape, fan_in, dtype: dl.uniform_parameter(shape, fan_in, dtype, 0, 'a weight'),
+          shape=Obj((3, 2), wrong=('str', 'none', 'float')), fan_in=Int(2, huge='valid'), dtype=Obj(np.float32)),
+    Entry('activation_of', lambda layer: dl.activation_of(layer), layer=Obj(lambda: dl.ReLU())),
     Entry('xavier_uniform_', lambda w, gain: dl.init.xavier_uniform_(w, gain, rng=0), w=Arr((3, 4), elementwise=True, inplace=True),
           gain=Num(1.0), nan_may_vanish=True),   # it overwrites w: NaN in, random weights out
     Entry('kaiming_normal_', lambda w: dl.init.kaiming_normal_(w, rng=0), w=Arr((3, 4, 2, 2), elementwise=True, inplace=True),
@@ -437,22 +451,15 @@ ENTRIES = [
     Entry('to_torch', lambda model: dl.to_torch(model).state_dict(), model=Obj(lenet)),
     Entry('from_torch', lambda module, model: dl.from_torch(module, model).state_dict(), module=Obj(torch_lenet),
           model=Obj(lambda: dl.lenet5(rng=1), wrong=('str', 'int'))),
-    # the fused layers (lesson 08b)
-    Entry('fuse', lambda model: fuse(model).state_dict(), model=Obj(lenet)),
-    Entry('fuse.forward', lambda x: fuse(lenet())(x), x=Arr((2, 1, 28, 28), fixed=(1,))),
-    Entry('ConvActPool()', lambda conv, activation, pool: ConvActPool(conv, activation, pool),
-          conv=Obj(lambda: dl.Conv2d(2, 3, 3, rng=0)), activation=Obj('relu', wrong=('str', 'int')), pool=Obj('avg')),
-    *[Entry(f'ConvActPool.forward({pool})', (lambda pool: lambda x: ConvActPool(dl.Conv2d(2, 3, 3, rng=0), 'relu', pool)(x))(pool),
-            x=Arr((2, 2, 6, 7), fixed=(1,))) for pool in ('max', 'avg')],
-    *[Entry(f'ConvActPool.backward({pool})', (lambda pool: lambda dout: after_forward(
-            lambda: ConvActPool(dl.Conv2d(2, 3, 3, rng=0), 'tanh', pool), np.random.default_rng(0).normal(
-                size=(2, 2, 6, 7)).astype(F32)).backward(dout))(pool), dout=Arr((2, 3, 2, 2), fixed=(0, 1, 2, 3)))
+    # the fused layers (lesson 08b): a Sequential of convolution, activation and 2x2 pooling, with mutated inputs and weights
+    *[Entry(f'fused.forward({pool})', (lambda pool: lambda x: fused_block(pool)(x))(pool), x=Arr((2, 2, 6, 7), fixed=(1,)))
       for pool in ('max', 'avg')],
-    Entry('LinearAct()', lambda linear, activation: LinearAct(linear, activation),
-          linear=Obj(lambda: dl.Linear(5, 3, rng=0)), activation=Obj('tanh', wrong=('str', 'int'))),
-    Entry('LinearAct.forward', lambda x: LinearAct(dl.Linear(5, 3, rng=0), 'relu')(x), x=Arr((N, 5))),
-    Entry('LinearAct.backward', lambda dout: after_forward(lambda: LinearAct(dl.Linear(5, 3, rng=0), 'sigmoid'),
-                                                           np.ones((N, 5), F32)).backward(dout), dout=Arr((N, 3), fixed=(0, 1))),
+    *[Entry(f'fused.backward({pool})', (lambda pool: lambda dout: after_forward(lambda: fused_block(pool), np.random.default_rng(
+            0).normal(size=(2, 2, 6, 7)).astype(F32)).backward(dout))(pool), dout=Arr((2, 3, 2, 2), fixed=(0, 1, 2, 3)))
+      for pool in ('max', 'avg')],
+    *[Entry(f'fused.weight({pool})', (lambda pool: lambda weight: fused_block(pool, weight)(np.ones((2, 2, 6, 7), F32)))(pool),
+            weight=Arr((3, 2, 3, 3), fixed=(0, 1, 2, 3))) for pool in ('max', 'avg')],
+    Entry('Linear.weight', lambda weight: linear_with(weight)(np.ones((N, 5), F32)), weight=Arr((3, 5), fixed=(0, 1))),
 ]
 
 

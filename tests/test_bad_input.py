@@ -32,7 +32,7 @@ CASES = [
     ('Linear list input', lambda: dl.Linear(3, 2)([[1., 2., 3.]]), TypeError, 'x must be a numpy.ndarray, got list'),
     ('Linear dtype mismatch', lambda: dl.Linear(3, 2)(f64(2, 3)), TypeError, 'x has dtype float64, expected float32'),
     ('Linear bad size', lambda: dl.Linear(0, 2), ValueError, 'in_features must be a positive integer'),
-    ('Linear float size', lambda: dl.Linear(3, 2.5), ValueError, 'out_features must be a positive integer'),
+    ('Linear float size', lambda: dl.Linear(3, 2.5), TypeError, 'out_features must be a positive integer'),
     ('Linear bad dtype', lambda: dl.Linear(3, 2, dtype=np.int32), TypeError, 'dtype must be float32 or float64'),
     ('Linear bad rng', lambda: dl.Linear(3, 2, rng='x'), TypeError, 'rng must be None'),
     # backward before forward, wrong dout
@@ -59,7 +59,7 @@ CASES = [
     ('MSELoss NaN target', lambda: dl.MSELoss()(f32(2), np.array([1., np.nan], np.float32)), ValueError, 'target contains NaN'),
     ('MSELoss int target', lambda: dl.MSELoss()(f32(2), np.ones(2, int)), TypeError, 'target must have dtype'),
     ('MSELoss list output', lambda: dl.MSELoss()([1.], f32(1)), TypeError, 'output must be a numpy.ndarray'),
-    ('MSELoss reduction', lambda: dl.MSELoss('avg'), ValueError, "reduction must be 'mean' or 'sum'"),
+    ('MSELoss reduction', lambda: dl.MSELoss('avg'), ValueError, "reduction must be one of ['mean', 'sum']"),
     ('MSELoss dout', lambda: loss_after(dl.MSELoss(), f32(2), f32(2)).backward('1'), TypeError, 'dout must be a finite number'),
     # Module API
     ('Sequential non-module', lambda: dl.Sequential(dl.Linear(2, 2), np.tanh), TypeError, 'layer 1 must be a Module'),
@@ -92,9 +92,6 @@ CASES = [
     ('SigmoidNeuron t shape', lambda: dl.SigmoidNeuron(2).error(f64(3, 2), f64(2)), ValueError, 't must have shape (3,)'),
     ('SigmoidNeuron epochs', lambda: dl.SigmoidNeuron(2).fit(f64(3, 2), f64(3), epochs=0), ValueError, 'epochs must be a positive integer'),
     ('SigmoidNeuron lr', lambda: dl.SigmoidNeuron(2).delta_rule_step(f64(2), 1.0, lr=float('inf')), ValueError, 'lr must be a positive number'),
-    ('TwoLayerSigmoidNet sizes', lambda: dl.TwoLayerSigmoidNet(2, 0, 1), ValueError, 'n_hidden must be a positive integer'),
-    ('TwoLayerSigmoidNet X', lambda: dl.TwoLayerSigmoidNet(2, 2, 1).error(f64(4, 3), f64(4)), ValueError, 'X must be a numeric array of shape (P, 2)'),
-    ('TwoLayerSigmoidNet T', lambda: dl.TwoLayerSigmoidNet(2, 2, 1).error(f64(4, 2), f64(3)), ValueError, 'T must hold 1 target(s) per pattern'),
     # training
     ('gradient_descent model', lambda: dl.gradient_descent(lambda x: x, dl.MSELoss(), f32(2, 1), f32(2, 1)), TypeError, 'model must be a Module'),
     ('gradient_descent lengths', lambda: dl.gradient_descent(dl.Linear(1, 1), dl.MSELoss(), f32(3, 1), f32(2, 1)), ValueError, 'X and T must hold the same'),

@@ -17,7 +17,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from conftest import compiled_env
-import dlcourse.conv as conv_mod
+import dlcourse.engine.conv as engine
+from dlcourse.kernels import config
 from dlcourse.conv import Conv2d, conv2d, conv2d_backward, conv_output_size, conv_remainder
 from dlcourse.core import manual_seed
 
@@ -81,9 +82,9 @@ def random_case(case, dtype, seed, bias=True):
 def method(request, monkeypatch):
     """Run a test with the automatic choice of kernels, or force one family (direct kernels only run with stride 1):
     im2col with one GEMM for the batch, one image per chunk, or one GEMM per image (bias inside the product)"""
-    if request.param != 'auto': monkeypatch.setattr(conv_mod, '_use_direct', lambda *a: request.param == 'direct')
-    if request.param.endswith('chunked'): monkeypatch.setattr(conv_mod, '_COLS_BUDGET', 1)   # one image per chunk
-    if 'per-image' in request.param: monkeypatch.setattr(conv_mod, '_PER_IMAGE_L', 1)        # one GEMM per image
+    if request.param != 'auto': monkeypatch.setattr(engine, 'use_direct', lambda *a: request.param == 'direct')
+    if request.param.endswith('chunked'): monkeypatch.setattr(config, 'PATCH_BUDGET', 1)   # one image per chunk
+    if 'per-image' in request.param: monkeypatch.setattr(config, 'GEMM_PER_IMAGE', 1)        # one GEMM per image
     return request.param
 
 
@@ -226,7 +227,7 @@ BAD = [
     ('kernel_size 0', lambda: Conv2d(1, 1, 0), ValueError, 'kernel_size must be an integer >= 1'),
     ('kernel_size triple', lambda: Conv2d(1, 1, (2, 2, 2)), ValueError, 'kernel_size must be an integer >= 1 or a (height, width) pair'),
     ('in_channels 0', lambda: Conv2d(0, 1, 2), ValueError, 'in_channels must be a positive integer'),
-    ('out_channels float', lambda: Conv2d(1, 2.0, 2), ValueError, 'out_channels must be a positive integer'),
+    ('out_channels float', lambda: Conv2d(1, 2.0, 2), TypeError, 'out_channels must be a positive integer'),
     ('x 3-D', lambda: conv2d(f32(3, 8, 8), f32(4, 3, 3, 3)), ValueError, 'x must have shape (N, C, H, W) (4-D), got (3, 8, 8)'),
     ('layer x 3-D', lambda: Conv2d(3, 4, 3)(f32(3, 8, 8)), ValueError, 'use x[None] for one image'),
     ('x 5-D', lambda: conv2d(f32(1, 1, 3, 8, 8), f32(4, 3, 3, 3)), ValueError, 'x must have shape (N, C, H, W)'),
@@ -267,7 +268,7 @@ def test_bad_input(desc, call, exc, fragment):
 @pytest.mark.parametrize('method_', ['direct', 'im2col'])
 def test_non_contiguous_inputs_work(method_, monkeypatch):
     "Transposed, strided and Fortran-ordered arrays give the same results as their contiguous copies"
-    monkeypatch.setattr(conv_mod, '_use_direct', lambda *a: method_ == 'direct')
+    monkeypatch.setattr(engine, 'use_direct', lambda *a: method_ == 'direct')
     rng = np.random.default_rng(0)
     x = rng.normal(size=(2, 9, 9, 3)).transpose(0, 3, 1, 2)                  # channels-last memory
     w = np.asfortranarray(rng.normal(size=(4, 3, 3, 2)))
@@ -301,12 +302,12 @@ def test_nan_propagates(method):
 SCRIPT = textwrap.dedent('''
     import json, sys
     import numpy as np
-    import dlcourse.conv as conv_mod, dlcourse.kernels.conv as kc
+    import dlcourse.engine.conv as engine, dlcourse.kernels.conv as kc
     from dlcourse.conv import conv2d, conv2d_backward
     rng = np.random.default_rng(0)
     results = {}
     for direct in (True, False):
-        conv_mod._use_direct = lambda *a: direct
+        engine.use_direct = lambda *a: direct
         x, w, b = rng.normal(size=(2, 2, 6, 5)), rng.normal(size=(3, 2, 3, 2)), rng.normal(size=3)
         S = 1 if direct else (2, 1)
         y = conv2d(x, w, b, S, (1, 1))

@@ -120,3 +120,42 @@ def test_manual_seed_reproducible_init():
 def test_linear_init_matches_torch_default_range():
     w = dl.Linear(100, 50, rng=0).weight.data
     assert np.abs(w).max() <= 0.1 and np.abs(w).max() > 0.09
+
+
+# ------------------------------------------------------------------ the argument validators every layer uses
+from hypothesis import given, strategies as st
+
+anything = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=True, allow_infinity=True),
+                     st.text(max_size=3), st.lists(st.integers(0, 3), max_size=3), st.tuples(st.integers(-2, 4), st.integers(-2, 4)))
+
+
+@given(value=anything, low=st.one_of(st.none(), st.integers(-2, 2)), width=st.one_of(st.none(), st.integers(0, 3)),
+       low_open=st.booleans(), high_open=st.booleans(), integer=st.booleans())
+def test_check_number_returns_a_number_in_range_or_names_the_argument(value, low, width, low_open, high_open, integer):
+    high = None if width is None or low is None else low + width
+    try:
+        got = dl.check_number(value, 'lr', low, high, low_open, high_open, integer)
+    except (TypeError, ValueError) as e:
+        assert str(e).startswith('lr must be ') and repr(value) in str(e)
+        wrong_type = isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and isinstance(value, float))
+        assert isinstance(e, TypeError) == wrong_type
+        return
+    assert type(got) is (int if integer else float) and got == value and np.isfinite(got)
+    assert low is None or (got > low if low_open else got >= low)
+    assert high is None or (got < high if high_open else got <= high)
+
+
+@given(value=anything)
+def test_the_other_validators_accept_exactly_what_they_promise(value):
+    for check, ok in [(lambda v: dl.check_bool(v, 'flag'), lambda v: isinstance(v, bool)),
+                      (lambda v: dl.check_choice(v, 'pool', ('max', 'avg')), lambda v: v in ('max', 'avg')),
+                      (lambda v: dl.as_pair(v, 'stride'),
+                       lambda v: (type(v) is int and v >= 1) or (isinstance(v, (tuple, list)) and len(v) == 2
+                                                                 and all(type(e) is int and e >= 1 for e in v)))]:
+        try: got = check(value)
+        except (TypeError, ValueError) as e:
+            assert not ok(value) and str(e).split()[0] in ('flag', 'pool', 'stride')
+        else:
+            assert ok(value), (value, got)
+    with pytest.raises(TypeError, match='path must be a str or os.PathLike'): dl.as_path(3)
+    assert dl.as_path('a/b').parts == ('a', 'b')

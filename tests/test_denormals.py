@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 import pytest
 
-import dlcourse.conv as conv_mod
+import dlcourse.engine.conv as engine
 from dlcourse.activations import (elu, elu_grad, leaky_relu, relu, relu_grad, sigmoid, sigmoid_grad, softplus, tanh,
                                   tanh_grad)
 from dlcourse.conv import conv2d, conv2d_backward
@@ -71,7 +71,7 @@ def test_softmax_and_cross_entropy_of_denormal_logits(dtype):
 @pytest.mark.parametrize('direct', [True, False], ids=['direct', 'im2col'])
 def test_convolution_of_denormals(dtype, direct, monkeypatch):
     "Images of subnormal pixels times ordinary weights: the products stay subnormal and must not be flushed to zero"
-    monkeypatch.setattr(conv_mod, '_use_direct', lambda *a: direct)
+    monkeypatch.setattr(engine, 'use_direct', lambda *a: direct)
     rng = np.random.default_rng(0)
     s = np.finfo(dtype).smallest_subnormal
     x = (rng.integers(-50, 50, size=(2, 3, 7, 6)) * s).astype(dtype)     # subnormal pixels (integer multiples of s)

@@ -1,9 +1,10 @@
-"""Fused layers and the speed kernels (lesson 08b_speed): ConvActPool, LinearAct and fuse() against PyTorch and against the
-unfused layers; gemm_nt and the fully connected route of Conv2d; tanh_f32; bit-identical results for a fixed seed, also
-across thread counts; the kernels without JIT and from the cache. The float64 gradient checks are in GRAD_CASES.
+"""Fusion below the layer API (lesson 08b_speed): a Sequential computes a stride-1 convolution, its activation and 2x2
+pooling as one fused step, against PyTorch and against the same layers unfused; the fused step checks what the layers
+check; the small matrix products of Linear and gemm_nt; the fully connected route of Conv2d; tanh_f32; bit-identical
+results for a fixed seed, also across thread counts; the kernels without JIT and from the cache. The float64 gradient
+checks are in GRAD_CASES.
 """
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -13,30 +14,32 @@ import pytest
 from hypothesis import given, strategies as st
 
 from conftest import TOL, compiled_env
-from dlcourse.activations import ReLU, Sigmoid, Tanh
+from dlcourse.activations import ACTIVATIONS, ReLU, Tanh
 from dlcourse.conv import Conv2d, conv2d, conv2d_backward
 from dlcourse.core import Sequential
-from dlcourse.fused import ConvActPool, LinearAct, fuse
+from dlcourse.engine.fusion import ConvActPool, fusion
+from dlcourse.kernels.act import tanh_f32
 from dlcourse.kernels.conv import gemm_nt
-from dlcourse.kernels.fused import tanh_f32
 from dlcourse.layers import Flatten, Linear
 from dlcourse.losses import CrossEntropyLoss
-from dlcourse.optim import SGD
 from dlcourse.pool import AvgPool2d, MaxPool2d
 from dlcourse.zoo import lenet5
 
-ACT = {'tanh': Tanh, 'relu': ReLU, 'sigmoid': Sigmoid}
 POOL = {'max': MaxPool2d, 'avg': AvgPool2d}
+FUSABLE = ['tanh', 'relu', 'sigmoid', 'leaky_relu', 'elu', 'softplus']   # every activation of the registry fuses
+TORCH_ACT = {'tanh': 'Tanh', 'relu': 'ReLU', 'sigmoid': 'Sigmoid', 'leaky_relu': 'LeakyReLU', 'elu': 'ELU', 'softplus': 'Softplus'}
 rng0 = np.random.default_rng(0)
+
+
+def block(conv, act, pool):
+    "Sequential(conv, activation, pooling) as the user writes it: fused when its forward runs"
+    return Sequential(conv, ACTIVATIONS[act].layer(), POOL[pool](2, 2))
+
+
 GRAD_CASES = {
-    'ConvActPool-tanh-max': lambda: (ConvActPool(Conv2d(2, 3, 3, padding=1, rng=1), 'tanh', 'max'),
-                                     rng0.normal(size=(2, 2, 6, 7)), None),
-    'ConvActPool-sigmoid-avg': lambda: (ConvActPool(Conv2d(2, 3, (2, 3), rng=2), 'sigmoid', 'avg'),
-                                        rng0.normal(size=(2, 2, 7, 6)), None),
-    'ConvActPool-nobias': lambda: (ConvActPool(Conv2d(1, 2, 3, bias=False, rng=3), None, 'max'),
-                                   rng0.normal(size=(2, 1, 6, 6)), None),
-    'LinearAct-tanh': lambda: (LinearAct(Linear(5, 4, rng=4), 'tanh'), rng0.normal(size=(3, 5)), None),
-    'LinearAct-nobias': lambda: (LinearAct(Linear(5, 4, bias=False, rng=5), 'sigmoid'), rng0.normal(size=(3, 5)), None),
+    'fused-tanh-max': lambda: (block(Conv2d(2, 3, 3, padding=1, rng=1), 'tanh', 'max'), rng0.normal(size=(2, 2, 6, 7)), None),
+    'fused-sigmoid-avg': lambda: (block(Conv2d(2, 3, (2, 3), rng=2), 'sigmoid', 'avg'), rng0.normal(size=(2, 2, 7, 6)), None),
+    'fused-elu-nobias': lambda: (block(Conv2d(1, 2, 3, bias=False, rng=3), 'elu', 'max'), rng0.normal(size=(2, 1, 6, 6)), None),
 }
 
 
@@ -50,69 +53,80 @@ def close(got, want, dtype):
 
 
 @given(N=st.integers(0, 3), C=st.integers(1, 3), K=st.integers(1, 5), H=st.integers(2, 11), W=st.integers(2, 11),
-       kh=st.integers(1, 4), kw=st.integers(1, 4), P=st.integers(0, 2), act=st.sampled_from([None, 'tanh', 'relu', 'sigmoid']),
+       kh=st.integers(1, 4), kw=st.integers(1, 4), P=st.integers(0, 2), act=st.sampled_from(FUSABLE),
        pool=st.sampled_from(['max', 'avg']), bias=st.booleans(), dtype=st.sampled_from([np.float32, np.float64]),
        seed=st.integers(0, 2**16))
-def test_conv_act_pool_matches_torch(torch, N, C, K, H, W, kh, kw, P, act, pool, bias, dtype, seed):
-    "ConvActPool against torch's conv, activation and pooling (odd sizes: the pooling floors), with all gradients"
-    if H + 2 * P - kh + 1 < 2 or W + 2 * P - kw + 1 < 2: return           # no 2x2 window fits: refused (tested below)
+def test_fused_block_matches_torch(torch, N, C, K, H, W, kh, kw, P, act, pool, bias, dtype, seed):
+    "Conv2d, activation, 2x2 pooling in a Sequential (fused where the output is at least 2x2) against torch, all gradients"
+    if H + 2 * P < kh or W + 2 * P < kw: return                          # the filter does not fit: tested in test_conv
+    if H + 2 * P - kh + 1 < 2 or W + 2 * P - kw + 1 < 2: return           # no 2x2 window fits: tested below
     rng = np.random.default_rng(seed)
     conv = Conv2d(C, K, (kh, kw), padding=P, bias=bias, dtype=dtype, rng=seed)
-    fused = ConvActPool(conv, act, pool)
-    nn = torch.nn
+    seq, nn = block(conv, act, pool), torch.nn
     ref = nn.Sequential(nn.Conv2d(C, K, (kh, kw), padding=P, bias=bias, dtype=torch_dtype(torch, dtype)),
-                        {None: nn.Identity, 'tanh': nn.Tanh, 'relu': nn.ReLU, 'sigmoid': nn.Sigmoid}[act](),
-                        (nn.MaxPool2d if pool == 'max' else nn.AvgPool2d)(2, 2))
+                        getattr(nn, TORCH_ACT[act])(), (nn.MaxPool2d if pool == 'max' else nn.AvgPool2d)(2, 2))
     ref[0].load_state_dict({k: torch.tensor(v) for k, v in conv.state_dict().items()})
     x = rng.normal(size=(N, C, H, W)).astype(dtype)
     xt = torch.tensor(x, requires_grad=True)
     out_t = ref(xt)
-    y = fused(x)
+    y = seq(x)
+    assert [type(s) for s in seq._steps] == [ConvActPool]
     assert y.dtype == dtype and y.shape == tuple(out_t.shape)
     close(y, out_t, dtype)
     dout = rng.normal(size=y.shape).astype(dtype)
     out_t.backward(torch.tensor(dout))
-    close(fused.backward(dout), xt.grad, dtype)
+    close(seq.backward(dout), xt.grad, dtype)
     close(conv.weight.grad, ref[0].weight.grad, dtype)
     if bias: close(conv.bias.grad, ref[0].bias.grad, dtype)
 
 
-@pytest.mark.parametrize('act', ['tanh', 'relu', 'sigmoid'])
+@pytest.mark.parametrize('act', FUSABLE)
 @pytest.mark.parametrize('pool', ['max', 'avg'])
 @pytest.mark.parametrize('dtype', [np.float32, np.float64])
-def test_conv_act_pool_matches_the_layers(act, pool, dtype):
-    "The fused layer computes what Conv2d, the activation and the pooling layer compute, LeNet-5's shapes, accumulating"
+def test_fused_block_matches_the_layers(act, pool, dtype):
+    "The fused step computes what Conv2d, the activation and the pooling layer compute one by one, LeNet-5's shapes, accumulating"
     rng = np.random.default_rng(1)
     conv = Conv2d(6, 16, 5, dtype=dtype, rng=1)
-    fused, ref = ConvActPool(conv, act, pool), Sequential(conv, ACT[act](), POOL[pool](2, 2))
+    seq = block(conv, act, pool)
     x = rng.normal(size=(8, 6, 14, 14)).astype(dtype)
-    eps = 1e-12 if dtype == np.float64 else 2e-6
-    np.testing.assert_allclose(fused(x), ref(x), atol=eps)
     dout = rng.normal(size=(8, 16, 5, 5)).astype(dtype)
-    conv.zero_grad(); ref(x); dx_ref = ref.backward(dout); ref.backward(dout)
-    grads_ref = [p.grad.copy() for p in conv.parameters()]
-    conv.zero_grad(); fused(x); dx = fused.backward(dout); fused.backward(dout)
+    results = []
+    for fused in (True, False):
+        with fusion(fused):
+            conv.zero_grad(); y = seq(x); dx = seq.backward(dout); seq(x); seq.backward(dout)
+            assert type(seq._steps[0]) is (ConvActPool if fused else Conv2d)
+            results.append((y, dx, [p.grad.copy() for p in conv.parameters()]))
+    (y, dx, grads), (y_ref, dx_ref, grads_ref) = results
+    eps = 1e-12 if dtype == np.float64 else 2e-6
+    np.testing.assert_allclose(y, y_ref, atol=eps)
     np.testing.assert_allclose(dx, dx_ref, atol=10 * eps)
-    for g, h in zip(conv.parameters(), grads_ref): np.testing.assert_allclose(g.grad, h, atol=100 * eps, rtol=10 * eps)
+    for g, h in zip(grads, grads_ref): np.testing.assert_allclose(g, h, atol=100 * eps, rtol=10 * eps)
 
 
-def test_conv_act_pool_shares_parameters_and_checks_input():
+def test_fused_step_checks_what_the_layers_check():
+    "Input, weight, bias and gradient arrays reach the fused kernels only after the checks of Conv2d.forward and backward"
     conv = Conv2d(3, 4, 3, padding=1, rng=0)
-    fused = ConvActPool(conv, 'relu', 'avg', input_grad=False)
-    assert fused.weight is conv.weight and fused.bias is conv.bias
-    assert list(fused.state_dict()) == ['weight', 'bias']
-    y = fused(np.ones((2, 3, 8, 8), np.float32))
-    assert y.shape == (2, 4, 4, 4) and fused.backward(np.ones_like(y)) is None
-    assert repr(fused) == "ConvActPool(3, 4, kernel_size=(3, 3), padding=(1, 1), activation='relu', pool='avg', input_grad=False)"
+    seq = block(conv, 'relu', 'avg')
+    y = seq(np.ones((2, 3, 8, 8), np.float32))
+    assert y.shape == (2, 4, 4, 4) and seq.backward(np.ones_like(y)).shape == (2, 3, 8, 8)
+    assert repr(seq._steps[0]) == 'ConvActPool(Conv2d -> ReLU -> AvgPool2d)'
+    assert list(seq.state_dict()) == ['0.weight', '0.bias']
+    def with_weight(data): c = Conv2d(3, 4, 3, rng=0); c.weight.data = data; return block(c, 'tanh', 'max')
+    def with_grad(grad):
+        c = Conv2d(3, 4, 3, rng=0); s = block(c, 'tanh', 'max'); out = s(np.ones((2, 3, 8, 8), np.float32))
+        c.weight.grad = grad
+        return lambda: s.backward(np.ones_like(out))
     for call, exc, text in [
-        (lambda: ConvActPool(Conv2d(3, 4, 3, stride=2), 'tanh', 'max'), ValueError, 'needs a convolution with stride 1'),
-        (lambda: ConvActPool(conv, 'gelu', 'max'), ValueError, "activation must be one of [None, 'tanh', 'relu', 'sigmoid']"),
-        (lambda: ConvActPool(conv, 'tanh', 'sum'), ValueError, "pool must be one of ['max', 'avg']"),
-        (lambda: ConvActPool(Linear(2, 2), 'tanh', 'max'), TypeError, 'conv must be a Conv2d'),
-        (lambda: fused(np.ones((2, 2, 8, 8), np.float32)), ValueError, 'x must have shape (N, 3, H, W)'),
-        (lambda: fused(np.ones((2, 3, 8, 8))), TypeError, 'x has dtype float64, expected float32'),
-        (lambda: ConvActPool(Conv2d(1, 1, 3), 'tanh', 'max')(np.ones((1, 1, 3, 3), np.float32)), ValueError, 'too small for 2x2 pooling'),
-        (lambda: ConvActPool(Conv2d(1, 1, 3), 'tanh', 'max').backward(np.ones((1, 1, 1, 1), np.float32)), ValueError, 'before forward()'),
+        (lambda: seq(np.ones((2, 2, 8, 8), np.float32)), ValueError, 'x must have shape (N, 3, H, W)'),
+        (lambda: seq(np.ones((2, 3, 8, 8))), TypeError, 'x has dtype float64, expected float32'),
+        (lambda: with_weight(np.ones((4, 3, 3), np.float32))(np.ones((1, 3, 8, 8), np.float32)), ValueError, 'weight must have shape (4, 3, 3, 3) (4-D), got (4, 3, 3)'),
+        (lambda: with_weight(np.ones((4, 2, 3, 3), np.float32))(np.ones((1, 3, 8, 8), np.float32)), ValueError, 'weight must have shape (4, 3, 3, 3) (4-D), got (4, 2, 3, 3)'),
+        (lambda: with_weight(np.ones((4, 3, 30, 3), np.float32))(np.ones((1, 3, 8, 8), np.float32)), ValueError, 'weight must have shape (4, 3, 3, 3) (4-D), got (4, 3, 30, 3)'),
+        (lambda: with_weight(np.ones((4, 3, 3, 3)))(np.ones((1, 3, 8, 8), np.float32)), TypeError, 'x has dtype float32, expected float64'),
+        (with_grad(np.zeros((4, 3, 3, 2), np.float32)), ValueError, 'weight.grad must be a writable C-contiguous array of shape (4, 3, 3, 3)'),
+        (with_grad(np.zeros((3, 3, 3, 4), np.float32).transpose(3, 2, 1, 0)), ValueError, 'weight.grad must be a writable C-contiguous'),
+        (lambda: block(Conv2d(1, 1, 3), 'tanh', 'max')(np.ones((1, 1, 3, 3), np.float32)), ValueError, 'kernel_size 2 is larger than'),
+        (lambda: block(Conv2d(1, 1, 3), 'tanh', 'max').backward(np.ones((1, 1, 1, 1), np.float32)), ValueError, 'before forward()'),
     ]:
         with pytest.raises(exc) as e: call()
         assert text in str(e.value), str(e.value)
@@ -123,28 +137,50 @@ def test_nan_propagates():
     x = np.zeros((1, 1, 8, 8), np.float32); x[0, 0, 3, 3] = np.nan
     conv = Conv2d(1, 2, 3, padding=1, rng=0)
     for pool in ('max', 'avg'):
-        y, ref = ConvActPool(conv, 'tanh', pool)(x), Sequential(conv, Tanh(), POOL[pool](2, 2))(x)
+        seq = block(conv, 'tanh', pool)
+        y = seq(x)
+        with fusion(False): ref = seq(x)
         np.testing.assert_array_equal(np.isnan(y), np.isnan(ref))
         assert np.isnan(y).sum() == 2 * 4
 
 
-@given(N=st.integers(0, 5), fin=st.integers(1, 12), fout=st.integers(1, 12), act=st.sampled_from([None, 'tanh', 'relu', 'sigmoid']),
-       bias=st.booleans(), dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**16))
-def test_linear_act_matches_torch(torch, N, fin, fout, act, bias, dtype, seed):
+@given(N=st.integers(0, 5), fin=st.integers(1, 12), fout=st.integers(1, 12), bias=st.booleans(),
+       dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**16), blas=st.booleans())
+def test_linear_matches_torch(torch, N, fin, fout, bias, dtype, seed, blas):
+    "Linear's products in the course's kernel (small) and in BLAS (large), against torch"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr('dlcourse.kernels.config.BLAS_MIN_MACS', 0 if blas else 1 << 40)
+        linear_against_torch(torch, N, fin, fout, bias, dtype, seed)
+
+
+def linear_against_torch(torch, N, fin, fout, bias, dtype, seed):
     rng = np.random.default_rng(seed)
-    lin = Linear(fin, fout, bias=bias, dtype=dtype, rng=seed)
-    fused, nn = LinearAct(lin, act), torch.nn
-    ref = nn.Sequential(nn.Linear(fin, fout, bias=bias, dtype=torch_dtype(torch, dtype)),
-                        {None: nn.Identity, 'tanh': nn.Tanh, 'relu': nn.ReLU, 'sigmoid': nn.Sigmoid}[act]())
-    ref[0].load_state_dict({k: torch.tensor(v) for k, v in lin.state_dict().items()})
+    lin, nn = Linear(fin, fout, bias=bias, dtype=dtype, rng=seed), torch.nn
+    ref = nn.Linear(fin, fout, bias=bias, dtype=torch_dtype(torch, dtype))
+    ref.load_state_dict({k: torch.tensor(v) for k, v in lin.state_dict().items()})
     x, dout = rng.normal(size=(N, fin)).astype(dtype), rng.normal(size=(N, fout)).astype(dtype)
     xt = torch.tensor(x, requires_grad=True)
     out_t = ref(xt)
     out_t.backward(torch.tensor(dout))
-    close(fused(x), out_t, dtype)
-    close(fused.backward(dout), xt.grad, dtype)
-    close(lin.weight.grad, ref[0].weight.grad, dtype)
-    if bias: close(lin.bias.grad, ref[0].bias.grad, dtype)
+    close(lin(x), out_t, dtype)
+    close(lin.backward(dout), xt.grad, dtype)
+    close(lin.weight.grad, ref.weight.grad, dtype)
+    if bias: close(lin.bias.grad, ref.bias.grad, dtype)
+
+
+def test_linear_checks_its_parameters():
+    "A weight, bias or gradient replaced by one of the wrong shape is refused before a kernel sees it"
+    for attr, value, text in [('weight.data', np.ones((3, 4), np.float32), 'weight must have shape (3, 5)'),
+                              ('weight.data', np.ones(15, np.float32), 'weight must have shape (3, 5)'),
+                              ('bias.data', np.ones(1, np.float32), 'bias must have shape (3,)'),
+                              ('weight.grad', np.ones((3, 4), np.float32), 'weight.grad must be a writable C-contiguous')]:
+        lin = Linear(5, 3, rng=0)
+        owner, name = attr.split('.')
+        x = np.ones((2, 5), np.float32)
+        if name == 'grad': lin(x)
+        setattr(getattr(lin, owner), name, value)
+        with pytest.raises(ValueError, match=text.replace('(', r'\(').replace(')', r'\)')):
+            lin.backward(np.ones((2, 3), np.float32)) if name == 'grad' else lin(x)
 
 
 @given(I=st.integers(0, 9), J=st.integers(1, 9), Q=st.integers(1, 40), dtype=st.sampled_from([np.float32, np.float64]),
@@ -190,53 +226,47 @@ def test_tanh_f32():
     assert np.isnan(tanh_f32(np.float32(np.nan)))
 
 
-def lenet_pair(seed=0):
-    model = lenet5(rng=seed)
-    return model, fuse(model)
-
-
-def test_fuse_lenet5():
-    "fuse(lenet5()) shares its parameters (names, order, objects), computes the same, trains the same"
-    model, fast = lenet_pair()
-    assert [type(m).__name__ for m in fast.children()] == ['ConvActPool', 'ConvActPool', 'Conv2d', 'Tanh', 'Flatten',
-                                                            'LinearAct', 'LinearAct']
-    assert list(fast.state_dict()) == list(model.state_dict())
-    assert all(p is q for p, q in zip(fast.parameters(), model.parameters()))
+def test_lenet5_fuses_below_the_api():
+    "lenet5() fuses C1 and C3 with their tanh and pooling by itself: same results as layer by layer, the same parameters"
+    model = lenet5(rng=0)
     x, y = np.random.default_rng(3).normal(size=(32, 1, 28, 28)).astype(np.float32), np.arange(32) % 10
-    np.testing.assert_allclose(fast(x), model(x), atol=1e-5)
-    loss, grads = CrossEntropyLoss(), []
-    for net in (model, fast):
-        net.zero_grad(); loss(net(x), y); net.backward(loss.backward())
-        grads.append([p.grad.copy() for p in net.parameters()])
-    for g, h in zip(*grads): np.testing.assert_allclose(h, g, atol=1e-5 * np.abs(g).max())
-    assert fast.backward(loss.backward()) is None                     # input_grad=False
-    with_dx = fuse(model, input_grad=True)
-    loss(with_dx(x), y)
-    assert with_dx.backward(loss.backward()).shape == x.shape
-    assert fuse(model.eval()).training is False
+    loss, results = CrossEntropyLoss(), []
+    for fused in (True, False):
+        with fusion(fused):
+            model.zero_grad(); out = model(x); loss(out, y); dx = model.backward(loss.backward())
+            results.append((out, dx, [p.grad.copy() for p in model.parameters()], [type(s).__name__ for s in model._steps]))
+    (out, dx, grads, steps), (out0, dx0, grads0, steps0) = results
+    assert steps == ['ConvActPool', 'ConvActPool', 'Conv2d', 'Tanh', 'Flatten', 'Linear', 'Tanh', 'Linear']
+    assert steps0 == [type(m).__name__ for m in model.children()]
+    np.testing.assert_allclose(out, out0, atol=1e-5)
+    np.testing.assert_allclose(dx, dx0, atol=1e-5 * np.abs(dx0).max())
+    for g, h in zip(grads, grads0): np.testing.assert_allclose(g, h, atol=1e-5 * np.abs(h).max())
 
 
-def test_fuse_leaves_other_layers_and_models_alone():
-    "Layers that do not fit a fused pattern stay as they are; strided convolutions and other pools are not fused"
+def test_fusion_respects_hooks_and_other_layers():
+    "Layers that do not fit a fused pattern run as they are; a hook on a layer keeps it (and its block) unfused"
     seq = Sequential(Conv2d(1, 2, 3, stride=2, rng=0), Tanh(), MaxPool2d(2, 2), Conv2d(2, 2, 3, rng=1), ReLU(),
                      MaxPool2d(3, 2), Flatten(), Linear(2, 3, rng=2), ReLU(), ReLU())
-    fast = fuse(seq)
-    assert [type(m).__name__ for m in fast.children()] == ['Conv2d', 'Tanh', 'MaxPool2d', 'Conv2d', 'ReLU', 'MaxPool2d',
-                                                           'Flatten', 'LinearAct', 'ReLU']
     x = np.random.default_rng(4).normal(size=(3, 1, 28, 28)).astype(np.float32)
-    np.testing.assert_allclose(fast(x), seq(x), atol=1e-6)
-    with pytest.raises(TypeError, match='model must be a Sequential'): fuse(Linear(2, 2))
+    seq(x)
+    assert [type(s) for s in seq._steps] == [type(m) for m in seq.children()]
+    model, seen = lenet5(rng=0), []
+    handle = model.act3.register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    model(x)
+    assert [type(s).__name__ for s in model._steps][:4] == ['ConvActPool', 'Conv2d', 'Tanh', 'MaxPool2d']
+    assert seen == [(3, 16, 10, 10)]
+    handle.remove(); model(x)
+    assert [type(s).__name__ for s in model._steps][:2] == ['ConvActPool', 'ConvActPool']
 
 
 SCRIPT = textwrap.dedent('''
     import json, sys
     import numpy as np, numba
-    import dlcourse.kernels.fused as kf, dlcourse.kernels.conv as kc
+    import dlcourse.kernels.fused as kf, dlcourse.kernels.conv as kc, dlcourse.kernels.act as ka
     from dlcourse.zoo import lenet5
-    from dlcourse.fused import fuse
     from dlcourse.losses import CrossEntropyLoss
     from dlcourse.optim import SGD
-    model = fuse(lenet5(rng=0))
+    model = lenet5(rng=0)
     loss_fn, opt = CrossEntropyLoss(), SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
     rng = np.random.default_rng(1)
     losses = []
@@ -244,7 +274,7 @@ SCRIPT = textwrap.dedent('''
         x, y = rng.normal(size=(int(sys.argv[1]), 1, 28, 28)).astype(np.float32), rng.integers(0, 10, int(sys.argv[1]))
         losses.append(loss_fn(model(x), y)); opt.zero_grad(); model.backward(loss_fn.backward()); opt.step()
     stats = {name: (sum(f.stats.cache_hits.values()), sum(f.stats.cache_misses.values()))
-             for m in (kf, kc) for name, f in vars(m).items() if hasattr(f, 'stats') and f.signatures}
+             for m in (kf, kc, ka) for name, f in vars(m).items() if hasattr(f, 'stats') and f.signatures}
     json.dump(dict(losses=losses, weights={k: v.tolist() for k, v in model.state_dict().items()}, stats=stats,
                    threads=numba.get_num_threads(), jit_disabled=not hasattr(kf.conv_act_pool_forward, 'stats')), sys.stdout)
 ''')
@@ -260,7 +290,7 @@ def run_script(batch=8, steps=3, **env):
 
 
 def test_training_is_bit_identical_across_runs_and_thread_counts(tmp_path):
-    "Same seed -> the same weights to the last bit after three fused training steps, with 1 or 2 threads"
+    "Same seed -> the same weights to the last bit after three training steps of LeNet-5, with 1 or 2 threads"
     runs = [run_script(33, NUMBA_NUM_THREADS=n, NUMBA_CACHE_DIR=str(tmp_path)) for n in ('1', '2', '2')]
     assert [r['threads'] for r in runs] == [1, 2, 2]
     for r in runs[1:]:
@@ -269,7 +299,7 @@ def test_training_is_bit_identical_across_runs_and_thread_counts(tmp_path):
 
 
 def test_kernels_run_without_jit(tmp_path):
-    "With NUMBA_DISABLE_JIT=1 the fused kernels run as plain (bounds-checked) Python and agree with the compiled ones"
+    "With NUMBA_DISABLE_JIT=1 the kernels run as plain (bounds-checked) Python and agree with the compiled ones"
     plain, compiled = run_script(steps=1, NUMBA_DISABLE_JIT='1'), run_script(steps=1, NUMBA_CACHE_DIR=str(tmp_path))
     assert plain['jit_disabled'] and not compiled['jit_disabled']
     np.testing.assert_allclose(plain['losses'], compiled['losses'], rtol=1e-5)
@@ -277,7 +307,7 @@ def test_kernels_run_without_jit(tmp_path):
 
 
 def test_kernels_load_from_the_cache(tmp_path):
-    "A second process loads every kernel of a fused training step from Numba's on-disk cache instead of compiling it"
+    "A second process loads every kernel of a LeNet-5 training step from Numba's on-disk cache instead of compiling it"
     cache = dict(NUMBA_CACHE_DIR=str(tmp_path))
     first = run_script(**cache)['stats']
     assert any(misses > 0 for hits, misses in first.values())

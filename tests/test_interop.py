@@ -8,7 +8,9 @@ import pytest
 from dlcourse import activations as A
 from dlcourse.conv import Conv2d
 from dlcourse.core import Sequential
-from dlcourse.layers import BatchNorm2d, Dropout, Flatten, GlobalAvgPool2d, Linear, LocalResponseNorm
+from dlcourse.layers import Flatten, Linear
+from dlcourse.losses import Softmax
+from dlcourse.zoo import BatchNorm2d, Dropout, GlobalAvgPool2d, LocalResponseNorm
 from dlcourse.pool import AvgPool2d, MaxPool2d, SumPool2d
 from dlcourse.zoo import BasicBlock, Inception, alexnet, googlenet, lenet5, resnet18
 from test_zoo import _x, cached
@@ -117,7 +119,7 @@ def test_every_layer_converts_both_ways(torch):
     layers = Sequential(Conv2d(2, 4, 3, stride=(1, 2), padding=(1, 0), rng=0), A.LeakyReLU(0.2), SumPool2d(2, 1, 1),
                         A.ELU(0.5), AvgPool2d(3, 2, 1), A.Softplus(), LocalResponseNorm(3, 0.1, 0.5, 1.5), A.Sigmoid(),
                         MaxPool2d((2, 1), (1, 1)), BatchNorm2d(4), A.Tanh(), GlobalAvgPool2d(), Flatten(), Dropout(0.3),
-                        Linear(4, 3, bias=False, rng=0), A.Softmax())
+                        Linear(4, 3, bias=False, rng=0), Softmax())
     _randomise_buffers(layers).eval()
     x = _x(2, 2, 7, 8).astype(np.float32)
     tm = to_torch(layers)

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import dlcourse as dl
-from dlcourse.learner import Learner, TrainingDiverged, load_checkpoint, save_checkpoint
+from dlcourse.checkpoint import load_checkpoint, save_checkpoint
+from dlcourse.learner import Learner, TrainingDiverged
 from dlcourse.losses import CrossEntropyLoss
 from dlcourse.optim import SGD
 from dlcourse.data import DataLoader

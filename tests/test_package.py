@@ -19,7 +19,7 @@ CONTRACT = {
     'layers': ['Linear', 'Flatten'],
     'losses': ['MSELoss', 'softmax', 'log_softmax', 'cross_entropy', 'CrossEntropyLoss'],
     'gradcheck': ['grad_check'],
-    'neuron': ['SigmoidNeuron', 'TwoLayerSigmoidNet'],
+    'neuron': ['SigmoidUnit', 'SigmoidNeuron'],
     'conv': ['conv_output_size', 'conv2d', 'Conv2d'],
     'pool': ['max_pool2d', 'MaxPool2d', 'SumPool2d', 'AvgPool2d'],
     'optim': ['SGD'],

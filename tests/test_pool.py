@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
 from conftest import compiled_env
 
-import dlcourse.pool as pool_mod
+from dlcourse.kernels.config import SERIAL_VALUES
 from dlcourse.kernels import pool as kernels
 from dlcourse.pool import (AvgPool2d, MaxPool2d, SumPool2d, avg_pool2d, max_pool2d, pool_args, pool_floors,
                            pool_output_shape, sum_pool2d)
@@ -84,19 +84,20 @@ def as_arg(pair, draw_int):
 
 
 @pytest.fixture(params=['parallel', 'serial'])
-def threads(request, monkeypatch):
-    "Run a test with the parallel kernels or with their serial twins (the layers pick by input size: force one)"
-    monkeypatch.setattr(pool_mod, '_SERIAL_POOL', 0 if request.param == 'parallel' else 1 << 62)
-    return request.param
+def threads(request):
+    """Run a test on inputs large enough for the kernels' parallel loops, or small enough for their serial ones (the
+    kernels choose by size, kernels.config.SERIAL_VALUES): `threads(x)` tiles x along the batch in the parallel case"""
+    if request.param == 'serial': return lambda x: x
+    return lambda x: np.tile(x, (-(-SERIAL_VALUES // x.size), 1, 1, 1)) if x.size else x
 
 
 @pytest.mark.parametrize('mode', ['max', 'sum', 'avg'])
-@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])   # `threads` patches the same way for every example
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])   # `threads` is the same for every example
 @given(case=pool_cases(), dtype=st.sampled_from([np.float32, np.float64]), ints=st.booleans(), seed=st.integers(0, 2**16))
 def test_layers_match_torch(torch, threads, mode, case, dtype, ints, seed):
     shape, k, s, p = case
     rng = np.random.default_rng(seed)
-    x = (1 + rng.permutation(int(np.prod(shape)))).reshape(shape).astype(dtype)    # distinct and positive: no ties
+    x = threads((1 + rng.permutation(int(np.prod(shape)))).reshape(shape).astype(dtype))   # distinct, positive: no ties
     y_ref, _, _ = torch_pool(torch, mode, x, k, s, p)
     dout = rng.uniform(0.5, 1.5, y_ref.shape).astype(dtype)                         # positive: no cancellation
     y_ref, dx_ref, idx_ref = torch_pool(torch, mode, x, k, s, p, dout)
@@ -110,12 +111,12 @@ def test_layers_match_torch(torch, threads, mode, case, dtype, ints, seed):
 
 
 @pytest.mark.parametrize('mode', ['max', 'sum', 'avg'])
-@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])   # `threads` patches the same way for every example
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])   # `threads` is the same for every example
 @given(case=pool_cases(), dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**16))
 def test_functions_match_torch_on_signed_data(torch, threads, mode, case, dtype, seed):
     "Normal data (signed, any magnitude), stride left to its default or given"
     shape, k, s, p = case
-    x = np.random.default_rng(seed).normal(size=shape).astype(dtype)
+    x = threads(np.random.default_rng(seed).normal(size=shape).astype(dtype))
     stride = None if s == (1, 1) else s
     y_ref, _, _ = torch_pool(torch, mode, x, k, k if stride is None else s, p)
     y = FUNCTIONS[mode](x, k, stride, p)
@@ -142,6 +143,7 @@ def test_ties_match_torch(torch, threads, k, s, p, data):
     rng = np.random.default_rng(0)
     x = {'ones': np.ones((2, 3, 10, 9)), 'small-integers': rng.integers(0, 3, (2, 3, 10, 9)).astype(float),
          '-inf': np.where(rng.random((2, 3, 10, 9)) < 0.8, -np.inf, 1.0)}[data]
+    x = threads(x)
     for dtype in (np.float32, np.float64):
         max_pool_matches_torch(torch, x.astype(dtype), k, s, p, rng)
 
@@ -164,6 +166,7 @@ def test_nan_propagates_like_torch(torch, threads, k, s, p):
     x[rng.random(x.shape) < 0.1] = np.nan
     x[0, 0, 0, :3] = np.nan                                            # several NaNs in one window
     x[1, 1, 2, 2] = np.inf
+    x = threads(x)
     k2, s2, p2 = pool_args(k, s, p)
     for dtype in (np.float32, np.float64):
         xd = x.astype(dtype)
@@ -270,15 +273,15 @@ BAD = [
     ('kernel larger than the padded input', lambda: MaxPool2d(5, padding=1)(np.ones((1, 1, 2, 9))), ValueError,
      'kernel_size 5 is larger than the padded input height: 2 + 2*1 = 4'),
     ('avg kernel too large', lambda: avg_pool2d(np.ones((1, 1, 2, 2)), (3, 1)), ValueError, 'kernel_size 3 is larger'),
-    ('kernel zero', lambda: MaxPool2d(0), ValueError, 'kernel_size must be a positive integer or a pair (h, w) of them, got 0'),
-    ('kernel float', lambda: MaxPool2d(2.0), ValueError, 'kernel_size must be a positive integer'),
-    ('kernel bool', lambda: MaxPool2d(True), ValueError, 'kernel_size must be a positive integer'),
-    ('kernel triple', lambda: MaxPool2d((2, 2, 2)), ValueError, 'kernel_size must be a positive integer or a pair'),
-    ('kernel string', lambda: max_pool2d(np.ones((1, 1, 4, 4)), '2'), ValueError, "kernel_size must be a positive integer"),
-    ('stride zero', lambda: MaxPool2d(2, stride=0), ValueError, 'stride must be a positive integer or a pair (h, w) of them, got 0'),
-    ('stride negative', lambda: sum_pool2d(np.ones((1, 1, 4, 4)), 2, -1), ValueError, 'stride must be a positive integer'),
-    ('stride pair zero', lambda: AvgPool2d(2, stride=(1, 0)), ValueError, 'stride must be a positive integer or a pair (h, w) of them, got (1, 0)'),
-    ('padding negative', lambda: MaxPool2d(2, padding=-1), ValueError, 'padding must be a non-negative integer or a pair (h, w) of them, got -1'),
+    ('kernel zero', lambda: MaxPool2d(0), ValueError, 'kernel_size must be an integer >= 1 or a (height, width) pair of them, got 0'),
+    ('kernel float', lambda: MaxPool2d(2.0), ValueError, 'kernel_size must be an integer >= 1'),
+    ('kernel bool', lambda: MaxPool2d(True), ValueError, 'kernel_size must be an integer >= 1'),
+    ('kernel triple', lambda: MaxPool2d((2, 2, 2)), ValueError, 'kernel_size must be an integer >= 1 or a (height, width) pair'),
+    ('kernel string', lambda: max_pool2d(np.ones((1, 1, 4, 4)), '2'), ValueError, "kernel_size must be an integer >= 1"),
+    ('stride zero', lambda: MaxPool2d(2, stride=0), ValueError, 'stride must be an integer >= 1 or a (height, width) pair of them, got 0'),
+    ('stride negative', lambda: sum_pool2d(np.ones((1, 1, 4, 4)), 2, -1), ValueError, 'stride must be an integer >= 1'),
+    ('stride pair zero', lambda: AvgPool2d(2, stride=(1, 0)), ValueError, 'stride must be an integer >= 1 or a (height, width) pair of them, got (1, 0)'),
+    ('padding negative', lambda: MaxPool2d(2, padding=-1), ValueError, 'padding must be an integer >= 0 or a (height, width) pair of them, got -1'),
     ('padding too large', lambda: MaxPool2d(3, padding=2), ValueError,
      'padding must be at most half of kernel_size (as in PyTorch), got padding=(2, 2) for kernel_size=(3, 3)'),
     ('padding too large (w)', lambda: avg_pool2d(np.ones((1, 1, 4, 4)), (4, 1), padding=(2, 1)), ValueError,
@@ -327,11 +330,11 @@ def test_kernels_are_cached_numba_functions():
     " runs this file under NUMBA_DISABLE_JIT=1)"
     script = ("from dlcourse.kernels import pool as k\n"
               "for n in ('max_pool2d_forward', 'max_pool2d_backward', 'sum_pool2d_forward', 'sum_pool2d_backward'):\n"
-              "    for name in (n, n + '_serial'): print(name, type(getattr(k, name)._cache).__name__)")
+              "    print(n, type(getattr(k, n)._cache).__name__)")
     r = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, env=compiled_env(), timeout=300)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.split('\n')[:-1]
-    assert len(lines) == 8 and all(l.endswith(' FunctionCache') for l in lines), r.stdout
+    assert len(lines) == 4 and all(l.endswith(' FunctionCache') for l in lines), r.stdout
 
 
 NO_JIT_SCRIPT = textwrap.dedent('''

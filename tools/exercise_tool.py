@@ -5,7 +5,7 @@
     tools/exercises grade SUBMISSIONS [--out grades.csv] [--full] [--cell-timeout 60] [--timeout 600] [--jobs 2]
 
 The instructor marks an exercise in a lesson with nbgrader's solution markers inside cells that carry `#| exercise NAME`,
-and adds a check cell with the same directive (tools/nbdev_owners/dlcourse_nbdev.py reads the markers). `build` gives the
+and adds a check cell with the same directive (`dlcourse.exercises` reads the markers). `build` gives the
 cells nbgrader's metadata and runs nbgrader's own preprocessors (ClearSolutions, ClearHiddenTests, ClearOutput, LockCells,
 ComputeChecksums). `grade` runs every submission in a child process of its own, with nbclient and a fresh kernel, the
 lesson's check cells put back in place of the submitted ones, and writes one CSV row per student and exercise; a
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import nbformat
 
-from dlcourse_nbdev import exercise_name, solution_regions
+from dlcourse.exercises import exercise_name, solution_regions
 
 ROOT = Path(__file__).resolve().parents[1]
 NBS = ROOT/'nbs'
@@ -186,7 +186,7 @@ def runnable(submission, lesson, full=False):
             where[len(cells)] = (owner[gid], gid)
         elif not full:
             dirs = _directives(cell)
-            keep = (('hide' in dirs and _imports_only(cell.source)) or any(d in _EXPORT for d in dirs)
+            keep = (_imports_only(cell.source) or any(d in _EXPORT for d in dirs)
                     or 'exercise' in dirs or cell.get('id') not in lesson_ids)
             if not keep: continue
         cell.outputs, cell.execution_count = [], None

@@ -174,7 +174,7 @@ def exercise_proc(cell):
     """An nbdev notebook processor for the course's exercises (nbs/11_exercises.ipynb): the marker lines of nbgrader's
     solution regions are removed from every code cell, and an exercise's check cells (`#| exercise NAME` cells without a
     solution region) are dropped: they are for students, the lesson's own tests stay"""
-    from dlcourse_nbdev import exercise_name, solution_regions, strip_solution_markers
+    from dlcourse.exercises import exercise_name, solution_regions, strip_solution_markers
     if cell.cell_type != 'code': return
     if exercise_name(cell.source) is not None and not solution_regions(cell.source): del cell['source']
     elif '### ' in cell.source: cell.source = strip_solution_markers(cell.source)
@@ -265,7 +265,7 @@ def process(pages, nbs, proc, site_title, chapters):
     for p in sorted(nbs.rglob('*')):
         rel = p.relative_to(nbs)
         if p.is_dir() or any(part[0] in '._' and part not in ('_quarto.yml',) for part in rel.parts): continue
-        if len(rel.parts) == 1 and p.suffix in PAGE_SUFFIXES: continue
+        if p.suffix == '.ipynb' or (len(rel.parts) == 1 and p.suffix in PAGE_SUFFIXES): continue   # pages; library notebooks
         (proc/rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(p, proc/rel)
 
