@@ -258,7 +258,7 @@ class Suite:
                  b['peak'] - b['imported'], (a['peak'] - a['imported']) / (b['peak'] - b['imported']))
 
     def targets(self):
-        "The issue's targets, judged on this run"
+        "The performance targets (dlcourse / PyTorch ratios and the cold start), judged on this run"
         find = lambda section, prefix: next((r for r in self.rows if r['section'] == section and r['case'].startswith(prefix)), None)
         checks = [('LeNet-5 step, batch 64 (fused)', find('step', 'time per step, batch 64 (fused)'), 1.0),
                   ('LeNet-5 step, batch 256 (fused)', find('step', 'time per step, batch 256 (fused)'), 1.0),

@@ -1,4 +1,4 @@
-"""Browser tests of the documentation website (DESIGN.md §5 and §7).
+"""Browser tests of the documentation website: the course's pages, and saved widget state, offline.
 
 The course site is built once per session (tools/docs/docsite.py, into a temporary folder, not _docs/), served on
 127.0.0.1 and opened page by page in headless Debian Chromium, driven by Playwright; every request that is not to

@@ -34,7 +34,7 @@ NBS = Path(__file__).resolve().parent.parent/'nbs'
 WIDGET_MIME, STATE_MIME = 'application/vnd.jupyter.widget-view+json', 'application/vnd.jupyter.widget-state+json'
 KINDS = {ActivationExplorer: 'activation-explorer', NeuronTrainer: 'neuron-trainer', ConvExplorer: 'conv-explorer',
          PoolingExplorer: 'pooling-explorer', SGDExplorer: 'sgd-explorer', FeatureMapViewer: 'feature-map-viewer'}
-# The lesson each widget belongs to (issue 6); 10_widgets, the deep dive, shows all six
+# The lesson each widget belongs to; 10_widgets, the deep dive, shows all six
 LESSON_WIDGETS = {'01_sigmoid_neuron': {'activation-explorer', 'neuron-trainer'}, '03_convolution': {'conv-explorer'},
                   '04_relu': {'activation-explorer'}, '05_pooling': {'pooling-explorer'}, '07_sgd': {'sgd-explorer'},
                   '08_model_zoo': {'feature-map-viewer'}, '10_widgets': set(KINDS.values())}
