@@ -5,6 +5,7 @@ tests, is an error, never a skip: CI must not go green by silently testing less.
 """
 import importlib
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ settings.register_profile('safety', deadline=None, max_examples=8, suppress_heal
 settings.load_profile(os.environ.get('DLCOURSE_HYPOTHESIS_PROFILE', 'dlcourse'))
 
 REQUIRE_ALL = os.environ.get('DLCOURSE_REQUIRE_ALL') == '1'
+TESTS = Path(__file__).resolve().parent
 
 
 def require(module_name):
@@ -37,6 +39,13 @@ def compiled_env(**env):
     with a private cache that no unchecked kernel may enter), plus `env`"""
     base = {k: v for k, v in os.environ.items() if k not in ('NUMBA_DISABLE_JIT', 'NUMBA_BOUNDSCHECK', 'NUMBA_CACHE_DIR')}
     return {**base, **env}
+
+
+def child_env(**env):
+    """The environment for a child process that imports the tests' own modules (`python -c 'from fault_child import ...'`):
+    this one with tests/ first on PYTHONPATH (pyproject's pytest `pythonpath` reaches only this process), plus `env`"""
+    path = os.pathsep.join(p for p in (str(TESTS), os.environ.get('PYTHONPATH', '')) if p)
+    return {**os.environ, 'PYTHONPATH': path, **env}
 
 
 TOL = {np.float32: dict(rtol=2e-5, atol=2e-6), np.float64: dict(rtol=1e-11, atol=1e-12)}

@@ -25,11 +25,10 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 import yaml
+import docsite
 from conftest import REQUIRE_ALL, require
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT/'tools'/'docs'))
-import docsite  # noqa: E402
 
 CHROMIUM = os.environ.get('DLCOURSE_CHROMIUM', '/usr/bin/chromium')
 LAUNCH_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
