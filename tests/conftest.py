@@ -49,3 +49,24 @@ def child_env(**env):
 
 
 TOL = {np.float32: dict(rtol=2e-5, atol=2e-6), np.float64: dict(rtol=1e-11, atol=1e-12)}
+
+
+# ------------------------------------------------------------------------------------------------ the oracles' headroom
+ERRORS = {}     # largest error seen / tolerance, by quantity: reported after the run
+
+
+def record_error(name, err, tol):
+    "Keep the largest relative error of quantity `name`, against its tolerance, for the report after the run"
+    prev = ERRORS.get(name)
+    if prev is None or err / tol > prev[0] / prev[1]: ERRORS[name] = (err, tol)
+
+
+def pytest_terminal_summary(terminalreporter):
+    "The oracle comparisons that used most of their tolerance in this run (the headroom left on this machine)"
+    if not ERRORS: return
+    ranked = sorted(ERRORS.items(), key=lambda kv: -kv[1][0] / kv[1][1])
+    terminalreporter.section('largest relative errors of the oracle comparisons, against their tolerance')
+    for name, (err, tol) in ranked[:8]:
+        terminalreporter.write_line(f"{name:50s} {err:9.2e} <= {tol:8.2e}  ({err / tol:6.1%} of it)")
+    if len(ranked) > 8:
+        terminalreporter.write_line(f"... and {len(ranked) - 8} more, at most {ranked[8][1][0] / ranked[8][1][1]:.1%} of theirs")
