@@ -263,7 +263,7 @@ class Suite:
                  b['peak'] - b['imported'], (a['peak'] - a['imported']) / (b['peak'] - b['imported']))
 
     def targets(self):
-        "The issue's targets, judged on this run"
+        "The performance targets (dlcourse / PyTorch ratios and the cold start), judged on this run"
         find = lambda section, prefix: next((r for r in self.rows if r['section'] == section and r['case'].startswith(prefix)), None)
         checks = [('LeNet-5 step, batch 64 (lenet5())', find('step', 'time per step, batch 64 (lenet5())'), 0.8),
                   ('LeNet-5 step, batch 256 (lenet5())', find('step', 'time per step, batch 256 (lenet5())'), 0.8),

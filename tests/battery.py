@@ -1,4 +1,4 @@
-"""The invalid-input battery (issue 8), run by tests/test_battery.py in a child process so that a crash fails a test
+"""The invalid-input battery, run by tests/test_battery.py in a child process so that a crash fails a test
 instead of killing the run.
 
 Every public function and layer is described by an `Entry`: a callable and a spec of its arguments with valid values.

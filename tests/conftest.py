@@ -5,6 +5,7 @@ tests, is an error, never a skip: CI must not go green by silently testing less.
 """
 import importlib
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ settings.register_profile('safety', deadline=None, max_examples=8, suppress_heal
 settings.load_profile(os.environ.get('DLCOURSE_HYPOTHESIS_PROFILE', 'dlcourse'))
 
 REQUIRE_ALL = os.environ.get('DLCOURSE_REQUIRE_ALL') == '1'
+TESTS = Path(__file__).resolve().parent
 
 
 def require(module_name):
@@ -39,4 +41,69 @@ def compiled_env(**env):
     return {**base, **env}
 
 
+def child_env(**env):
+    """The environment for a child process that imports the tests' own modules (`python -c 'from fault_child import ...'`):
+    this one with tests/ first on PYTHONPATH (pyproject's pytest `pythonpath` reaches only this process), plus `env`"""
+    path = os.pathsep.join(p for p in (str(TESTS), os.environ.get('PYTHONPATH', '')) if p)
+    return {**os.environ, 'PYTHONPATH': path, **env}
+
+
 TOL = {np.float32: dict(rtol=2e-5, atol=2e-6), np.float64: dict(rtol=1e-11, atol=1e-12)}
+
+
+# ------------------------------------------------------------------------------------------------ the oracles' headroom
+ERRORS = {}     # largest error seen / tolerance, by quantity: reported after the run
+
+
+def record_error(name, err, tol):
+    "Keep the largest relative error of quantity `name`, against its tolerance, for the report after the run"
+    prev = ERRORS.get(name)
+    if prev is None or err / tol > prev[0] / prev[1]: ERRORS[name] = (err, tol)
+
+
+def pytest_terminal_summary(terminalreporter):
+    "The oracle comparisons that used most of their tolerance in this run (the headroom left on this machine)"
+    if not ERRORS: return
+    ranked = sorted(ERRORS.items(), key=lambda kv: -kv[1][0] / kv[1][1])
+    terminalreporter.section('largest relative errors of the oracle comparisons, against their tolerance')
+    for name, (err, tol) in ranked[:8]:
+        terminalreporter.write_line(f"{name:50s} {err:9.2e} <= {tol:8.2e}  ({err / tol:6.1%} of it)")
+    if len(ranked) > 8:
+        terminalreporter.write_line(f"... and {len(ranked) - 8} more, at most {ranked[8][1][0] / ranked[8][1][1]:.1%} of theirs")
+
+
+# ---------------------------------------------------------------------------------- rounding differences between machines
+EPS = {np.dtype(np.float32): float(np.finfo(np.float32).eps), np.dtype(np.float64): float(np.finfo(np.float64).eps)}
+
+
+def rounding_tol(dtype, n=1, depth=1, cond=1, k=1):
+    """The tolerance for comparing two correct computations of the same float `dtype` result, relative to the result's
+    scale (its largest magnitude): k * eps * sqrt(n) * depth * cond.
+
+    Correct implementations round differently, and differently on different CPUs: PyTorch (MKL, oneDNN), NumPy (OpenBLAS)
+    and the package's Numba kernels (fast-math lets LLVM reorder sums) block their sums by the SIMD width, 8 float32 lanes
+    with AVX2 and 16 with AVX-512. A sum of `n` terms of random sign, added in another order, changes by about
+    eps * sqrt(n) of its scale (the rounding errors of the additions add up like a random walk). A network adds such an
+    error at each of its `depth` layers (the most weight layers on one path from input to output) and passes on what it
+    received, so errors add up along the depth. `cond` is how much the computation amplifies errors beyond that: 1 in
+    evaluation mode; more where it cancels, as training-mode batch norm over few values per channel does (it divides by
+    their spread). Measured on the zoo's networks in evaluation mode, float32 with AVX-512, AVX2 and SSE4 code paths
+    (MKL, oneDNN, OpenBLAS, NumPy and Numba each told to use them): at most 6% of k * eps * sqrt(n) * depth, so k = 1
+    leaves headroom for other machines while a wrong result (say, batch norm's eps 1e-5 instead of GoogLeNet's 1e-3,
+    off by 5e-4) is still outside.
+    """
+    return k * EPS[np.dtype(dtype)] * np.sqrt(n) * depth * cond
+
+
+def assert_close(got, want, n=1, depth=1, cond=1, k=1, scale=None, name=None, err_msg=''):
+    """Assert max|got - want| <= rounding_tol(got's dtype, n, depth, cond, k) * scale, with `scale` the largest |want|
+    unless given; `name` records the error for the report after the run"""
+    want = np.asarray(want.detach().numpy() if hasattr(want, 'detach') else want)
+    got = np.asarray(got)
+    what = err_msg or name or 'result'
+    assert got.shape == want.shape, f"{what}: shape {got.shape} != {want.shape}"
+    tol = rounding_tol(got.dtype, n, depth, cond, k)
+    scale = float(np.abs(want).max(initial=0) if scale is None else scale) or 1.0
+    err = float(np.abs(got.astype(np.float64) - want).max(initial=0)) / scale
+    if name is not None: record_error(name, err, tol)
+    assert err <= tol, f"{what}: relative error {err:.2e} > {tol:.2e} (n={n}, depth={depth}, cond={cond}, k={k})"

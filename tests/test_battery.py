@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+import battery
+
 HERE = Path(__file__).parent
-sys.path.insert(0, str(HERE))
-import battery  # noqa: E402
 
 ENTRY_TIMEOUT = 240   # seconds for one entry (all its mutations) before it counts as a hang
 

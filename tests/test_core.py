@@ -1,4 +1,4 @@
-"""The Module contract of DESIGN.md §3: parameters, accumulating gradients, train/eval, dtypes and state."""
+"""The Module contract that every layer follows: parameters, accumulating gradients, train/eval, dtypes and state."""
 import copy
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""Denormal (subnormal) numbers, the numerical edge case of issue 8 that the other files do not reach: the smallest
+"""Denormal (subnormal) numbers, an edge case the invalid-input battery and the other files do not reach: the smallest
 floats, which some hardware flushes to zero and fast-math code may mishandle. Every activation, the softmax and the
 cross-entropy, a convolution (both kernel families) and the poolings must take them without a warning, give finite
 results equal to the float64 reference, and keep the sign and the ordering the maths implies.

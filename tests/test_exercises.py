@@ -18,13 +18,11 @@ from pathlib import Path
 import nbformat
 import pytest
 
+import exercise_tool as et
+from dlcourse.exercises import SOLUTION_BEGIN, SOLUTION_END, exercise_name, solution_regions, strip_solution_markers
 from exercises_planted import PLANTED
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT/'tools'))
-sys.path.insert(0, str(ROOT/'tools'/'docs'))
-import exercise_tool as et  # noqa: E402
-from dlcourse.exercises import SOLUTION_BEGIN, SOLUTION_END, exercise_name, solution_regions, strip_solution_markers  # noqa: E402
 
 LESSONS = et.lessons()
 EXERCISES = {lesson: list(et.exercises(et.read_nb(path), path.name)) for lesson, path in LESSONS.items()}

@@ -10,6 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import child_env
+from fault_child import make_learner
+
 HERE = Path(__file__).parent
 CHILD = [sys.executable, str(HERE / 'fault_child.py'), 'train']
 EPOCHS = 4
@@ -47,10 +50,7 @@ def kill_then_resume(ckpt, delay=None, mid_write_epoch=None):
     p.send_signal(signal.SIGKILL); p.wait()
     marker.unlink(missing_ok=True)
     leftovers = [f for f in os.listdir(ckpt.parent) if f.endswith('.tmp')]
-    if ckpt.exists():                                 # whatever is there must load
-        sys.path.insert(0, str(HERE))
-        from fault_child import make_learner
-        make_learner(seed=42).load(ckpt)
+    if ckpt.exists(): make_learner(seed=42).load(ckpt)          # whatever is there must load
     run(ckpt, '--resume')
     return killed, leftovers
 
@@ -75,7 +75,6 @@ def test_disk_full_keeps_previous_checkpoint(tmp_path):
     "A real write error from the kernel (file size limit, like a full disk) during a checkpoint write"
     script = f'''
 import resource, signal, sys, os
-sys.path.insert(0, {str(HERE)!r})
 from fault_child import make_learner
 l = make_learner()
 l.fit(1, checkpoint={str(tmp_path / "ck.npz")!r}, progress=False, log=False, plot=False)
@@ -89,7 +88,7 @@ except OSError as e:
 assert open({str(tmp_path / "ck.npz")!r}, 'rb').read() == before
 print('FILES', sorted(os.listdir({str(tmp_path)!r})))
 '''
-    r = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, timeout=120)
+    r = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, timeout=120, env=child_env())
     assert r.returncode == 0, r.stderr
     assert 'ERROR [Errno 27] could not write' in r.stdout and 'File too large; the previous file there is intact' in r.stdout
     assert "FILES ['ck.npz']" in r.stdout

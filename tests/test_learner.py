@@ -71,9 +71,9 @@ def test_resume_equals_uninterrupted(tmp_path):
 
 def test_resume_across_processes(tmp_path):
     "Two processes (2 + 2 epochs) give the weights of one process training 4 epochs"
+    from conftest import child_env         # here, not at the top: the child imports this module, and needs no conftest
     script = textwrap.dedent(f'''
         import sys, numpy as np
-        sys.path.insert(0, {os.path.dirname(__file__)!r})
         from test_learner import make, fit, weights
         mode, path = sys.argv[1], sys.argv[2]
         l = make(seed=7)
@@ -81,7 +81,7 @@ def test_resume_across_processes(tmp_path):
         fit(l, 4 if mode == 'straight' else 2, checkpoint=path)
         np.save(path + '.w.npy', np.concatenate([w.ravel() for w in weights(l)]))
     ''')
-    run = lambda *a: subprocess.run([sys.executable, '-c', script, *a], check=True, capture_output=True)
+    run = lambda *a: subprocess.run([sys.executable, '-c', script, *a], check=True, capture_output=True, env=child_env())
     run('straight', str(tmp_path/'s.npz'))
     run('first', str(tmp_path/'r.npz'))
     run('resume', str(tmp_path/'r.npz'))

@@ -12,7 +12,7 @@ import dlcourse as dl
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# DESIGN.md §3 names that exist so far, and the module each must be importable from.
+# The public names of the package, and the module each must be importable from.
 CONTRACT = {
     'core': ['Parameter', 'Module', 'Sequential'],
     'activations': ['sigmoid', 'tanh', 'relu', 'sigmoid_grad', 'tanh_grad', 'relu_grad', 'Sigmoid', 'Tanh', 'ReLU'],

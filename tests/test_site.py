@@ -1,4 +1,4 @@
-"""Browser tests of the documentation website (DESIGN.md §5 and §7).
+"""Browser tests of the documentation website: the course's pages, and saved widget state, offline.
 
 The course site is built once per session (tools/docs/docsite.py, into a temporary folder, not _docs/), served on
 127.0.0.1 and opened page by page in headless Debian Chromium, driven by Playwright; every request that is not to
@@ -25,11 +25,10 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 import yaml
+import docsite
 from conftest import REQUIRE_ALL, require
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT/'tools'/'docs'))
-import docsite  # noqa: E402
 
 CHROMIUM = os.environ.get('DLCOURSE_CHROMIUM', '/usr/bin/chromium')
 LAUNCH_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',

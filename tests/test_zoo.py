@@ -2,9 +2,10 @@
 against PyTorch, the architectures' shapes and parameter counts against the lecture and torchvision, summary, and the
 pretrained LeNet-5.
 
-Big networks are built once (cached in zoo_models) and run at batch 1; parameter counts come from the parameters, not
-from forward passes.
+Big networks are built once (each test gets a copy: `cached`) and run at batch 1; parameter counts come from the
+parameters, not from forward passes.
 """
+import copy
 import functools
 import subprocess
 from collections import OrderedDict
@@ -61,10 +62,14 @@ def _bn_eval():
 
 
 @functools.cache
-def cached(name):
-    "Big zoo models, built once per test session"
+def _built(name):
     return {'alexnet': lambda: alexnet(rng=0), 'vgg16': lambda: vgg16(rng=0), 'googlenet': lambda: googlenet(rng=0),
             'googlenet-tv': lambda: googlenet(variant='torchvision', rng=0), 'resnet18': lambda: resnet18(rng=0)}[name]()
+
+
+def cached(name):
+    "A big zoo model, built once per test session; every caller gets a copy of its own, whatever earlier tests did to theirs"
+    return copy.deepcopy(_built(name))
 
 
 def n_params(model): return sum(p.size for p in model.parameters())

@@ -1,4 +1,4 @@
-"""Build the dlcourse documentation website from the notebooks (DESIGN.md §5).
+"""Build the dlcourse documentation website from the notebooks.
 
     python tools/docs/docsite.py build [--engine auto|quarto|nbconvert] [--out _docs]
     python tools/docs/docsite.py serve [--port 8000] [--dir _docs]
