@@ -1,10 +1,12 @@
 """Kernel-side tests of the course's widgets (dlcourse.widgets, nbs/10_widgets.ipynb).
 
-Each widget builds with a valid, small, JSON state, refuses bad arguments by name, and computes in Python with the
-package. The JavaScript of the views is checked twice: here, its pure functions (the PRNG, the SGD run, the convolution,
-the pooling) are run in Node.js and compared with Python; in tests/test_widgets_site.py, the views themselves run in
-Chromium on the built site. The saved notebooks are checked too: every lesson shows its widgets with their state saved,
-the state stays small, nbdev-clean keeps it, and what it holds from the pretrained LeNet-5 is what ships now.
+Each widget builds with a valid, small, JSON state that carries its bundled front end, refuses bad arguments by name,
+and computes in Python with the package. The JavaScript of the views is checked twice: here, the bundles are loaded in
+Node.js and their pure functions (the PRNG, the SGD run, the convolution, the pooling, the activation functions) are
+compared with Python; in tests/test_widgets_site.py, the views themselves run in Chromium on the built site (eslint and
+the bundles' freshness are tools/js/check's). The saved notebooks are checked too: every lesson shows its widgets with
+their state saved, the state stays small, nbdev-clean keeps it, and what it holds (the front ends, the pretrained
+LeNet-5's numbers) is what ships now.
 """
 import base64
 import copy
@@ -26,19 +28,30 @@ from dlcourse.losses import softmax
 from dlcourse.neuron import SigmoidNeuron
 from dlcourse.pool import avg_pool2d, max_pool2d, sum_pool2d
 from dlcourse.toydata import make_xor
-from dlcourse import widgets as W
 from dlcourse.widgets import (ActivationExplorer, ConvExplorer, FeatureMapViewer, NeuronTrainer, PoolingExplorer,
                               SGDExplorer)
+from dlcourse.widgets._base import STATIC, _sample_images
+from dlcourse.widgets.sgd_explorer import _permutation, _random32
 
 NBS = Path(__file__).resolve().parent.parent/'nbs'
 WIDGET_MIME, STATE_MIME = 'application/vnd.jupyter.widget-view+json', 'application/vnd.jupyter.widget-state+json'
 KINDS = {ActivationExplorer: 'activation-explorer', NeuronTrainer: 'neuron-trainer', ConvExplorer: 'conv-explorer',
          PoolingExplorer: 'pooling-explorer', SGDExplorer: 'sgd-explorer', FeatureMapViewer: 'feature-map-viewer'}
-# The lesson each widget belongs to; 10_widgets, the deep dive, shows all six
+# The lessons that show each widget; 10_widgets, the deep dive, shows all six
 LESSON_WIDGETS = {'01_sigmoid_neuron': {'activation-explorer', 'neuron-trainer'}, '03_convolution': {'conv-explorer'},
                   '04_relu': {'activation-explorer'}, '05_pooling': {'pooling-explorer'}, '07_sgd': {'sgd-explorer'},
                   '08_model_zoo': {'feature-map-viewer'}, '10_widgets': set(KINDS.values())}
 MAX_NOTEBOOK_STATE = 400_000     # bytes of saved widget state per notebook (the notebooks are committed)
+
+
+def bundle(cls):
+    "The bundled front end of a widget class: static/<its module>.js (tools/js/build)"
+    return STATIC/f"{cls.__module__.rsplit('.', 1)[1]}.js"
+
+
+def source(cls):
+    "The front end's source, which the bundle is built from: js/<its module>.js"
+    return STATIC.parent/'js'/bundle(cls).name
 
 
 @pytest.fixture(scope='module')
@@ -57,8 +70,8 @@ def test_state_is_valid_and_small(made, cls):
     text = json.dumps(state, allow_nan=False)                       # plain JSON: no NaN, no binary buffers
     assert state['_dlcourse_widget'] == KINDS[cls]
     assert (state['_model_module'], state['_model_name'], state['_view_name']) == ('anywidget', 'AnyModel', 'AnyView')
-    assert state['_esm'].rstrip().endswith('export default { render };') and 'function render(' in state['_esm']
-    assert '.dlw-root' in state['_css']
+    assert state['_esm'] == bundle(cls).read_text(encoding='utf-8'), 'the state carries the front end itself (the site needs it)'
+    assert state['_css'] == (STATIC/'widgets.css').read_text(encoding='utf-8') and '.dlw-root' in state['_css']
     assert len(text) < 200_000, f'{cls.__name__} state is {len(text):,} bytes'
     assert repr(w).startswith(f'{cls.__name__}(') and ' at 0x' not in repr(w)   # stable text in the notebooks
 
@@ -66,7 +79,8 @@ def test_state_is_valid_and_small(made, cls):
 def test_every_control_in_the_modules_is_labelled():
     "Every control the views make goes through the library's labelled factories or `button(text, aria, ...)`"
     for cls in KINDS:
-        code = cls._esm.split('// ---- end of the library ----')[1]
+        code = source(cls).read_text(encoding='utf-8')
+        assert "from './lib.js'" in code, f'{source(cls).name}: the view draws with the shared library'
         assert not re.search(r"h\('(input|select|textarea)'", code), f'{cls.__name__}: a control outside the library'
         for call in re.findall(r"(?:rangeControl|choiceControl|numberControl|selectControl)\(\{label: '[^']+'", code):
             assert "label: ''" not in call
@@ -79,16 +93,16 @@ BAD = [
     (lambda: ActivationExplorer('swish'), ValueError, 'activation must be one of'),
     (lambda: ActivationExplorer(functions='sigmoid'), TypeError, 'functions must be a sequence'),
     (lambda: ActivationExplorer(functions=[]), ValueError, 'functions must name at least one'),
-    (lambda: ActivationExplorer(x=np.inf), ValueError, 'x must be a finite number in [-8, 8]'),
-    (lambda: ActivationExplorer(x=True), TypeError, 'x must be a number, got bool'),
+    (lambda: ActivationExplorer(x=np.inf), ValueError, 'x must be a number in [-8, 8]'),
+    (lambda: ActivationExplorer(x=True), TypeError, 'x must be a number in [-8, 8], got True (bool)'),
     (lambda: NeuronTrainer(np.ones((3, 2)), None), ValueError, 'X and t must be given together'),
     (lambda: NeuronTrainer(np.ones((3, 2)), np.ones(4)), ValueError, 't must have shape (3,)'),
-    (lambda: NeuronTrainer(lr=-1), ValueError, 'lr must be a finite number in (0, 100]'),
+    (lambda: NeuronTrainer(lr=-1), ValueError, 'lr must be a number in (0, 100]'),
     (lambda: NeuronTrainer(np.ones((1001, 2)), np.ones(1001)), ValueError, 'X must hold 1 to 1000 patterns'),
-    (lambda: NeuronTrainer(lr='fast'), TypeError, 'lr must be a number'),
+    (lambda: NeuronTrainer(lr='fast'), TypeError, "lr must be a number in (0, 100], got 'fast' (str)"),
     (lambda: ConvExplorer(I=41), ValueError, 'I must be an integer in [1, 40], got 41'),
     (lambda: ConvExplorer(P=-1), ValueError, 'P must be an integer in [0, 8], got -1'),
-    (lambda: ConvExplorer(F='3'), TypeError, 'F must be an integer, got str'),
+    (lambda: ConvExplorer(F='3'), TypeError, "F must be an integer in [1, 15], got '3' (str)"),
     (lambda: ConvExplorer(filter='emboss'), ValueError, 'filter must be one of'),
     (lambda: ConvExplorer(filter='LeNet-5 C1 filter 1', lenet=False), ValueError, 'filter must be one of'),
     (lambda: ConvExplorer(images=np.zeros((2, 28, 28), np.float32)), TypeError, 'images must be a uint8 numpy array'),
@@ -98,7 +112,7 @@ BAD = [
     (lambda: PoolingExplorer(S=0), ValueError, 'S must be an integer in [1, 6], got 0'),
     (lambda: PoolingExplorer(maps={'big': np.ones((41, 3))}), ValueError, "maps['big'] must be a finite 2-D array"),
     (lambda: PoolingExplorer(maps={'nan': np.full((3, 3), np.nan)}), ValueError, "maps['nan'] must be a finite 2-D array"),
-    (lambda: SGDExplorer(lr=2.0), ValueError, 'lr must be a finite number in (0, 1]'),
+    (lambda: SGDExplorer(lr=2.0), ValueError, 'lr must be a number in (0, 1]'),
     (lambda: SGDExplorer(batch_size=0), ValueError, 'batch_size must be an integer in [1, 64], got 0'),
     (lambda: SGDExplorer(steps=1001), ValueError, 'steps must be an integer in [1, 1000]'),
     (lambda: SGDExplorer(seed=-1), ValueError, 'seed must be an integer in [0, 4294967295]'),
@@ -116,13 +130,13 @@ def test_bad_arguments_are_refused_by_name(make, error, message):
 
 
 ASSIGN = [(ActivationExplorer, 'activation', 'swish', ValueError, 'activation must be one of'),
-          (ActivationExplorer, 'x', -9.0, ValueError, 'x must be a finite number in [-8, 8]'),
-          (NeuronTrainer, 'lr', 0.0, ValueError, 'lr must be a finite number in (0, 100]'),
+          (ActivationExplorer, 'x', -9.0, ValueError, 'x must be a number in [-8, 8]'),
+          (NeuronTrainer, 'lr', 0.0, ValueError, 'lr must be a number in (0, 100]'),
           (ConvExplorer, 'filter', 'emboss', ValueError, 'filter must be one of'),
           (ConvExplorer, 'P', 9, ValueError, 'P must be an integer in [0, 8], got 9'),
           (PoolingExplorer, 'map', 5, ValueError, 'map must be an integer in [0, 4], got 5'),
           (SGDExplorer, 'batch_size', 65, ValueError, 'batch_size must be an integer in [1, 64], got 65'),
-          (SGDExplorer, 'momentum', 1.5, ValueError, 'momentum must be a finite number in [0, 0.99]'),
+          (SGDExplorer, 'momentum', 1.5, ValueError, 'momentum must be a number in [0, 0.99]'),
           (FeatureMapViewer, 'layer', 4, ValueError, 'layer must be an integer in [0, 3], got 4')]
 
 
@@ -232,9 +246,9 @@ def test_sgd_explorer_is_the_package_sgd(made, torch):
         out = sgd.run(lr=lr, batch_size=B, momentum=mu, steps=120, seed=seed)
         w = torch.tensor(sgd.w0, dtype=torch.float64, requires_grad=True)
         opt = torch.optim.SGD([w], lr=lr, momentum=mu)
-        rand, order, pos = W._random32(seed), None, len(X)
+        rand, order, pos = _random32(seed), None, len(X)
         for k in range(120):
-            if pos >= len(X): order, pos = W._permutation(len(X), rand), 0
+            if pos >= len(X): order, pos = _permutation(len(X), rand), 0
             b = order[pos:pos + B]
             pos += B
             opt.zero_grad()
@@ -248,10 +262,11 @@ def test_sgd_explorer_is_the_package_sgd(made, torch):
 
 
 def test_feature_map_viewer_is_the_model(made):
+    from dlcourse.engine.fusion import fusion
     from dlcourse.zoo import lenet5
     viewer = made[FeatureMapViewer]
     net = lenet5(pretrained=True).eval()
-    images, _ = W._sample_images()
+    images, _ = _sample_images()
     x = preprocess(images)
     expected = {'c1 → act1': net.act1(net.c1(x))}
     expected['s2'] = net.s2(expected['c1 → act1'])
@@ -263,7 +278,8 @@ def test_feature_map_viewer_is_the_model(made):
         for n in range(len(images)):
             lo, hi = np.array(viewer.images[n]['ranges'][k]).T
             assert (np.abs(viewer.decoded(n, k) - maps[n]) <= (hi - lo)[:, None, None] / 510 + 1e-9).all()
-    probs = softmax(net(x).astype(np.float64), axis=1)
+    with fusion(False): logits = net(x)     # layer by layer, as the viewer runs it (fused layers round differently)
+    probs = softmax(logits.astype(np.float64), axis=1)
     np.testing.assert_allclose(viewer.probabilities, probs, rtol=1e-12)
     np.testing.assert_allclose([im['probs'] for im in viewer.images], probs, atol=1e-6)   # 6 decimals: within 5e-7, and float error
 
@@ -277,29 +293,34 @@ def _node():
     return node
 
 
-def run_js(tmp_path, module, names, script):
-    "Import the pure functions `names` of a widget's ES module in Node.js, run `script`, return what it prints as JSON"
-    lib = module.split('// ---- end of the library ----')[1].replace('export default { render };', '')
-    (tmp_path/'m.mjs').write_text(module.split('// ---- end of the library ----')[0] + lib
-                                  + f'\nexport {{ {", ".join(names)} }};\n', encoding='utf-8')
+def run_js(tmp_path, cls, names, script):
+    "Import `names` from the bundled front end of widget class `cls` in Node.js, run `script`, return what it prints as JSON"
+    shutil.copy(bundle(cls), tmp_path/'m.mjs')                   # .mjs: Node.js loads it as the ES module it is
     (tmp_path/'run.mjs').write_text(f"import {{ {', '.join(names)} }} from './m.mjs';\n{script}\n", encoding='utf-8')
     res = subprocess.run([_node(), str(tmp_path/'run.mjs')], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
     return json.loads(res.stdout)
 
 
+@pytest.mark.parametrize('cls', list(KINDS), ids=lambda c: c.__name__)
+def test_bundle_is_one_es_module_whose_default_export_renders(tmp_path, cls):
+    "What anywidget loads: a module with nothing left to import, its default export's `render` drawing the view"
+    assert not re.search(r'^import\b', bundle(cls).read_text(encoding='utf-8'), re.M), f'{bundle(cls).name} imports'
+    assert run_js(tmp_path, cls, ['default as widget'], 'console.log(JSON.stringify(typeof widget.render));') == 'function'
+
+
 def test_js_random_numbers_and_sgd_equal_python(tmp_path, made):
     sgd = made[SGDExplorer]
     cases = [(0.05, 8, 0.0, 100, 0), (0.02, 1, 0.9, 300, 7), (0.3, 64, 0.0, 100, 1)]
-    out = run_js(tmp_path, SGDExplorer._esm, ['random32', 'permutation', 'sgd'], f"""
+    out = run_js(tmp_path, SGDExplorer, ['random32', 'permutation', 'sgd'], f"""
       const X = {json.dumps(sgd.X)}, y = {json.dumps(sgd.y)}, w0 = {json.dumps(sgd.w0)};
       const r = random32(4294967295), draws = Array.from({{length: 5}}, () => r());
       const perm = permutation(64, random32(42));
       const runs = {json.dumps(cases)}.map(([lr, B, mu, steps, seed]) => sgd(X, y, w0, lr, B, mu, steps, seed));
       console.log(JSON.stringify({{draws, perm, runs}}));""")
-    rand = W._random32(4294967295)
+    rand = _random32(4294967295)
     assert out['draws'] == [next(rand) for _ in range(5)]
-    assert out['perm'] == W._permutation(64, W._random32(42))
+    assert out['perm'] == _permutation(64, _random32(42))
     for (lr, B, mu, steps, seed), js in zip(cases, out['runs']):
         py = sgd.run(lr=lr, batch_size=B, momentum=mu, steps=steps, seed=seed)
         assert js['diverged'] == py['diverged']
@@ -311,7 +332,7 @@ def test_js_convolution_and_pooling_equal_the_package(tmp_path, made):
     conv = made[ConvExplorer]
     x, w = conv.input(2), np.array(conv.filters['LeNet-5 C1 filter 3'])
     cases = [(1, 0), (2, 1), (3, 2), (1, 4)]
-    out = run_js(tmp_path, ConvExplorer._esm, ['convolve', 'geometry'], f"""
+    out = run_js(tmp_path, ConvExplorer, ['convolve', 'geometry'], f"""
       const x = {json.dumps(x.tolist())}, w = {json.dumps(w.tolist())};
       console.log(JSON.stringify({{maps: {json.dumps(cases)}.map(([S, P]) => convolve(x, w, S, P)),
                                    sizes: [[32, 5, 1, 0], [7, 3, 3, 0], [7, 3, 3, 1], [3, 5, 1, 0]].map((a) => geometry(...a))}}));""")
@@ -320,7 +341,7 @@ def test_js_convolution_and_pooling_equal_the_package(tmp_path, made):
     assert [(g['O'], g['fits']) for g in out['sizes']] == [(28, True), (2, False), (3, True), (0, False)]
     pool = made[PoolingExplorer]
     m = pool.input(2)
-    out = run_js(tmp_path, PoolingExplorer._esm, ['pool'], f"""
+    out = run_js(tmp_path, PoolingExplorer, ['pool'], f"""
       const m = {json.dumps(m.tolist())};
       console.log(JSON.stringify(['max', 'sum', 'avg'].map((mode) => pool(m, 3, 2, mode))));""")
     for js, f in zip(out, (max_pool2d, sum_pool2d, avg_pool2d)):
@@ -329,7 +350,7 @@ def test_js_convolution_and_pooling_equal_the_package(tmp_path, made):
 
 def test_js_activation_functions_equal_the_package(tmp_path):
     xs = np.linspace(-8, 8, 65).tolist() + [-1000.0, 1000.0]
-    out = run_js(tmp_path, ActivationExplorer._esm, ['FUNCTIONS'], f"""
+    out = run_js(tmp_path, ActivationExplorer, ['FUNCTIONS'], f"""
       const xs = {json.dumps(xs)};
       console.log(JSON.stringify(Object.fromEntries(Object.entries(FUNCTIONS).map(([k, F]) =>
         [k, xs.map((x) => [F.f(x, 0.2), F.df(x, 0.2)])]))));""")
@@ -386,12 +407,22 @@ def test_nbdev_clean_keeps_the_widget_state():
     assert views(cleaned) == views(nb) and len(views(nb)) == 6
 
 
+def test_saved_front_ends_are_what_ships_now():
+    "Every course widget in the saved notebooks carries the bundled front end and the stylesheet that ship now"
+    css, stale = (STATIC/'widgets.css').read_text(encoding='utf-8'), []
+    for name in NOTEBOOKS:
+        for kind, state in saved_widgets(NBS/f'{name}.ipynb')[0]:
+            esm = bundle(next(cls for cls, k in KINDS.items() if k == kind)).read_text(encoding='utf-8')
+            if (state['_esm'], state['_css']) != (esm, css): stale.append(f'{name} ({kind})')
+    assert not stale, f'saved with an older front end (re-execute these notebooks): {", ".join(sorted(set(stale)))}'
+
+
 def test_saved_lenet5_data_is_what_ships_now():
     "The convolution explorer's LeNet-5 filters and the viewer's probabilities in the saved notebooks come from the weights that ship now"
     from dlcourse.zoo import lenet5
     net = lenet5(pretrained=True).eval()
     c1 = net.c1.weight.data[:, 0].astype(np.float64)
-    images, _ = W._sample_images()
+    images, _ = _sample_images()
     for name in NOTEBOOKS:
         for kind, state in saved_widgets(NBS/f'{name}.ipynb')[0]:
             stale = f'{name}.ipynb holds the state of other LeNet-5 weights than dlcourse ships: re-execute it'

@@ -1,4 +1,4 @@
-"""Browser tests of the course's widgets on the documentation website, which must work offline and without a kernel.
+"""Browser tests of the course's widgets on the documentation website, which must work with no kernel and no internet.
 
 The site is built and served, and opened in headless Debian Chromium with every request off 127.0.0.1 aborted, with the
 helpers of tests/test_site.py (imported, not repeated). Every page that holds widgets must load without a failed request
@@ -86,7 +86,7 @@ def widget_pages(browser_thread, course_site, serve):
 
 
 def test_widgets_are_on_their_pages():
-    "The lessons that have widgets and the deep dive show them (test_widgets.py checks which)"
+    "The lessons and the deep dive show widgets (test_widgets.py checks which)"
     assert {'01_sigmoid_neuron', '04_relu', '05_pooling', '07_sgd', '10_widgets'} <= set(SHOWN)
     assert len(SHOWN['10_widgets']) == 6
 
