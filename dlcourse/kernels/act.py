@@ -86,9 +86,20 @@ CHUNK = 4096   # values per task of the parallel elementwise kernels (16 KB of f
 
 
 @jit()
-def _act_forward_chunk(x, act, param, out, lo, hi):
+def act_span(x, out, lo, hi, act, param):
+    """out[lo:hi] = act(x[lo:hi]) (x and out flat; out may be x). The activation is chosen once, outside the loop: each
+    loop below holds one activation (a constant code), so that the compiler inlines it and vectorises the loop"""
     one = x.dtype.type(1)
-    for i in range(lo, hi): out[i] = activate(x[i], act, param, one)
+    if act == SIGMOID:
+        for i in range(lo, hi): out[i] = activate(x[i], SIGMOID, param, one)
+    elif act == TANH:
+        for i in range(lo, hi): out[i] = activate(x[i], TANH, param, one)
+    elif act == RELU:
+        for i in range(lo, hi): out[i] = activate(x[i], RELU, param, one)
+    elif act == LEAKY_RELU:
+        for i in range(lo, hi): out[i] = activate(x[i], LEAKY_RELU, param, one)
+    else:
+        for i in range(lo, hi): out[i] = activate(x[i], act, param, one)
 
 
 @jit(parallel=True)
@@ -101,15 +112,23 @@ def act_forward(x,      # input, flat (n,)
     n = x.shape[0]
     chunks = (n + CHUNK - 1) // CHUNK
     if n < SERIAL_VALUES:
-        _act_forward_chunk(x, act, param, out, 0, n)
+        act_span(x, out, 0, n, act, param)
     else:
-        for c in prange(chunks): _act_forward_chunk(x, act, param, out, c * CHUNK, min(n, (c + 1) * CHUNK))
+        for c in prange(chunks): act_span(x, out, c * CHUNK, min(n, (c + 1) * CHUNK), act, param)
 
 
 @jit()
-def _act_backward_chunk(dout, z, y, act, param, dx, lo, hi):
+def grad_span(dout, z, y, act, param, dx, lo, hi):
+    "dx[lo:hi] = dout * act'(z) (all flat; dx may be dout); the activation chosen outside the loop, as in `act_span`"
     one = y.dtype.type(1)
-    for i in range(lo, hi): dx[i] = dout[i] * activate_grad(z[i], y[i], act, param, one)
+    if act == SIGMOID:
+        for i in range(lo, hi): dx[i] = dout[i] * activate_grad(z[i], y[i], SIGMOID, param, one)
+    elif act == TANH:
+        for i in range(lo, hi): dx[i] = dout[i] * activate_grad(z[i], y[i], TANH, param, one)
+    elif act == RELU:
+        for i in range(lo, hi): dx[i] = dout[i] * activate_grad(z[i], y[i], RELU, param, one)
+    else:
+        for i in range(lo, hi): dx[i] = dout[i] * activate_grad(z[i], y[i], act, param, one)
 
 
 @jit(parallel=True)
@@ -123,6 +142,6 @@ def act_backward(dout,   # dE/dy, flat (n,)
     n = y.shape[0]
     chunks = (n + CHUNK - 1) // CHUNK
     if n < SERIAL_VALUES:
-        _act_backward_chunk(dout, z, y, act, param, dx, 0, n)
+        grad_span(dout, z, y, act, param, dx, 0, n)
     else:
-        for c in prange(chunks): _act_backward_chunk(dout, z, y, act, param, dx, c * CHUNK, min(n, (c + 1) * CHUNK))
+        for c in prange(chunks): grad_span(dout, z, y, act, param, dx, c * CHUNK, min(n, (c + 1) * CHUNK))

@@ -3,9 +3,11 @@ between algorithms and between running on one thread or on Numba's pool. The thr
 machines (AVX2 and AVX-512); `bench/` shows how. Kernels read them when they are compiled: change them before the first
 call, or delete Numba's cache (`__pycache__`) after changing them."""
 
-# Numba's own thread pool first: its idle threads sleep, and no other library shares it (unless the user chose a layer
-# with NUMBA_THREADING_LAYER or NUMBA_THREADING_LAYER_PRIORITY).
-THREADING_LAYERS = ['workqueue', 'tbb', 'omp']
+# Numba's thread pool: TBB first (the `tbb` package, a dependency on x86-64): it starts a parallel loop in microseconds
+# and its idle threads sleep. Numba's own workqueue next (threads sleep too, but starting a loop costs ~35-100 us, which
+# made LeNet-5's training step 1.7x slower); OpenMP last: its idle threads spin, and on a busy machine one parallel loop
+# then takes milliseconds. The user's NUMBA_THREADING_LAYER or NUMBA_THREADING_LAYER_PRIORITY wins over this list.
+THREADING_LAYERS = ['tbb', 'workqueue', 'omp']
 
 # LLVM fast-math without 'nnan' and 'ninf': sums may be reassociated (vectorised), NaN and inf keep their meaning.
 FASTMATH = frozenset({'nsz', 'arcp', 'contract', 'afn', 'reassoc'})

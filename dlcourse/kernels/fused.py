@@ -4,7 +4,7 @@ reuse the convolution's wide-row kernel (kernels.conv), the activations (kernels
 (kernels.pool): nothing here defines them again."""
 import numpy as np
 
-from .act import activate, activate_grad
+from .act import act_span, activate, activate_grad, grad_span
 from .config import SERIAL_VALUES
 from .conv import tap_offsets, wide_rows_two_filters
 from .jit import jit, prange
@@ -55,7 +55,7 @@ def conv_act_pool_forward(xp,     # padded input (N, C, Hp, Wp)
                     oi, xi = o[i], ix[i]
                     for j in range(PW):
                         oi[j], xi[j] = max4(z[r0 + 2 * j], z[r0 + 2 * j + 1], z[r1 + 2 * j], z[r1 + 2 * j + 1])
-                    for j in range(PW): oi[j] = activate(oi[j], act, param, one)
+                    act_span(oi, oi, 0, PW, act, param)
 
 @jit()
 def _pool_act_backward_map(dout, out, idx, amap, act, param, avg, Wp, gw, dbn, n, k):
@@ -77,13 +77,14 @@ def _pool_act_backward_map(dout, out, idx, amap, act, param, avg, Wp, gw, dbn, n
                         g[(2 * i + di) * Wp + 2 * j + dj] = v
                         s += v
     else:
+        v = np.empty(PW, dout.dtype)
         for i in range(PH):
+            y = out[n, k, i]
+            grad_span(dout[n, k, i], y, y, act, param, v, 0, PW)   # dE/dz at each window's maximum
             for j in range(PW):
-                y = out[n, k, i, j]
-                v = dout[n, k, i, j] * activate_grad(y, y, act, param, one)
                 e = int(idx[n, k, i, j])                     # 0..3 (as int: uint8 arithmetic would wrap)
-                g[(2 * i + e // 2) * Wp + 2 * j + e % 2] = v
-                s += v
+                g[(2 * i + e // 2) * Wp + 2 * j + e % 2] = v[j]
+                s += v[j]
     dbn[n, k] = s
 
 @jit(parallel=True)

@@ -1,4 +1,6 @@
-"""The one place that compiles kernels: `jit` applies dlcourse's Numba flags (kernels.config) to a function."""
+"""The one place that compiles kernels: `jit` applies dlcourse's Numba flags (kernels.config) to a function, and the
+threading layer is chosen here, before the first parallel kernel runs."""
+import ctypes
 import os
 
 import numba
@@ -6,6 +8,19 @@ from numba import prange  # noqa: F401  (the kernels import prange from here, be
 
 from .config import FASTMATH, THREADING_LAYERS
 
+
+def _load_pip_tbb():
+    """Load the TBB library of the `tbb` package, if installed, so that Numba's TBB layer finds it: pip puts it in the
+    environment's lib/ folder, where the dynamic loader does not look (once loaded, the loader finds it by name)"""
+    try:
+        from importlib.metadata import PackageNotFoundError, files
+        try: lib = next((f for f in files('tbb') or () if f.name == 'libtbb.so.12'), None)
+        except PackageNotFoundError: return
+        if lib is not None: ctypes.CDLL(str(lib.locate()), mode=ctypes.RTLD_GLOBAL)
+    except OSError: pass                          # a broken install: Numba falls back to the next layer
+
+
+_load_pip_tbb()
 if not {'NUMBA_THREADING_LAYER', 'NUMBA_THREADING_LAYER_PRIORITY'} & set(os.environ):   # unless the user chose
     numba.config.THREADING_LAYER_PRIORITY = THREADING_LAYERS
 
