@@ -86,6 +86,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                'dlcourse.core._State.zero_grad': ('core.html#_state.zero_grad', 'dlcourse/core.py'),
                                'dlcourse.core._Tree': ('core.html#_tree', 'dlcourse/core.py'),
                                'dlcourse.core._Tree.children': ('core.html#_tree.children', 'dlcourse/core.py'),
+                               'dlcourse.core._Tree.modules': ('core.html#_tree.modules', 'dlcourse/core.py'),
                                'dlcourse.core._Tree.named_buffers': ('core.html#_tree.named_buffers', 'dlcourse/core.py'),
                                'dlcourse.core._Tree.named_children': ('core.html#_tree.named_children', 'dlcourse/core.py'),
                                'dlcourse.core._Tree.named_modules': ('core.html#_tree.named_modules', 'dlcourse/core.py'),

@@ -31,18 +31,20 @@ def load_data(name, seed=0):
     return [(prep(xtr[train]), ytr[train].astype(np.int64)), (prep(xtr[valid]), ytr[valid].astype(np.int64)),
             (prep(xte), yte.astype(np.int64))]
 
-def build_model(name, x, num_classes):
+def build_model(name, x, num_classes, activation=None):
     "A model for inputs like `x`: 'mlp' for any input, 'lenet5' for 28x28 images (LeNet-5 of lesson 08)"
-    from dlcourse.activations import ReLU
-    from dlcourse.core import Sequential
+    from dlcourse.activations import ACTIVATIONS
+    from dlcourse.core import Sequential, check_choice
     from dlcourse.layers import Flatten, Linear
+    if activation is not None: check_choice(activation, 'activation', ACTIVATIONS)
     if name == 'mlp':
-        if x.ndim == 2: return Sequential(Linear(x.shape[1], 64), ReLU(), Linear(64, 64), ReLU(), Linear(64, num_classes))
-        return Sequential(Flatten(), Linear(int(np.prod(x.shape[1:])), 256), ReLU(), Linear(256, num_classes))
+        act = ACTIVATIONS[activation or 'relu'].layer
+        if x.ndim == 2: return Sequential(Linear(x.shape[1], 64), act(), Linear(64, 64), act(), Linear(64, num_classes))
+        return Sequential(Flatten(), Linear(int(np.prod(x.shape[1:])), 256), act(), Linear(256, num_classes))
     if name == 'lenet5':
         if x.ndim != 4: raise ValueError("model 'lenet5' needs image data (--data sample, fashion-mnist or mnist)")
         from dlcourse.zoo import lenet5
-        return lenet5(num_classes)
+        return lenet5(num_classes, activation=activation or 'tanh')
     raise ValueError(f"model must be one of {MODELS}, got {name!r}")
 
 def _save_curves(history, path):
@@ -63,7 +65,7 @@ def _save_history(history, path):
     write_atomic(path, lambda f: f.write(buf.getvalue().encode()))
 
 def train(data='sample', model='lenet5', epochs=None, lr=0.05, momentum=0.9, batch_size=None, seed=0, out=None,
-          resume=False, progress=True):
+          resume=False, progress=True, activation=None):
     "Train `model` on `data` with SGD, checkpointing to `out`; returns (learner, test metrics)"
     from dlcourse.core import check_positive, manual_seed
     from dlcourse.data import DataLoader
@@ -82,7 +84,7 @@ def train(data='sample', model='lenet5', epochs=None, lr=0.05, momentum=0.9, bat
     (xtr, ytr), (xva, yva), (xte, yte) = load_data(data, seed)
     num_classes = int(max(ytr.max(), yte.max())) + 1
     manual_seed(seed)
-    net = build_model(model, xtr, num_classes)
+    net = build_model(model, xtr, num_classes, activation)
     learner = Learner(net, CrossEntropyLoss(), SGD(net.parameters(), lr=lr, momentum=momentum),
                       DataLoader(xtr, ytr, batch_size=batch_size, seed=seed),
                       DataLoader(xva, yva, batch_size=512, shuffle=False))
@@ -119,6 +121,7 @@ def _positive(kind):
 
 def main(argv=None):
     "The `dlcourse` command"
+    from dlcourse.activations import ACTIVATIONS
     parser = argparse.ArgumentParser(prog='dlcourse', description='dlcourse: train the course networks from the command line')
     sub = parser.add_subparsers(dest='command', required=True)
     tr = sub.add_parser('train', help='train a network, report its test accuracy, save checkpoint and curves',
@@ -128,6 +131,8 @@ def main(argv=None):
                     help='sample: the Fashion-MNIST sample shipped with the package (default); fashion-mnist, mnist: the '
                          'full data sets; spirals, moons, xor, separable: 2-D toy problems')
     tr.add_argument('--model', default=None, choices=MODELS, help='network (default: lenet5 for images, mlp for toy problems)')
+    tr.add_argument('--activation', default=None, choices=list(ACTIVATIONS),
+                    help="the hidden layers' activation (default: tanh for lenet5, as LeCun's, relu for mlp)")
     tr.add_argument('--epochs', type=_positive(int), default=None, help='total epochs (default: 5 for images, 200 for toy problems)')
     tr.add_argument('--lr', type=_positive(float), default=0.05, help='learning rate (default: 0.05)')
     tr.add_argument('--momentum', type=float, default=0.9, help='SGD momentum (default: 0.9)')
@@ -140,7 +145,7 @@ def main(argv=None):
     model = args.model or ('mlp' if args.data in TOY else 'lenet5')
     try:
         train(args.data, model, epochs=args.epochs, lr=args.lr, momentum=args.momentum, batch_size=args.batch_size,
-              seed=args.seed, out=args.out, resume=args.resume, progress=not args.quiet)
+              seed=args.seed, out=args.out, resume=args.resume, progress=not args.quiet, activation=args.activation)
     except KeyboardInterrupt:
         return 130
     except (ValueError, TypeError, FileNotFoundError, FloatingPointError) as e:

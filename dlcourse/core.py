@@ -237,6 +237,8 @@ class _Tree:
         yield prefix, self
         for name, m in self.named_children(): yield from m.named_modules(f"{prefix}.{name}" if prefix else name)
 
+    def modules(self): return [m for _, m in self.named_modules()]
+
     def named_parameters(self):
         "All parameters, recursively, as (dotted name, Parameter), in a stable order"
         for prefix, m in self.named_modules():

@@ -108,10 +108,26 @@ def test_cli_toy_problem_is_deterministic(tmp_path):
     (['train', '--batch-size', 'x'], "invalid int value: 'x'"),
     (['train', '--data', 'spirals', '--model', 'lenet5'], "model 'lenet5' needs image data"),
     (['train', '--resume', '--out', '/nonexistent/run'], '--resume: no checkpoint at'),
+    (['train', '--activation', 'swish'], "invalid choice: 'swish'"),
 ])
 def test_cli_rejects_bad_arguments(args, fragment):
     r = run_cli(*args)
     assert r.returncode == 2 and fragment in r.stderr, r.stderr
+
+
+def test_cli_activation_choices_are_the_registry():
+    "--activation offers every activation of the registry, and the model is built with it"
+    import dlcourse as dl
+    from dlcourse.cli import build_model
+    r = run_cli('train', '--help')
+    assert r.returncode == 0 and '{' + ','.join(dl.ACTIVATIONS) + '}' in r.stdout.replace('\n', '').replace(' ', ''), r.stdout
+    x_toy, x_img = np.zeros((4, 2), np.float32), np.zeros((4, 1, 28, 28), np.float32)
+    for name, a in dl.ACTIVATIONS.items():
+        for model, x in (('mlp', x_toy), ('mlp', x_img), ('lenet5', x_img)):
+            acts = [type(m) for m in build_model(model, x, 10, name).modules() if dl.activation_of(m) is not None]
+            assert acts and set(acts) == {a.layer}, (model, name, acts)
+    defaults = lambda model, x: {type(m).__name__ for m in build_model(model, x, 10).modules() if dl.activation_of(m)}
+    assert defaults('mlp', x_toy) == {'ReLU'} and defaults('lenet5', x_img) == {'Tanh'}
 
 
 def test_console_script_installed(tmp_path):
