@@ -36,9 +36,14 @@ LAUNCH_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-backgro
                '--disable-dev-shm-usage']   # containers often have a small /dev/shm: long pages crash Chromium there
 SCREENSHOTS = Path(os.environ.get('DLCOURSE_SCREENSHOTS', ROOT/'_docs_screenshots'))
 NBS = ROOT/'nbs'
-CHAPTERS = yaml.safe_load(docsite.CHAPTERS_FILE.read_text(encoding='utf-8'))['chapters']
-COURSE_PAGES = [p.name for p in docsite.collect_pages(NBS)]
+_SETTINGS = yaml.safe_load(docsite.CHAPTERS_FILE.read_text(encoding='utf-8'))
+CHAPTERS, LIBRARY = _SETTINGS['chapters'], _SETTINGS.get('library') or []
+LIB_NOTEBOOKS = sorted(p.stem for p in (NBS/'lib').glob('*.ipynb'))     # nbs/lib: the library notebooks, pages lib/*.html
+COURSE_PAGES = [p.name for p in docsite.collect_pages(NBS)]            # lib pages as 'lib/gradcheck'
 SIDEBAR_LINKS = 'nav#dl-sidebar a.dl-nav-link, #quarto-sidebar a.sidebar-link'
+# the heading of the sidebar section that holds a link ('' outside one): the nbconvert template's, or Quarto's
+SIDEBAR_SECTION_HEADINGS = '.dl-nav-section > .dl-nav-heading, .sidebar-item-section > .sidebar-item-container .menu-text'
+PAGER_LINKS = 'nav.dl-pager a.dl-prev, nav.dl-pager a.dl-next, .page-navigation .nav-page a'
 
 
 def _missing(what):
@@ -48,8 +53,10 @@ def _missing(what):
 
 
 def html_name(nb_name):
-    "The page nbdev makes of a notebook, derived independently of the build: 01_sigmoid_neuron -> sigmoid_neuron.html"
-    return re.sub(r'^\d+[a-z]?_', '', nb_name) + '.html'
+    """The page nbdev makes of a notebook (its path in nbs/ without `.ipynb`), from the site root, derived independently
+    of the build: 01_sigmoid_neuron -> sigmoid_neuron.html, lib/gradcheck -> lib/gradcheck.html"""
+    folder, _, name = nb_name.rpartition('/')
+    return (folder + '/' if folder else '') + re.sub(r'^\d+[a-z]?_', '', name) + '.html'
 
 
 # ---------------------------------------------------------------------------------------------------------- fixtures
@@ -193,6 +200,7 @@ WAIT_JS = """async () => {
   }
 }"""
 STATS_JS = """() => {
+  const sidebarLinks = [...document.querySelectorAll(arguments_selector)].filter(a => a.hasAttribute('href'));
   const views = [...document.querySelectorAll('script[type="application/vnd.jupyter.widget-view+json"]')];
   const rendered = views.filter(s => s.previousElementSibling && s.previousElementSibling.classList.contains('widget-subarea')
                                      && s.previousElementSibling.children.length > 0);
@@ -202,7 +210,16 @@ STATS_JS = """() => {
     math: document.querySelectorAll('mjx-container').length,
     math_errors: document.querySelectorAll('mjx-merror').length,
     subtitle: (document.querySelector('.subtitle') || {}).textContent || null,
-    sidebar: [...document.querySelectorAll(arguments_selector)].map(a => new URL(a.getAttribute('href'), location.href).pathname),
+    // the sidebar's pages, as paths from the server's root: wrong relative addresses on a page in lib/ show here
+    sidebar: sidebarLinks.map(a => new URL(a.getAttribute('href'), location.href).pathname),
+    sidebar_sections: sidebarLinks.map(a => {
+      const section = a.closest('.dl-nav-section, .sidebar-item-section');
+      const heading = section && section.querySelector(sections_selector);
+      return heading ? heading.textContent.trim() : '';
+    }),
+    pager: [...document.querySelectorAll(pager_selector)].filter(a => a.hasAttribute('href'))
+             .map(a => new URL(a.getAttribute('href'), location.href).pathname),
+    stylesheets: [...document.styleSheets].filter(s => s.href).map(s => new URL(s.href).pathname),
   };
 }"""
 
@@ -222,7 +239,9 @@ def visit(page, base, name, shot):
     page.goto(v.url, wait_until='load')
     page.evaluate(WAIT_JS)
     page.wait_for_load_state('networkidle')
-    v.stats = page.evaluate(STATS_JS.replace('arguments_selector', json.dumps(SIDEBAR_LINKS)))
+    v.stats = page.evaluate(STATS_JS.replace('arguments_selector', json.dumps(SIDEBAR_LINKS))
+                            .replace('sections_selector', json.dumps(SIDEBAR_SECTION_HEADINGS))
+                            .replace('pager_selector', json.dumps(PAGER_LINKS)))
     shot.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(shot), full_page=True)
     return v
@@ -257,7 +276,7 @@ def _visit_all(site, names, serve, open_page, shots):
     out = {}
     for name in names:
         page = open_page()
-        v = visit(page, base, name, shots/f'{Path(name).stem}.png')
+        v = visit(page, base, name, shots/Path(name).with_suffix('.png'))
         v.failed += [f'{u} (aborted: not 127.0.0.1)' for u in page.blocked]
         out[name] = v
         page.close()
@@ -266,8 +285,9 @@ def _visit_all(site, names, serve, open_page, shots):
 
 @pytest.fixture(scope='session')
 def course_visits(open_page, course_site, serve):     # the browser first: fail fast without it
-    "Every page of the course site, visited once per session: {html name: Visit}"
-    names = sorted(p.relative_to(course_site).as_posix() for p in course_site.glob('*.html'))
+    "Every page of the course site, visited once per session: {html name from the site root (lib/gradcheck.html): Visit}"
+    names = sorted(p.relative_to(course_site).as_posix() for p in course_site.rglob('*.html')
+                   if 'site_libs' not in p.relative_to(course_site).parts)
     shots = SCREENSHOTS/'course'
     if shots.exists(): shutil.rmtree(shots)
     return _visit_all(course_site, names, serve, open_page, shots)
@@ -282,12 +302,14 @@ def widget_visits(open_page, widget_site, serve):
 
 # ------------------------------------------------------------------------------------------------ the course site
 def _expected_order():
-    "Lecture order: the overview, the chapters as tools/docs/chapters.yml lists them (those that exist), the rest"
+    """Lecture order: the overview, the chapters as tools/docs/chapters.yml lists them (those that exist), the library
+    notebooks of nbs/lib in the order of its `library` list, the rest"""
     existing = {p.stem for p in NBS.glob('*.ipynb')}
     chapters = [n for n in CHAPTERS if n in existing]
+    library = [f'lib/{n}' for n in LIBRARY if n in LIB_NOTEBOOKS] + [f'lib/{n}' for n in LIB_NOTEBOOKS if n not in LIBRARY]
     others = sorted(p.stem for p in list(NBS.glob('*.ipynb')) + list(NBS.glob('*.md'))
                     if p.stem not in chapters and p.stem != 'index' and p.name[0] not in '._')
-    return ['index'] + chapters + others
+    return ['index'] + chapters + library + others
 
 
 def test_chapters_file_lists_every_chapter_in_name_order():
@@ -298,9 +320,18 @@ def test_chapters_file_lists_every_chapter_in_name_order():
     assert [p.name for p in docsite.collect_pages(NBS)] == _expected_order()
 
 
+def test_chapters_file_lists_every_library_notebook():
+    assert LIB_NOTEBOOKS, 'no library notebooks in nbs/lib'
+    missing = [n for n in LIB_NOTEBOOKS if n not in LIBRARY]
+    assert not missing, f'add {missing} to `library` in tools/docs/chapters.yml, where the sidebar lists it'
+    assert len(set(LIBRARY)) == len(LIBRARY), 'a library notebook is listed twice in tools/docs/chapters.yml'
+
+
 def test_every_page_is_built(course_site):
-    built = sorted(p.name for p in course_site.glob('*.html'))
+    built = sorted(p.relative_to(course_site).as_posix() for p in course_site.rglob('*.html')
+                   if 'site_libs' not in p.relative_to(course_site).parts)
     assert built == sorted(html_name(n) for n in _expected_order())
+    for n in LIB_NOTEBOOKS: assert (course_site/'lib'/f'{n}.html').is_file(), f'no page lib/{n}.html, where nbdev links'
 
 
 @pytest.mark.parametrize('name', COURSE_PAGES)
@@ -313,8 +344,33 @@ def test_page_loads_offline(course_visits, name):
 
 @pytest.mark.parametrize('name', COURSE_PAGES)
 def test_sidebar_in_lecture_order(course_visits, name):
+    "The same sidebar on every page, its links right from the page's folder (lib/ too): the pages in lecture order"
     v = course_visits[html_name(name)]
-    assert [Path(h).name for h in v.stats['sidebar']] == [html_name(n) for n in _expected_order()]
+    assert [h.lstrip('/') for h in v.stats['sidebar']] == [html_name(n) for n in _expected_order()]
+
+
+@pytest.mark.parametrize('name', COURSE_PAGES)
+def test_library_pages_under_their_heading(course_visits, name):
+    "The sidebar lists the library notebooks together, under the heading Library, and nothing else there"
+    v = course_visits[html_name(name)]
+    sections = dict(zip((h.lstrip('/') for h in v.stats['sidebar']), v.stats['sidebar_sections']))
+    assert sections == {html_name(n): ('Library' if n.startswith('lib/') else '') for n in _expected_order()}
+
+
+@pytest.mark.parametrize('name', COURSE_PAGES)
+def test_pager_links_the_neighbours(course_visits, name):
+    "Previous and next lead to the neighbours in the sidebar, from the lessons into the library and back out"
+    order = [html_name(n) for n in _expected_order()]
+    i = order.index(html_name(name))
+    want = ([order[i - 1]] if i > 0 else []) + ([order[i + 1]] if i + 1 < len(order) else [])
+    assert [h.lstrip('/') for h in course_visits[html_name(name)].stats['pager']] == want
+
+
+@pytest.mark.parametrize('name', COURSE_PAGES)
+def test_stylesheets_load(course_visits, name):
+    "The site's stylesheets load on every page (on a page in lib/ through ../): the course's styles.css among them"
+    sheets = [h.lstrip('/') for h in course_visits[html_name(name)].stats['stylesheets']]
+    assert 'styles.css' in sheets, sheets
 
 
 @pytest.mark.parametrize('name', COURSE_PAGES)
@@ -325,7 +381,7 @@ def test_chapter_subtitle_is_the_german_lecture_title(course_visits, name):
 
 
 def _has_math(name):
-    src = next(p for p in NBS.iterdir() if p.stem == name and p.suffix in ('.ipynb', '.md'))
+    src = next(p for suffix in ('.ipynb', '.md') if (p := NBS/f'{name}{suffix}').exists())
     text = src.read_text(encoding='utf-8')
     if src.suffix == '.ipynb':
         text = '\n'.join(''.join(c['source']) for c in json.loads(text)['cells'] if c['cell_type'] == 'markdown')
@@ -359,17 +415,78 @@ def test_api_docs_from_show_doc(course_site):
     assert re.search(r'<h3[^>]*id="Module"', text) or 'id="module"' in text, 'no show_doc heading for Module'
 
 
-def test_internal_links_resolve(course_site):
-    "Every link from one page of the site to another (or to a file of the site) points at a file that exists"
-    broken = []
-    for page in course_site.rglob('*.html'):
-        if 'site_libs' in page.parts: continue
+def _site_links(site):
+    "{page: [(href, the file it points at or None for the page itself, fragment)]} of every page's <a href>s in the site"
+    out = {}
+    for page in site.rglob('*.html'):
+        if 'site_libs' in page.relative_to(site).parts: continue
+        links = out.setdefault(page, [])
         for href in re.findall(r'<a\b[^>]*?\bhref="([^"]+)"', page.read_text(encoding='utf-8')):
             u = urlsplit(href)
-            if u.scheme or u.netloc or not u.path: continue
-            target = (page.parent/unquote(u.path)).resolve()
-            if not target.exists(): broken.append(f'{page.name}: {href}')
-    assert not broken, 'broken links:\n' + '\n'.join(broken)
+            if u.scheme or u.netloc: continue
+            # an address from the server's root (/core.html) resolves to no file: the site must work in any folder
+            links.append((href, (page.parent/unquote(u.path)).resolve() if u.path else None, u.fragment))
+    return out
+
+
+_IDS = {}
+
+
+def _ids(page):
+    "The ids (and <a name>s) of an HTML page of the site"
+    if page not in _IDS: _IDS[page] = set(re.findall(r'\b(?:id|name)="([^"]*)"', page.read_text(encoding='utf-8')))
+    return _IDS[page]
+
+
+def _nbdev_names():
+    "{address nbdev links a name of the package to (lib/learner.html#learner.fit): the qualified name}, dlcourse/_modidx.py"
+    from dlcourse._modidx import d
+    return {url: sym for mod in d['syms'].values() for sym, (url, _) in mod.items()}
+
+
+def test_internal_links_resolve(course_site):
+    """Every link from one page of the site to another (or to a file of the site) points at a file that exists, and its
+    anchor at an id on that page (`lib/gradcheck.html#grad_check`: the API docs of grad_check).
+
+    nbdev links every name of the package, also the ones no page documents with show_doc: a method
+    (`lib/learner.html#learner.fit`, the page documents the class) and a private helper (`exercises.html#_difference`).
+    Such a link must reach its page and, for a method, the docs of its class there."""
+    broken, site, nbdev = [], course_site.resolve(), _nbdev_names()
+    for page, links in _site_links(site).items():
+        for href, target, fragment in links:
+            where = f'{page.relative_to(site).as_posix()}: {href}'
+            target = target or page
+            if not target.exists():
+                broken.append(where)
+                continue
+            if not fragment or target.suffix != '.html': continue
+            ids = _ids(target)
+            if fragment in ids or unquote(fragment) in ids: continue
+            sym = nbdev.get(f'{target.relative_to(site).as_posix()}#{fragment}', '')
+            owner, _, member = fragment.rpartition('.')
+            if sym and (member.startswith('_') or (owner and owner in ids)): continue   # undocumented; see above
+            broken.append(where + '  (no such anchor)')
+    assert not broken, 'broken links:\n' + '\n'.join(sorted(broken))
+
+
+def test_lessons_link_into_the_library_pages(course_site):
+    """The lessons' links to the library (nbdev's doc links of backticked names, `/lib/gradcheck.html#grad_check`) reach
+    the library pages, from the lessons' folder, at the API docs of the name (test_internal_links_resolve checks them
+    all); and the library pages link back to the lessons from their own folder"""
+    site = course_site.resolve()
+    links = _site_links(site)
+    lib = site/'lib'
+    into = {(p.relative_to(site).as_posix(), href) for p, ls in links.items() if p.parent == site
+            for href, target, frag in ls if target and target.parent == lib and frag}
+    for page, href in [('backprop.html', 'lib/gradcheck.html#grad_check'), ('widgets.html', 'lib/learner.html#learner.fit'),
+                       ('convolution.html', 'lib/summary.html#summary')]:
+        assert (page, href) in into, f'{page} does not link {href}: {sorted(into)}'
+    for page, href in into:
+        target = lib/urlsplit(href).path.split('/')[-1]
+        frag = urlsplit(href).fragment
+        assert frag in _ids(target) or frag.rpartition('.')[0] in _ids(target), f'{page}: {href}'
+    back = {href for p in lib.glob('*.html') for href, target, _ in links[p] if target and target.parent == site}
+    assert '../backprop.html' in back and '../index.html' in back, sorted(back)
 
 
 def _de_key(term):
@@ -481,6 +598,64 @@ def test_offline_step_rewrites_what_quarto_writes(tmp_path, node_modules):
     assert 'fonts.googleapis.com/css2' not in text.split('dropped @import of')[0]
     assert '<a href="core.html#Module">' in text and 'https://example.org/' in text
     assert 'googleapis' not in (tmp_path/'site_libs'/'bootstrap'/'bootstrap.min.css').read_text().split('dropped')[0]
+
+
+def test_offline_step_in_a_subfolder(tmp_path, node_modules):
+    "A page in lib/ loads the vendored copies through ../, and nbdev's links from the site root become relative both ways"
+    (tmp_path/'lib').mkdir()
+    (tmp_path/'lib'/'gradcheck.html').write_text(
+        QUARTO_HEAD.replace('</body>', '<a href="/lib/gradcheck.html#grad_check">self</a></body>'), encoding='utf-8')
+    (tmp_path/'index.html').write_text('<html><body><a href="/lib/gradcheck.html#grad_check">grad_check</a></body></html>',
+                                       encoding='utf-8')
+    (tmp_path/'core.html').write_text('<html><body><h3 id="Module">Module</h3></body></html>', encoding='utf-8')
+    assert docsite.make_offline(tmp_path, node_modules) == 3
+    text = (tmp_path/'lib'/'gradcheck.html').read_text(encoding='utf-8')
+    srcs = re.findall(r'<script\b[^>]*?src="([^"]+)"', text)
+    assert srcs and all(s.startswith('../site_libs/vendor/') and (tmp_path/'lib'/s).resolve().is_file() for s in srcs), srcs
+    assert 'data-jupyter-widgets-cdn="../site_libs/vendor/npm/"' in text
+    assert '<a href="../core.html#Module">' in text and '<a href="../lib/gradcheck.html#grad_check">' in text
+    assert '<a href="lib/gradcheck.html#grad_check">' in (tmp_path/'index.html').read_text(encoding='utf-8')
+
+
+def test_library_notebooks_are_pages_in_their_folder(tmp_path):
+    "nbs/lib/*.ipynb are pages lib/*.html, after the lessons in the order asked, under their heading; other folders are not"
+    nbs = tmp_path/'nbs'
+    for f in ('index.ipynb', '02_b.ipynb', '01_a.ipynb', 'glossary.md', 'lib/zeta.ipynb', 'lib/alpha.ipynb',
+              'lib/beta.ipynb', 'lib/_private.ipynb', 'lib/notes.md', 'data/table.ipynb'):
+        (nbs/f).parent.mkdir(parents=True, exist_ok=True)
+        (nbs/f).write_text('{}', encoding='utf-8')
+    pages = docsite.collect_pages(nbs, ['beta', 'zeta'])
+    assert [p.name for p in pages] == ['index', '01_a', '02_b', 'lib/beta', 'lib/zeta', 'lib/alpha', 'glossary']
+    assert [p.section for p in pages] == ['', '', '', 'Library', 'Library', 'Library', '']
+    assert pages[3].rel == 'lib/beta.ipynb' and pages[3].root == '../' and pages[1].root == ''
+    for p in pages: p.title = p.name
+    contents = docsite.sidebar_contents(pages)
+    assert [c.get('href') or c['section'] for c in contents] == ['index.ipynb', '01_a.ipynb', '02_b.ipynb', 'Library',
+                                                                  'glossary.md']
+    assert [c['href'] for c in contents[3]['contents']] == ['lib/beta.ipynb', 'lib/zeta.ipynb', 'lib/alpha.ipynb']
+
+
+def test_links_between_the_folders():
+    "Links to notebooks resolve from the page's own folder, into lib/ and back out of it, on both render paths"
+    names = {'index', '02_backprop', 'lib/gradcheck'}
+    assert docsite.fix_links('[b](../02_backprop.ipynb#x) [m](../99_missing.ipynb) [g](gradcheck.ipynb)', names, True,
+                             'lib') == '[b](../02_backprop.ipynb#x) m [g](gradcheck.ipynb)'
+    assert docsite.fix_links('[g](lib/gradcheck.ipynb) [b](02_backprop.ipynb)', names, True) == \
+        '[g](lib/gradcheck.ipynb) [b](02_backprop.ipynb)'
+    assert docsite.fix_links('[g](gradcheck.ipynb)', names, True) == 'g'
+    href_map = {'index': 'index.html', '02_backprop': 'backprop.html', 'lib/gradcheck': 'lib/gradcheck.html'}
+    md = docsite.pandoc_to_commonmark('[b](../02_backprop.ipynb#x) [g](gradcheck.ipynb) [i](../index.ipynb)', href_map, 'lib')
+    assert md == '[b](../backprop.html#x) [g](gradcheck.html) [i](../index.html)'
+    assert docsite.pandoc_to_commonmark('[g](lib/gradcheck.ipynb#grad_check)', href_map) == '[g](lib/gradcheck.html#grad_check)'
+
+
+def test_api_docs_have_the_address_nbdev_links():
+    "nbdev links a name's docs in lower case (Quarto's heading ids); the nbconvert path adds that id to the heading"
+    page = ('<h2 id="Learner">Learner</h2><h3 id="Learner">Learner</h3><h3 id="grad_check">grad_check</h3>'
+            '<h3 id="The-derivative-of-%CF%83">The derivative</h3><h3 id="GradCheck">GradCheck</h3><p id="gradcheck"></p>')
+    out = docsite.api_anchors(page)
+    assert out.count('id="learner"') == 1 and 'id="grad_check"' in out and out.count('id="grad_check"') == 1
+    assert 'the-derivative' not in out and out.count('id="gradcheck"') == 1
 
 
 def test_offline_step_refuses_what_it_cannot_vendor(tmp_path, node_modules):

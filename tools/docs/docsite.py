@@ -5,27 +5,33 @@
 
 The build runs in three steps:
 
-1. **process** (both paths): every page of `nbs/` is run through nbdev's own notebook processors (`FilterDefaults`: title
-   and description from the `# Title` / `> summary` cells, `show_doc` API docs for exported names, `#| hide` cells
-   dropped, ...) into `_proc/`, as `nbdev-proc-nbs` does, but without its Quarto check (`_ensure_quarto()` would try to
-   download Quarto) and with one change (`_exec_for_docs`): the code show_doc needs runs without replacing the
-   notebook's saved outputs. The exercises stay out of the pages (`exercise_proc`): nbgrader's solution markers are
-   removed from the code and the exercises' check cells are dropped. One more processor adds each chapter's German lecture title as its subtitle, from
+1. **process** (both paths): every page of `nbs/`, the library notebooks of `nbs/lib/` among them (`SECTIONS`: their
+   pages are `lib/<name>.html`, where nbdev's doc links point, listed under "Library" after the lessons), is run
+   through nbdev's own notebook processors (`FilterDefaults`: title and description from the `# Title` / `> summary`
+   cells, `show_doc` API docs for exported names, `#| hide` cells dropped, ...) into `_proc/`, as `nbdev-proc-nbs`
+   does, but without its Quarto check (`_ensure_quarto()` would try to download Quarto) and with one change
+   (`_exec_for_docs`): the code show_doc needs runs without replacing the notebook's saved outputs. The exercises stay
+   out of the pages (`exercise_proc`): nbgrader's solution markers are removed from the code and the exercises' check
+   cells are dropped. One more processor adds each chapter's German lecture title as its subtitle, from
    `tools/docs/chapters.yml`, the one file that holds them. `_proc/sidebar.yml` lists the pages in lecture order.
 2. **render**: with `quarto` on PATH, nbdev's Quarto renderer (what `nbdev-docs` runs). Without it, nbconvert's HTML
    exporter with the `dlcourse` template (tools/docs/templates): the same pages under the same names, a sidebar in the
-   same order, the subtitles. Notebooks are rendered with their saved outputs, never executed; saved widget state
+   same order, the subtitles; the API docs' headings get the lower-case ids that nbdev's links use, as on Quarto's
+   pages (`api_anchors`). Notebooks are rendered with their saved outputs, never executed; saved widget state
    (`metadata.widgets`) is embedded.
 3. **offline** (both paths): the browser libraries that Quarto and nbconvert load from CDNs (require.js, jQuery,
    @jupyter-widgets/html-manager, anywidget's front end, MathJax) are copied from `tools/docs/node_modules` (npm packages
    pinned in tools/docs/package-lock.json, installed with `npm ci`) into `site_libs/vendor/`, and every CDN <script> or
-   <link> is pointed at the copy. The build fails if any page still loads anything from outside the site.
+   <link> is pointed at the copy, from the page's own folder (`../site_libs/...` on a page in lib/); nbdev's links
+   from the site root (`/lib/gradcheck.html#grad_check`) become relative ones. The build fails if any page still loads
+   anything from outside the site.
 """
 import argparse
 import contextlib
 import html
 import json
 import os
+import posixpath
 import re
 import shutil
 import subprocess
@@ -34,7 +40,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import yaml
 
@@ -45,6 +51,10 @@ TEMPLATES = HERE/'templates'
 NODE_MODULES = HERE/'node_modules'
 VENDOR_DIR = 'site_libs/vendor'     # where the offline step puts the vendored libraries, relative to the site root
 PAGE_SUFFIXES = ('.ipynb', '.md')
+# Subfolders of nbs/ whose notebooks are pages too, each a section of the sidebar after the lessons: folder -> heading.
+# Their pages keep the folder in their address (nbs/lib/gradcheck.ipynb -> lib/gradcheck.html), where nbdev's doc links
+# (`show_doc`, backticks) point.
+SECTIONS = {'lib': 'Library'}
 
 
 def log(*args):
@@ -60,11 +70,22 @@ class BuildError(RuntimeError):
 class Page:
     "One page of the site, in sidebar order"
     src: Path                 # the source in nbs/
-    name: str                 # file stem: 01_sigmoid_neuron
+    name: str                 # its path in nbs/ without the suffix: 01_sigmoid_neuron, lib/gradcheck
+    section: str = ''         # the sidebar heading it is listed under ('' for the lessons and other top-level pages)
     title: str = ''
     subtitle: str = ''
     description: str = ''
-    output: str = ''          # the HTML file nbdev/Quarto name it: sigmoid_neuron.html
+    output: str = ''          # its HTML file from the site root, as nbdev/Quarto name it: lib/gradcheck.html
+
+    @property
+    def rel(self):
+        "The source's path in nbs/ (and in _proc/): 01_sigmoid_neuron.ipynb, lib/gradcheck.ipynb"
+        return self.name + self.src.suffix
+
+    @property
+    def root(self):
+        "The way from the page's folder up to the site root: '' or '../'"
+        return '../' * self.name.count('/')
 
     @property
     def number(self):
@@ -84,25 +105,45 @@ def load_chapters(path=CHAPTERS_FILE):
     d = yaml.safe_load(Path(path).read_text(encoding='utf-8')) or {}
     chapters = d.get('chapters') or {}
     if not isinstance(chapters, dict): raise BuildError(f'{path}: `chapters` must map notebook names to titles')
-    return dict(site_title=d.get('site_title', 'dlcourse'), chapters={str(k): (v or '') for k, v in chapters.items()})
+    library = d.get('library') or []
+    if not isinstance(library, list): raise BuildError(f'{path}: `library` must list notebook names of nbs/lib')
+    return dict(site_title=d.get('site_title', 'dlcourse'), chapters={str(k): (v or '') for k, v in chapters.items()},
+                library=[str(n) for n in library])
 
 
-def _page_key(p):
-    "index first, then numbered chapters in name order (lecture order), then the other pages (glossary) by name"
-    if p.stem == 'index': return (0, '')
-    return (1 if re.match(r'^\d', p.stem) else 2, p.stem)
+def _page_key(p, order):
+    """index first, then numbered chapters in name order (lecture order), then each section of `SECTIONS` (its pages in
+    the order of `order`, a list of their stems, the rest after them by name), then the other pages (glossary) by name"""
+    if p.stem == 'index' and len(p.parts) == 1: return (0, 0, '')
+    if len(p.parts) == 1: return (1 if re.match(r'^\d', p.stem) else 2 + len(SECTIONS), 0, p.stem)
+    section = 2 + list(SECTIONS).index(p.parts[0])
+    return (section, order.index(p.stem) if p.stem in order else len(order), p.stem)
 
 
-def collect_pages(nbs):
-    "Every page of `nbs` (notebooks and markdown pages, not `_*` or `.*`), in sidebar order"
-    srcs = [p for p in Path(nbs).iterdir() if p.is_file() and p.suffix in PAGE_SUFFIXES and p.name[0] not in '._']
-    return [Page(src=p, name=p.stem) for p in sorted(srcs, key=_page_key)]
+def collect_pages(nbs, library_order=None):
+    """Every page of `nbs` (notebooks and markdown pages, not `_*` or `.*`) and every notebook of its `SECTIONS`
+    subfolders (nbs/lib), in sidebar order; `library_order`: the stems of the library notebooks in the order the
+    sidebar lists them (default: `library` of tools/docs/chapters.yml; those it lacks follow by name)"""
+    if library_order is None: library_order = load_chapters()['library']
+    nbs = Path(nbs)
+    srcs = [p for p in nbs.iterdir() if p.is_file() and p.suffix in PAGE_SUFFIXES and p.name[0] not in '._']
+    for folder in SECTIONS:
+        if (nbs/folder).is_dir():
+            srcs += [p for p in (nbs/folder).iterdir() if p.is_file() and p.suffix == '.ipynb' and p.name[0] not in '._']
+    rels = sorted((p.relative_to(nbs) for p in srcs), key=lambda r: _page_key(r, list(library_order)))
+    return [Page(src=nbs/r, name=r.with_suffix('').as_posix(), section=SECTIONS[r.parts[0]] if len(r.parts) > 1 else '')
+            for r in rels]
 
 
 def nbdev_html_name(src):
-    "The output name nbdev gives a page (`01_sigmoid_neuron.ipynb` -> `sigmoid_neuron.html`)"
+    "The output name nbdev gives a page, without its folder (`01_sigmoid_neuron.ipynb` -> `sigmoid_neuron.html`)"
     from nbdev.config import nbpath2html
     return nbpath2html(Path(src).with_suffix('.ipynb')).name
+
+
+def relative_url(target, folder=''):
+    "The address of site file `target` (from the site root: lib/gradcheck.html) on a page in `folder` ('' or 'lib')"
+    return posixpath.relpath(target, folder or '.')
 
 
 # -------------------------------------------------------------------------------------------------- markdown clean-ups
@@ -121,15 +162,23 @@ def dump_frontmatter(d):
     return '---\n' + yaml.safe_dump(d, allow_unicode=True, sort_keys=False) + '---\n\n'
 
 
-def fix_links(md, page_names, has_repo):
+def link_target(url, here=''):
+    """The page (its name, as `Page.name`) that a link to a notebook on a page in folder `here` of nbs/ ('' or 'lib')
+    points at (`../02_backprop.ipynb#x` from lib -> 02_backprop), or None for any other link"""
+    t = urlsplit(url)
+    if t.scheme or t.netloc or not t.path.endswith('.ipynb') or t.path.startswith('/'): return None
+    return posixpath.normpath(posixpath.join(here, unquote(t.path)))[:-len('.ipynb')]
+
+
+def fix_links(md, page_names, has_repo, here=''):
     """Links that only work in the built site: a link to a notebook that does not exist (yet) becomes plain text, and
-    nbdev's `[source](/blob/...)` links, which need `git_url` in pyproject.toml, are dropped while it is unset"""
+    nbdev's `[source](/blob/...)` links, which need `git_url` in pyproject.toml, are dropped while it is unset.
+    `page_names`: the pages' names (`Page.name`); `here`: the folder in nbs/ of the page that holds the links"""
     def sub(m):
         text, url, attrs = m.group(1), m.group(2), m.group(3) or ''
         if not has_repo and text == 'source' and url.startswith('/blob/'): return ''
-        target = urlsplit(url)
-        if not target.scheme and not target.netloc and target.path.endswith('.ipynb'):
-            if Path(target.path).stem not in page_names: return text
+        target = link_target(url, here)
+        if target is not None and target not in page_names: return text
         return m.group(0)
     return _LINK_RE.sub(sub, md)
 
@@ -182,15 +231,18 @@ def exercise_proc(cell):
 
 def _site_proc(page, chapters, page_names, has_repo):
     "An nbdev notebook processor: the chapter's German subtitle into the front matter, links fixed (see `fix_links`)"
+    here = posixpath.dirname(page.name)
+
     class SiteProc:
         def __init__(self, nb): self.nb = nb
 
         def __call__(self, cell):
-            if cell.cell_type == 'markdown': cell.source = fix_links(cell.source, page_names, has_repo)
+            if cell.cell_type == 'markdown': cell.source = fix_links(cell.source, page_names, has_repo, here)
             for o in cell.get('outputs', []):
                 md = o.get('data', {}).get('text/markdown')
                 if md is not None:
-                    o['data']['text/markdown'] = fix_links(''.join(md) if isinstance(md, list) else md, page_names, has_repo)
+                    o['data']['text/markdown'] = fix_links(''.join(md) if isinstance(md, list) else md, page_names,
+                                                           has_repo, here)
 
         def end(self):
             cells = self.nb.cells
@@ -265,7 +317,7 @@ def process(pages, nbs, proc, site_title, chapters):
     for p in sorted(nbs.rglob('*')):
         rel = p.relative_to(nbs)
         if p.is_dir() or any(part[0] in '._' and part not in ('_quarto.yml',) for part in rel.parts): continue
-        if p.suffix == '.ipynb' or (len(rel.parts) == 1 and p.suffix in PAGE_SUFFIXES): continue   # pages; library notebooks
+        if p.suffix == '.ipynb' or (len(rel.parts) == 1 and p.suffix in PAGE_SUFFIXES): continue   # pages, other notebooks
         (proc/rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(p, proc/rel)
 
@@ -287,26 +339,43 @@ def process(pages, nbs, proc, site_title, chapters):
                     warnings.simplefilter('always')
                     try: NBProcessor(nb=nb, procs=procs, rm_directives='quarto').process()
                     except Exception as e: raise BuildError(f'nbdev could not process {page.src}: {e}') from e
-                for f in failed: log(f'  note: {page.src.name} {f} (an import that failed; the page is built)')
+                for f in failed: log(f'  note: {page.rel} {f} (an import that failed; the page is built)')
                 for w in caught:   # nbdev's warning about cells mixing imports and code: handled, see _exec_for_docs
                     if 'imports and other code' not in str(w.message):
-                        log(f'  note from nbdev on {page.src.name}: {str(w.message).splitlines()[0]}')
-                write_nb(nb, proc/page.src.name)
+                        log(f'  note from nbdev on {page.rel}: {str(w.message).splitlines()[0]}')
+                (proc/page.rel).parent.mkdir(parents=True, exist_ok=True)
+                write_nb(nb, proc/page.rel)
                 fm, _ = split_frontmatter(nb.cells[0].source)
             else:
                 fm, body = split_frontmatter(page.src.read_text(encoding='utf-8'))
                 if chapters.get(page.name) and 'subtitle' not in fm: fm['subtitle'] = chapters[page.name]
                 fm.setdefault('title', page.name)
-                (proc/page.src.name).write_text(dump_frontmatter(fm) + fix_links(body, page_names, has_repo),
-                                                encoding='utf-8')
+                (proc/page.rel).parent.mkdir(parents=True, exist_ok=True)
+                (proc/page.rel).write_text(dump_frontmatter(fm) + fix_links(body, page_names, has_repo,
+                                                                            posixpath.dirname(page.name)),
+                                           encoding='utf-8')
             page.title = str(fm.get('title') or page.name)
             page.subtitle = str(fm.get('subtitle') or '')
             page.description = str(fm.get('description') or '')
-            page.output = fm.get('output-file') or nbdev_html_name(page.src)
-            log(f'  processed {page.src.name:28} -> {page.output:24} {time.perf_counter() - t0:5.1f} s')
+            # Quarto writes `output-file` into the source's folder: lib/gradcheck.ipynb -> lib/gradcheck.html
+            page.output = posixpath.join(posixpath.dirname(page.name), fm.get('output-file') or nbdev_html_name(page.src))
+            log(f'  processed {page.rel:28} -> {page.output:24} {time.perf_counter() - t0:5.1f} s')
     finally:
         os.environ.pop('IN_TEST', None)
     write_quarto_files(proc, pages, site_title, cfg)
+
+
+def sidebar_contents(pages):
+    "Quarto's `website.sidebar.contents`: the pages in sidebar order, those of a `SECTIONS` folder under its heading"
+    contents, sections = [], {}
+    for p in pages:
+        entry = {'text': p.nav_text, 'href': p.rel}
+        if not p.section: contents.append(entry)
+        elif p.section in sections: sections[p.section]['contents'].append(entry)
+        else:
+            sections[p.section] = {'section': p.section, 'contents': [entry]}
+            contents.append(sections[p.section])
+    return contents
 
 
 def write_quarto_files(proc, pages, site_title, cfg):
@@ -316,7 +385,7 @@ def write_quarto_files(proc, pages, site_title, cfg):
     vals['title'] = vals['title'] or site_title
     vals['doc_path'] = cfg.doc_path.name
     (proc/'nbdev.yml').write_text(_nbdev_yml.format(**vals), encoding='utf-8')
-    contents = [{'text': p.nav_text, 'href': p.src.name} for p in pages]
+    contents = sidebar_contents(pages)
     (proc/'sidebar.yml').write_text(yaml.safe_dump({'website': {'sidebar': {'contents': contents}}},
                                                    allow_unicode=True, sort_keys=False), encoding='utf-8')
 
@@ -353,14 +422,15 @@ def _attrs_html(attrs):
     return (' ' + ' '.join(out)) if out else ''
 
 
-def pandoc_to_commonmark(md, href_map):
+def pandoc_to_commonmark(md, href_map, here=''):
     """The Quarto/pandoc markdown that nbdev writes, in a form nbconvert's markdown renderer shows right: fenced divs
-    (`::: {.callout-note}`) become <div>s, links with attributes become <a> tags, links to notebooks point at pages"""
+    (`::: {.callout-note}`) become <div>s, links with attributes become <a> tags, links to notebooks point at pages
+    (`href_map`: `Page.name` -> its HTML file from the site root; `here`: the folder of the page that holds the links)"""
     def link(m):
         text, url, attrs = m.group(1), m.group(2), m.group(3)
-        t = urlsplit(url)
-        if not t.scheme and not t.netloc and t.path.endswith('.ipynb') and Path(t.path).name in href_map:
-            url = href_map[Path(t.path).name] + (f'#{t.fragment}' if t.fragment else '')
+        target, t = link_target(url, here), urlsplit(url)
+        if target in href_map:
+            url = relative_url(href_map[target], here) + (f'#{t.fragment}' if t.fragment else '')
         if attrs: return f'<a href="{html.escape(url)}"{_attrs_html(attrs[1:-1])}>{text}</a>'
         return f'[{text}]({url})'
     lines = []
@@ -408,6 +478,32 @@ def _inline_md(text):
     return h[3:-4] if h.startswith('<p>') and h.endswith('</p>') and h.count('<p>') == 1 else h
 
 
+_HEADING_ID_RE = re.compile(r'<h[1-6]\b[^>]*?\bid="([A-Za-z_][\w.]*)"[^>]*>')
+
+
+def api_anchors(page_html):
+    """nbdev's doc links address a name's API docs as Quarto (pandoc) names its heading, in lower case
+    (`lib/gradcheck.html#gradcheck`); nbconvert keeps the case (`<h3 id="GradCheck">`). Every heading whose id is a
+    Python name gets its lower-case address too (where the page has no such id yet), so those links land on it"""
+    ids = set(re.findall(r'\bid="([^"]*)"', page_html))
+
+    def sub(m):
+        low = m.group(1).lower()
+        if low in ids: return m.group(0)
+        ids.add(low)
+        return f'{m.group(0)}<span id="{low}"></span>'
+    return _HEADING_ID_RE.sub(sub, page_html)
+
+
+def _nav_groups(nav):
+    "The sidebar's entries in runs of one section each: [{'heading': '' or 'Library', 'items': [...]}, ...]"
+    groups = []
+    for item in nav:
+        if not groups or groups[-1]['heading'] != item['section']: groups.append({'heading': item['section'], 'items': []})
+        groups[-1]['items'].append(item)
+    return groups
+
+
 def render_nbconvert(proc, out, pages, site_title):
     "Render every processed page of `proc` to HTML in `out` with nbconvert: the same names and order as Quarto's site"
     import nbformat
@@ -429,10 +525,11 @@ def render_nbconvert(proc, out, pages, site_title):
     exporter = HTMLExporter(config=c)
 
     out.mkdir(parents=True, exist_ok=True)
-    href_map = {p.src.with_suffix('.ipynb').name: p.output for p in pages}
+    href_map = {p.name: p.output for p in pages}
     for i, page in enumerate(pages):
         t0 = time.perf_counter()
-        src = Path(proc)/page.src.name
+        here = posixpath.dirname(page.name)
+        src = Path(proc)/page.rel
         nb = nbformat.read(src, as_version=4) if src.suffix == '.ipynb' else _md_page_as_notebook(src)
         if nb.cells and nb.cells[0].cell_type == 'raw' and split_frontmatter(nb.cells[0].source)[0]: nb.cells.pop(0)
         for cell in nb.cells:            # nbdev's processors leave marks (`has_sd`) that nbformat refuses
@@ -440,27 +537,32 @@ def render_nbconvert(proc, out, pages, site_title):
             cell.metadata.pop('execution', None)   # timings, in a form nbformat's schema refuses
         apply_quarto_directives(nb)
         for cell in nb.cells:
-            if cell.cell_type == 'markdown': cell.source = pandoc_to_commonmark(cell.source, href_map)
+            if cell.cell_type == 'markdown': cell.source = pandoc_to_commonmark(cell.source, href_map, here)
             for o in cell.get('outputs', []):
                 md = o.get('data', {}).get('text/markdown')
-                if md is not None: o['data']['text/markdown'] = pandoc_to_commonmark(md if isinstance(md, str) else ''.join(md), href_map)
+                if md is not None:
+                    o['data']['text/markdown'] = pandoc_to_commonmark(md if isinstance(md, str) else ''.join(md), href_map,
+                                                                      here)
         mimes = {m for c in nb.cells for o in c.get('outputs', []) for m in o.get('data', {})}
         has_widgets = WIDGET_VIEW in mimes
         if not has_widgets: nb.metadata.pop('widgets', None)     # as Quarto: the widget runtime only where a view is
         nb.metadata['title'] = f'{page.title} – {site_title}' if page.name != 'index' else site_title
-        nav = [dict(href=p.output, text=html.escape(p.nav_text), subtitle=html.escape(p.subtitle), active=p is page)
-               for p in pages]
-        dl = dict(root='', site_title=html.escape(site_title), nav=nav, title=_inline_md(page.title),
+        nav = [dict(href=p.output, text=html.escape(p.nav_text), subtitle=html.escape(p.subtitle), active=p is page,
+                    section=html.escape(p.section)) for p in pages]
+        dl = dict(root=page.root, site_title=html.escape(site_title), nav=nav, nav_groups=_nav_groups(nav),
+                  title=_inline_md(page.title),
                   widgets=has_widgets, requirejs=has_widgets or bool(mimes & {'application/javascript', 'text/html'}),
                   subtitle=html.escape(page.subtitle), description=_inline_md(page.description) if page.description else '',
                   prev=nav[i - 1] if i > 0 else None, next=nav[i + 1] if i + 1 < len(nav) else None)
         body, _ = exporter.from_notebook_node(nb, resources={'dlsite': dl, 'metadata': {'name': page.title}})
-        (out/page.output).write_text(body, encoding='utf-8')
-        log(f'  rendered  {page.src.name:28} -> {page.output:24} {time.perf_counter() - t0:5.1f} s')
+        (out/page.output).parent.mkdir(parents=True, exist_ok=True)
+        (out/page.output).write_text(api_anchors(body), encoding='utf-8')
+        log(f'  rendered  {page.rel:28} -> {page.output:24} {time.perf_counter() - t0:5.1f} s')
     # the pages' own files: the course stylesheet, images the markdown links to
+    sources = {p.rel for p in pages}
     for p in Path(proc).rglob('*'):
         rel = p.relative_to(proc)
-        if p.is_file() and not (len(rel.parts) == 1 and (p.suffix in PAGE_SUFFIXES or p.suffix in ('.yml', '.yaml'))):
+        if p.is_file() and rel.as_posix() not in sources and not (len(rel.parts) == 1 and p.suffix in ('.yml', '.yaml')):
             (out/rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(p, out/rel)
     (out/'site_libs'/'dlcourse').mkdir(parents=True, exist_ok=True)
@@ -681,7 +783,7 @@ def build(out=ROOT/'_docs', nbs=ROOT/'nbs', proc=ROOT/'_proc', engine='auto', ch
     if Path(node_modules) == NODE_MODULES: ensure_node_modules(node_modules)
     vendor_source(node_modules)      # fail before the slow part
     settings = load_chapters(chapters_file)
-    pages = collect_pages(nbs)
+    pages = collect_pages(nbs, settings['library'])
     if not pages: raise BuildError(f'no notebooks or markdown pages in {nbs}')
     log(f'building {len(pages)} pages from {nbs} with {engine}')
     for term, where in glossary_missing(nbs).items():
