@@ -9,7 +9,7 @@ GFLOP/s (2*N*K*OH*OW*C*kh*kw per forward, three times that for forward + backwar
 go to sleep.
 
 Both libraries run in this one process, PyTorch with its defaults (dlcourse sets no OpenMP variable; its Numba kernels
-run on Numba's own `workqueue` pool, see dlcourse.kernels.jit). bench/run.py compares the same layers with each library
+run on Numba's TBB pool, see dlcourse.kernels.config). bench/run.py compares the same layers with each library
 in its own process, which is the fairer comparison on a busy machine; this script is the quick look at one layer.
 
 By default both libraries use all cores, PyTorch with its default number of threads. `--threads N` limits both to N

@@ -11,8 +11,8 @@ forward + backward also reads dout and writes dx (arg-max indices are not counte
 ratio = dlcourse time / PyTorch time: below 1 means dlcourse is faster. Both libraries use their default number of
 threads (one per core); --threads N sets both to N (--threads 1 compares single-core speed, which a busy machine
 disturbs less than a parallel run). On a machine shared with other jobs, PyTorch's OpenMP threads spin-wait after each
-parallel region and fight over the cores (OMP_WAIT_POLICY=PASSIVE stops that; dlcourse's Numba kernels use Numba's own
-`workqueue` pool, whose idle threads sleep). bench/run.py times whole networks with each library in its own process.
+parallel region and fight over the cores (OMP_WAIT_POLICY=PASSIVE stops that; dlcourse's Numba kernels use Numba's TBB
+pool, whose idle threads sleep). bench/run.py times whole networks with each library in its own process.
 """
 import argparse
 
