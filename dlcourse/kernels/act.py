@@ -48,7 +48,7 @@ def _is_float32(v):
     return lambda v: answer
 
 
-@jit()
+@jit(inline=True)
 def activate(v,      # a number
              act,    # activation code
              param,  # the activation's parameter in v's dtype (leaky ReLU's slope, ELU's alpha; else unused)
@@ -64,7 +64,7 @@ def activate(v,      # a number
     return v
 
 
-@jit()
+@jit(inline=True)
 def activate_grad(z,      # the activation's input (unused by the activations below: their derivative is written with y)
                   y,      # its output y = act(z)
                   act,    # activation code
@@ -86,20 +86,26 @@ CHUNK = 4096   # values per task of the parallel elementwise kernels (16 KB of f
 
 
 @jit()
-def act_span(x, out, lo, hi, act, param):
-    """out[lo:hi] = act(x[lo:hi]) (x and out flat; out may be x). The activation is chosen once, outside the loop: each
-    loop below holds one activation (a constant code), so that the compiler inlines it and vectorises the loop"""
+def act_span(x, out, act, param):
+    """out = act(x) for two flat arrays of one length (out may be x). The activation is chosen once, outside the loop: each
+    loop below holds one activation (a constant code), so that the compiler drops the other branches and vectorises the
+    loop. (The callers pass slices: a loop over range(lo, hi) would not vectorise, since Numba must allow for negative
+    indices there.)"""
     one = x.dtype.type(1)
     if act == SIGMOID:
-        for i in range(lo, hi): out[i] = activate(x[i], SIGMOID, param, one)
+        for i in range(x.shape[0]): out[i] = activate(x[i], SIGMOID, param, one)
     elif act == TANH:
-        for i in range(lo, hi): out[i] = activate(x[i], TANH, param, one)
+        for i in range(x.shape[0]): out[i] = activate(x[i], TANH, param, one)
     elif act == RELU:
-        for i in range(lo, hi): out[i] = activate(x[i], RELU, param, one)
+        for i in range(x.shape[0]): out[i] = activate(x[i], RELU, param, one)
     elif act == LEAKY_RELU:
-        for i in range(lo, hi): out[i] = activate(x[i], LEAKY_RELU, param, one)
-    else:
-        for i in range(lo, hi): out[i] = activate(x[i], act, param, one)
+        for i in range(x.shape[0]): out[i] = activate(x[i], LEAKY_RELU, param, one)
+    elif act == ELU:
+        for i in range(x.shape[0]): out[i] = activate(x[i], ELU, param, one)
+    elif act == SOFTPLUS:
+        for i in range(x.shape[0]): out[i] = activate(x[i], SOFTPLUS, param, one)
+    else:                                    # an activation without a loop of its own: correct, not vectorised
+        for i in range(x.shape[0]): out[i] = activate(x[i], act, param, one)
 
 
 @jit(parallel=True)
@@ -112,23 +118,31 @@ def act_forward(x,      # input, flat (n,)
     n = x.shape[0]
     chunks = (n + CHUNK - 1) // CHUNK
     if n < SERIAL_VALUES:
-        act_span(x, out, 0, n, act, param)
+        act_span(x, out, act, param)
     else:
-        for c in prange(chunks): act_span(x, out, c * CHUNK, min(n, (c + 1) * CHUNK), act, param)
+        for c in prange(chunks):
+            lo, hi = c * CHUNK, min(n, (c + 1) * CHUNK)
+            act_span(x[lo:hi], out[lo:hi], act, param)
 
 
 @jit()
-def grad_span(dout, z, y, act, param, dx, lo, hi):
-    "dx[lo:hi] = dout * act'(z) (all flat; dx may be dout); the activation chosen outside the loop, as in `act_span`"
+def grad_span(dout, z, y, act, param, dx):
+    "dx = dout * act'(z) for flat arrays of one length (dx may be dout); the activation chosen outside the loop, as in `act_span`"
     one = y.dtype.type(1)
     if act == SIGMOID:
-        for i in range(lo, hi): dx[i] = dout[i] * activate_grad(z[i], y[i], SIGMOID, param, one)
+        for i in range(y.shape[0]): dx[i] = dout[i] * activate_grad(z[i], y[i], SIGMOID, param, one)
     elif act == TANH:
-        for i in range(lo, hi): dx[i] = dout[i] * activate_grad(z[i], y[i], TANH, param, one)
+        for i in range(y.shape[0]): dx[i] = dout[i] * activate_grad(z[i], y[i], TANH, param, one)
     elif act == RELU:
-        for i in range(lo, hi): dx[i] = dout[i] * activate_grad(z[i], y[i], RELU, param, one)
+        for i in range(y.shape[0]): dx[i] = dout[i] * activate_grad(z[i], y[i], RELU, param, one)
+    elif act == LEAKY_RELU:
+        for i in range(y.shape[0]): dx[i] = dout[i] * activate_grad(z[i], y[i], LEAKY_RELU, param, one)
+    elif act == ELU:
+        for i in range(y.shape[0]): dx[i] = dout[i] * activate_grad(z[i], y[i], ELU, param, one)
+    elif act == SOFTPLUS:
+        for i in range(y.shape[0]): dx[i] = dout[i] * activate_grad(z[i], y[i], SOFTPLUS, param, one)
     else:
-        for i in range(lo, hi): dx[i] = dout[i] * activate_grad(z[i], y[i], act, param, one)
+        for i in range(y.shape[0]): dx[i] = dout[i] * activate_grad(z[i], y[i], act, param, one)
 
 
 @jit(parallel=True)
@@ -142,6 +156,8 @@ def act_backward(dout,   # dE/dy, flat (n,)
     n = y.shape[0]
     chunks = (n + CHUNK - 1) // CHUNK
     if n < SERIAL_VALUES:
-        grad_span(dout, z, y, act, param, dx, 0, n)
+        grad_span(dout, z, y, act, param, dx)
     else:
-        for c in prange(chunks): grad_span(dout, z, y, act, param, dx, c * CHUNK, min(n, (c + 1) * CHUNK))
+        for c in prange(chunks):
+            lo, hi = c * CHUNK, min(n, (c + 1) * CHUNK)
+            grad_span(dout[lo:hi], z[lo:hi], y[lo:hi], act, param, dx[lo:hi])

@@ -12,7 +12,7 @@ THREADING_LAYERS = ['tbb', 'workqueue', 'omp']
 # LLVM fast-math without 'nnan' and 'ninf': sums may be reassociated (vectorised), NaN and inf keep their meaning.
 FASTMATH = frozenset({'nsz', 'arcp', 'contract', 'afn', 'reassoc'})
 
-# Starting Numba's thread pool costs about 35 us a call: below these sizes a kernel runs on the calling thread.
+# Starting a parallel loop costs a few us (TBB) to 35 us (workqueue): below these sizes a kernel runs on the calling thread.
 SERIAL_MACS = 1 << 20      # multiply-adds (the convolution and matrix-product kernels)
 SERIAL_VALUES = 1 << 17    # values read (memory-bound kernels: pooling, activations, layout copies); LeNet-5's C3 maps
                            # at batch 64 are 102,400 values

@@ -55,7 +55,7 @@ def conv_act_pool_forward(xp,     # padded input (N, C, Hp, Wp)
                     oi, xi = o[i], ix[i]
                     for j in range(PW):
                         oi[j], xi[j] = max4(z[r0 + 2 * j], z[r0 + 2 * j + 1], z[r1 + 2 * j], z[r1 + 2 * j + 1])
-                    act_span(oi, oi, 0, PW, act, param)
+                    act_span(oi, oi, act, param)
 
 @jit()
 def _pool_act_backward_map(dout, out, idx, amap, act, param, avg, Wp, gw, dbn, n, k):
@@ -80,7 +80,7 @@ def _pool_act_backward_map(dout, out, idx, amap, act, param, avg, Wp, gw, dbn, n
         v = np.empty(PW, dout.dtype)
         for i in range(PH):
             y = out[n, k, i]
-            grad_span(dout[n, k, i], y, y, act, param, v, 0, PW)   # dE/dz at each window's maximum
+            grad_span(dout[n, k, i], y, y, act, param, v)   # dE/dz at each window's maximum
             for j in range(PW):
                 e = int(idx[n, k, i, j])                     # 0..3 (as int: uint8 arithmetic would wrap)
                 g[(2 * i + e // 2) * Wp + 2 * j + e % 2] = v[j]
