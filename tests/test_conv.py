@@ -295,6 +295,22 @@ def test_empty_batch(method):
     assert dx.shape == x.shape and not dw.any() and not db.any()
 
 
+@pytest.mark.parametrize('stride', [(7, 1), (1, 9), (10**12, 3), (10**12, 10**12)])
+def test_a_stride_beyond_the_input_gives_one_row_or_column(torch, method, stride):
+    "A stride longer than the padded input is valid (one output row or column, as in PyTorch) and allocates nothing for it"
+    rng = np.random.default_rng(5)
+    x, w = rng.normal(size=(2, 3, 6, 7)), rng.normal(size=(4, 3, 3, 2))
+    dout_shape = (2, 4) + tuple((n + 2 - f) // s + 1 for n, f, s in zip((6, 7), (3, 2), stride))
+    dout = rng.normal(size=dout_shape)
+    y = conv2d(x, w, stride=stride, padding=1)
+    dx, dw, _ = conv2d_backward(dout, x, w, stride, 1)
+    tx, tw = (torch.from_numpy(a).requires_grad_() for a in (x, w))
+    ty = torch.nn.functional.conv2d(tx, tw, stride=tuple(min(s, 99) for s in stride), padding=1)
+    ty.backward(torch.from_numpy(dout))
+    for got, want in ((y, ty), (dx, tx.grad), (dw, tw.grad)):
+        np.testing.assert_allclose(got, want.detach().numpy(), rtol=1e-12, atol=1e-12)
+
+
 def test_nan_propagates(method):
     "A NaN in the input shows up in every output that reads it, and nowhere else (fast-math keeps NaN semantics)"
     x = np.zeros((1, 2, 7, 7), np.float32); x[0, 1, 2, 2] = np.nan

@@ -1,5 +1,6 @@
 """The package as a whole: public names, import hygiene, the command line."""
 import json
+import os
 import subprocess
 import sys
 import warnings
@@ -135,3 +136,17 @@ def test_console_script_installed(tmp_path):
     r = subprocess.run([str(exe), 'train', '--data', 'separable', '--epochs', '3', '--quiet', '--out', str(tmp_path)],
                        capture_output=True, text=True)
     assert r.returncode == 0 and 'final test accuracy' in r.stdout, r.stderr
+
+
+def test_kernels_run_on_tbb():
+    "Numba's thread pool is TBB (kernels.config): the tbb package is a dependency on x86-64 and its library is found"
+    import platform
+    if platform.machine() not in ('x86_64', 'AMD64'):
+        pytest.skip('the tbb package is a dependency on x86-64 only')
+    env = {k: v for k, v in os.environ.items() if not k.startswith('NUMBA_THREADING_LAYER')}
+    script = ('import numba, numpy as np, dlcourse as dl\n'
+              'dl.ReLU()(np.ones(1 << 20, np.float32))\n'          # a parallel kernel: Numba chooses its layer now
+              'print(numba.threading_layer())')
+    r = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split()[-1] == 'tbb', r.stdout + r.stderr

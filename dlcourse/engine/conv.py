@@ -36,6 +36,7 @@ def check_conv(x,        # input (N, C, H, W)
             raise ValueError(f"the filter does not fit: its {dim} {F} is larger than the padded input's {dim} "
                              f"{I} + 2*{P} = {I + 2 * P} (w has shape {w.shape}, x has shape {x.shape})")
     OH, OW = (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1       # floored, as the layers do
+    sh, sw = min(sh, H + 2 * ph), min(sw, W + 2 * pw)        # a longer stride gives the same (one) output row or column
     check_allocation((N, C, H + 2 * ph, W + 2 * pw), x.dtype, f"x {x.shape} padded with padding={(ph, pw)}")
     check_allocation((N, K, OH, OW), x.dtype, f"the output of x {x.shape} with stride={(sh, sw)}, padding={(ph, pw)}")
     return x, w, b, (sh, sw), (ph, pw), (OH, OW)
