@@ -386,7 +386,7 @@ def load_dataset(name='fashion-mnist', # a key of DATASETS: 'fashion-mnist' or '
     check_choice(name, 'name', DATASETS), check_choice(split, 'split', SPLITS), check_bool(download, 'download')
     if base_url is not None and not isinstance(base_url, str):
         raise TypeError(f"base_url must be a str, got {type(base_url).__name__}")
-    src, timeout = DATASETS[name], check_positive(timeout, 'timeout')
+    src, timeout = DATASETS[name], check_number(timeout, 'timeout', low=0, low_open=True, high=10**6)  # seconds: 11 days
     if root is not None:
         if base_url is not None: raise ValueError("root and base_url cannot be combined: with root given, only that "
                                                   "folder is read and nothing is downloaded")

@@ -289,12 +289,13 @@ def test_a_slow_download_within_the_deadline_is_checked_and_kept(debian, isolate
 
 
 @pytest.mark.parametrize('timeout, exc, message', [
-    (0, ValueError, 'timeout must be a positive number, got 0'),
-    (-1, ValueError, 'timeout must be a positive number, got -1'),
-    (float('inf'), ValueError, 'timeout must be a positive number, got inf'),
-    (float('nan'), ValueError, 'timeout must be a positive number, got nan'),
-    ('60', TypeError, "timeout must be a positive number, got '60' (str)"),
-    (None, TypeError, 'timeout must be a positive number, got None'),
+    (0, ValueError, 'timeout must be a number in (0, 1000000], got 0'),
+    (-1, ValueError, 'timeout must be a number in (0, 1000000], got -1'),
+    (1e12, ValueError, 'timeout must be a number in (0, 1000000], got 1000000000000.0'),
+    (float('inf'), ValueError, 'timeout must be a number in (0, 1000000], got inf'),
+    (float('nan'), ValueError, 'timeout must be a number in (0, 1000000], got nan'),
+    ('60', TypeError, "timeout must be a number in (0, 1000000], got '60' (str)"),
+    (None, TypeError, 'timeout must be a number in (0, 1000000], got None'),
 ])
 def test_bad_timeouts(timeout, exc, message):
     with pytest.raises(exc) as e: fashion_mnist('test', timeout=timeout)
