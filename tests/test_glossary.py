@@ -57,9 +57,9 @@ def test_every_term_is_in_every_lesson_it_names():
         named = _lessons(lessons)
         assert named, f'{term}: no lesson'
         for nb in named:
-            md = glossary.markdown(NBS/nb)
-            assert f'(*{term}' in md, f'the glossary says {nb} marks *{term}*, but it does not'
-            assert english.split(':')[0].split()[0].lower() in md.lower(), f'{term}: {english!r} is not in {nb}'
+            assert f'(*{term}' in glossary.markdown(NBS/nb), f'the glossary says {nb} marks *{term}*, but it does not'
+        first_word = english.split(':')[0].split()[0].lower()     # the English column is a lesson's own words
+        assert any(first_word in glossary.markdown(NBS/nb).lower() for nb in named), f'{term}: {english!r} is in no lesson'
 
 
 def test_marks_are_read_as_the_site_reads_them():
