@@ -17,7 +17,7 @@ from .activations import ACTIVATIONS, ReLU
 from .checkpoint import load_checkpoint
 from .conv import Conv2d
 from .core import (DEFAULT_DTYPE, Module, Parameter, Sequential, as_float_dtype, check_allocation, check_array,
-                           check_backward, check_choice, check_number, check_positive, get_rng)
+                           check_backward, check_choice, check_grad, check_number, check_parameter, check_positive, get_rng)
 from .init import kaiming_normal_
 from .layers import Flatten, Linear
 from .pool import AvgPool2d, MaxPool2d
@@ -317,6 +317,20 @@ def batch_norm_backward(g,            # dE/dx̂ (N, C, H, W)
     if not batch_stats: return g * inv_std[:, None, None]
     return (g - g.mean((0, 2, 3), keepdims=True) - xhat * (g * xhat).mean((0, 2, 3), keepdims=True)) * inv_std[:, None, None]
 
+# %% ../nbs/08_model_zoo.ipynb #3f233849
+def _bn_arrays(bn,           # a BatchNorm2d
+               dtype=None,   # the dtype they must have (default: the weight's)
+               C=None):      # the number of channels (default: bn.num_features)
+    "(weight, bias, running_mean, running_var) of `bn`, checked: (C,) arrays of one dtype, the running ones writable in training"
+    C = bn.num_features if C is None else C
+    w = check_parameter(bn, 'weight', (C,), dtype)
+    arrays = [w, check_parameter(bn, 'bias', (C,), w.dtype)]
+    for name in ('running_mean', 'running_var'):
+        arrays.append(check_array(getattr(bn, name), name, shape=(C,), dtype=w.dtype))
+        if bn.training and not getattr(bn, name).flags.writeable:
+            raise ValueError(f"{name} must be writable: BatchNorm2d updates it in place in training")
+    return arrays
+
 # %% ../nbs/08_model_zoo.ipynb #43f29f74
 class BatchNorm2d(Module):
     "Batch normalisation of each channel, x̂ · weight + bias: batch statistics in training, running averages in evaluation"
@@ -335,8 +349,8 @@ class BatchNorm2d(Module):
         self._xhat = self._inv_std = self._out = None
 
     def forward(self, x):
-        C = self.num_features
-        x = check_array(x, 'x', shape=('N', C, 'H', 'W'), dtype=self.weight.dtype, hint=f"BatchNorm2d takes (N, C, H, W), C = num_features = {C}")
+        C, (w, b, running_mean, running_var) = self.num_features, _bn_arrays(self)
+        x = check_array(x, 'x', shape=('N', C, 'H', 'W'), dtype=w.dtype, hint=f"BatchNorm2d takes (N, C, H, W), C = num_features = {C}")
         self._batch_stats, m = self.training, x.size // C                       # m: values per channel
         if self.training:
             if m < 2: raise ValueError(f"BatchNorm2d needs more than one value per channel in training, got x of shape {x.shape}")
@@ -345,16 +359,17 @@ class BatchNorm2d(Module):
             mom = x.dtype.type(self.momentum)
             self.running_mean *= 1 - mom; self.running_mean += mom * mean
             self.running_var *= 1 - mom; self.running_var += mom * var * x.dtype.type(m / (m - 1))   # unbiased, as PyTorch
-        else: mean, var = self.running_mean, self.running_var
+        else: mean, var = running_mean, running_var
         self._xhat, self._inv_std = batch_norm(x, mean, var, self.eps)
-        self._out = self._xhat * self.weight.data[:, None, None] + self.bias.data[:, None, None]
+        self._out = self._xhat * w[:, None, None] + b[:, None, None]
         return self._out
 
     def backward(self, dout):
         dout = check_backward(self, dout, self._out)
-        self.weight.grad += (dout * self._xhat).sum((0, 2, 3))
-        self.bias.grad += dout.sum((0, 2, 3))
-        return batch_norm_backward(dout * self.weight.data[:, None, None], self._xhat, self._inv_std, self._batch_stats)
+        w, b = _bn_arrays(self, dout.dtype, dout.shape[1])[:2]                  # the forward pass's C and dtype
+        gw, gb = check_grad(self.weight.grad, 'weight.grad', w), check_grad(self.bias.grad, 'bias.grad', b)
+        gw += (dout * self._xhat).sum((0, 2, 3)); gb += dout.sum((0, 2, 3))
+        return batch_norm_backward(dout * w[:, None, None], self._xhat, self._inv_std, self._batch_stats)
     def extra_repr(self): return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
 
 # %% ../nbs/08_model_zoo.ipynb #4fd5957b
