@@ -71,9 +71,9 @@ class Elementwise(Module):
         return self.code, dtype.type(check_number(self.param, 'param'))
 
     def forward(self, x):
-        self._x = check_array(x, 'x')
-        code, param = self.kernel_args(self._x.dtype)
-        self._out = np.empty_like(self._x)
+        x = check_array(x, 'x')
+        code, param = self.kernel_args(x.dtype)           # before anything is saved: a refused pass changes nothing
+        self._x, self._out = x, np.empty_like(x)
         K.act_forward(self._x.reshape(-1), code, param, self._out.reshape(-1))
         return self._out
 

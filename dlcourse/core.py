@@ -58,7 +58,7 @@ def check_array(x,             # the argument to check
             raise ValueError(f"{name} must have shape {_fmt_shape(shape)} ({len(shape)}-D), got {_fmt_shape(x.shape)}"
                              + (f"; {hint}" if hint else ''))
     if finite and not is_finite(x): raise ValueError(f"{name} contains NaN or inf")
-    return np.ascontiguousarray(x)
+    return np.ascontiguousarray(x) if x.ndim else np.asarray(x)     # (ascontiguousarray would make a 0-d array 1-d)
 
 # %% ../nbs/00_core.ipynb #ed7a5271
 def _interval(low, high, low_open, high_open):
@@ -345,7 +345,8 @@ class Module(_State):
 
     def train(self, mode=True):
         "Switch this module and its sub-modules to training (or, with `mode=False`, evaluation) behaviour"
-        for _, m in self.named_modules(): m.training = bool(mode)
+        mode = check_bool(mode, 'mode')
+        for _, m in self.named_modules(): m.training = mode
         return self
 
     def eval(self): return self.train(False)
