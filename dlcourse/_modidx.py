@@ -363,6 +363,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                               'dlcourse.zoo._channel_window_sum': ('model_zoo.html#_channel_window_sum', 'dlcourse/zoo.py'),
                               'dlcourse.zoo._check_classes': ('model_zoo.html#_check_classes', 'dlcourse/zoo.py'),
                               'dlcourse.zoo._check_head': ('model_zoo.html#_check_head', 'dlcourse/zoo.py'),
+                              'dlcourse.zoo._lrn_hyper': ('model_zoo.html#_lrn_hyper', 'dlcourse/zoo.py'),
                               'dlcourse.zoo.alexnet': ('model_zoo.html#alexnet', 'dlcourse/zoo.py'),
                               'dlcourse.zoo.batch_norm': ('model_zoo.html#batch_norm', 'dlcourse/zoo.py'),
                               'dlcourse.zoo.batch_norm_backward': ('model_zoo.html#batch_norm_backward', 'dlcourse/zoo.py'),
