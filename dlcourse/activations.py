@@ -59,24 +59,32 @@ class Elementwise(Module):
     (`dlcourse.kernels.act`); backward multiplies by f'(x). The fused layers compute the same kernel code"""
     code = K.IDENTITY   # the kernel's activation code
     param = 0.0         # the activation's parameter (leaky ReLU's slope, ELU's alpha)
-    monotonic = True    # non-decreasing? Then pooling may take the maximum before activating (the fused layers)
+    monotonic = True    # non-decreasing, and NaN only from NaN? Then pooling may take the maximum before activating (fused)
     grad_from_output = True   # is the derivative written with the output alone? (The fused layers keep only that.)
 
     def __init__(self): super().__init__(); self._x = self._out = None
 
+    def kernel_args(self, dtype):  # the dtype the kernel computes in
+        "(code, param) for the kernels, checked (the fused layers use them too): a known code, a finite parameter in `dtype`"
+        if type(self.code) is not int or self.code not in K.CODES:
+            raise ValueError(f"{type(self).__name__}.code must be an activation code of kernels.act, got {self.code!r}")
+        return self.code, dtype.type(check_number(self.param, 'param'))
+
     def forward(self, x):
-        self._x = check_array(x, 'x')
-        self._out = np.empty_like(self._x)
-        K.act_forward(self._x.reshape(-1), self.code, self._x.dtype.type(self.param), self._out.reshape(-1))
+        x = check_array(x, 'x')
+        code, param = self.kernel_args(x.dtype)           # before anything is saved: a refused pass changes nothing
+        self._x, self._out = x, np.empty_like(x)
+        K.act_forward(self._x.reshape(-1), code, param, self._out.reshape(-1))
         return self._out
 
     def backward(self, dout):
         dout = check_backward(self, dout, self._out)
+        code, param = self.kernel_args(dout.dtype)
         dx = np.empty_like(dout)
-        K.act_backward(dout.reshape(-1), self._x.reshape(-1), self._out.reshape(-1), self.code,
-                       dout.dtype.type(self.param), dx.reshape(-1))
+        K.act_backward(dout.reshape(-1), self._x.reshape(-1), self._out.reshape(-1), code, param, dx.reshape(-1))
         return dx
 
+# %% ../nbs/04_relu.ipynb #43d9cac4
 class Sigmoid(Elementwise):
     "Elementwise σ(x); backward multiplies by y(1 - y)"
     code = K.SIGMOID
@@ -130,7 +138,7 @@ class LeakyReLU(Elementwise):
     code = K.LEAKY_RELU
     def __init__(self, negative_slope=0.01): super().__init__(); self.negative_slope = _param(negative_slope, 'negative_slope')
     param = property(lambda self: _param(self.negative_slope, 'negative_slope'))   # checked again: it may have been set
-    monotonic = property(lambda self: self.param >= 0)
+    monotonic = property(lambda self: self.param > 0)   # slope 0 turns -inf into NaN (-inf·0), which a maximum taken first hides
     def extra_repr(self): return f"negative_slope={self.negative_slope}"
 
 class ELU(Elementwise):

@@ -8,8 +8,8 @@ __all__ = ['conv_output_size', 'conv_remainder', 'conv2d', 'conv2d_backward', 'S
 # %% ../nbs/03_convolution.ipynb #edc48fa5
 import numpy as np
 
-from .core import (DEFAULT_DTYPE, Module, as_float_dtype, as_pair, check_array, check_backward, check_number,
-                           check_positive, get_rng, uniform_parameter)
+from .core import (DEFAULT_DTYPE, Module, as_float_dtype, as_pair, check_array, check_backward, check_grad,
+                           check_number, check_parameter, check_positive, get_rng, uniform_parameter)
 from .engine.conv import ConvEngine
 from .engine.fusion import conv_act_pool
 
@@ -69,17 +69,27 @@ class Sliding(Module):
     padding = (0, 0)
     floored = None        # after forward: did the last forward step floor the output size?
 
+    def window(self):
+        "(kernel_size, stride, padding) as (h, w) pairs, checked again: a user may have set them (`conv.stride = 2`)"
+        return as_pair(self.kernel_size, 'kernel_size'), as_pair(self.stride, 'stride'), as_pair(self.padding, 'padding', low=0)
+
     def output_shape(self, input_shape):  # (N, C, H, W)
         "Output shape (N, K, OH, OW), floored where the window does not fit exactly (K: out_channels, or C for pooling)"
         N, C, H, W = input_shape
-        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        (kh, kw), (sh, sw), (ph, pw) = self.window()
         return (N, getattr(self, 'out_channels', C), conv_output_size(H, kh, sh, ph, floor=True),
                 conv_output_size(W, kw, sw, pw, floor=True))
 
     def floors(self, input_shape):  # (..., H, W)
         "True if the output size for `input_shape` is floored: rows or columns of the padded input are never read"
-        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        (kh, kw), (sh, sw), (ph, pw) = self.window()
         return conv_remainder(input_shape[-2], kh, sh, ph) > 0 or conv_remainder(input_shape[-1], kw, sw, pw) > 0
+
+# %% ../nbs/03_convolution.ipynb #b36b38af
+def _conv_parameters(conv, dtype=None):  # a Conv2d; the dtype its parameters must have (default: the weight's)
+    "(weight, bias) data of `conv` after checking them (its backward pass): Parameters of its shapes, the bias (or None) in `dtype`"
+    w = check_parameter(conv, 'weight', (conv.out_channels, conv.in_channels, *conv.window()[0]), dtype)
+    return w, check_parameter(conv, 'bias', (conv.out_channels,), w.dtype, optional=True)
 
 # %% ../nbs/03_convolution.ipynb #1b9d3c04
 class Conv2d(Sliding):
@@ -104,19 +114,19 @@ class Conv2d(Sliding):
         self._engine, self._out = ConvEngine(), None
 
     def check_input(self, x):
-        "`x` after the checks of `forward` (C-contiguous): `in_channels` images in the dtype of the weight, itself checked"
-        w = check_array(self.weight.data, 'weight', shape=(self.out_channels, self.in_channels, *self.kernel_size))
-        return check_array(x, 'x', shape=('N', self.in_channels, 'H', 'W'), dtype=w.dtype,
-                           hint=f"Conv2d takes a batch of images (N, C, H, W) with C = in_channels = {self.in_channels}; "
-                                "use x[None] for one image")
+        "(x, weight, bias) after the checks of `forward`, C-contiguous: `in_channels` images in the weight's dtype, as the bias"
+        w = check_parameter(self, 'weight', (self.out_channels, self.in_channels, *self.window()[0]))
+        x = check_array(x, 'x', shape=('N', self.in_channels, 'H', 'W'), dtype=w.dtype, hint="Conv2d takes a batch of images "
+                        f"(N, C, H, W) with C = in_channels = {self.in_channels}; use x[None] for one image")
+        return x, w, check_parameter(self, 'bias', (self.out_channels,), w.dtype, optional=True)
     def forward(self, x):
-        x, b = self.check_input(x), None if self.bias is None else self.bias.data
-        self._out = self._engine.forward(x, self.weight.data, b, self.stride, self.padding)
-        self.floored = self.floors(x.shape)
+        x, w, b = self.check_input(x)
+        self._out, self.floored = self._engine.forward(x, w, b, self.stride, self.padding), self.floors(x.shape)
         return self._out
     def backward(self, dout):
         dout = check_backward(self, dout, self._out)
-        return self._engine.backward(dout, self.weight.grad, None if self.bias is None else self.bias.grad)
+        b = _conv_parameters(self, dout.dtype)[1]        # still Parameters (the gradients are checked against the filters used)
+        return self._engine.backward(dout, self.weight.grad, None if b is None else check_grad(self.bias.grad, 'bias.grad', b))
     def fuse(self, following): return conv_act_pool(self, following)     # conv, activation, 2x2 pooling: one step
     def extra_repr(self):
         s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"

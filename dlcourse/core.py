@@ -6,7 +6,7 @@
 __all__ = ['FLOAT_DTYPES', 'DEFAULT_DTYPE', 'as_float_dtype', 'is_finite', 'check_array', 'check_number', 'check_positive',
            'check_choice', 'as_pair', 'check_bool', 'as_path', 'check_allocation', 'as_float_array', 'check_seed',
            'manual_seed', 'get_rng', 'Parameter', 'uniform_parameter', 'Module', 'check_backward', 'check_grad',
-           'Sequential']
+           'check_parameter', 'Sequential']
 
 # %% ../nbs/00_core.ipynb #d940e67a
 import math
@@ -58,7 +58,7 @@ def check_array(x,             # the argument to check
             raise ValueError(f"{name} must have shape {_fmt_shape(shape)} ({len(shape)}-D), got {_fmt_shape(x.shape)}"
                              + (f"; {hint}" if hint else ''))
     if finite and not is_finite(x): raise ValueError(f"{name} contains NaN or inf")
-    return np.ascontiguousarray(x)
+    return np.ascontiguousarray(x) if x.ndim else np.asarray(x)     # (ascontiguousarray would make a 0-d array 1-d)
 
 # %% ../nbs/00_core.ipynb #ed7a5271
 def _interval(low, high, low_open, high_open):
@@ -256,6 +256,37 @@ class _Tree:
         for prefix, m in self.named_modules():
             for name in m._buffer_names: yield (f"{prefix}.{name}" if prefix else name), getattr(m, name)
 
+# %% ../nbs/00_core.ipynb #a1f0108f
+_tree_version = 0   # counts the assignments of sub-modules anywhere: a module checks its tree again when it has changed
+
+def _check_tree(owner,        # the module whose tree is checked
+                name=None,    # with its attribute `name` ...
+                value=None):  # ... set to `value` (a module or a list of modules), if given
+    "Raise ValueError if a module occurs twice in the tree of `owner`, or inside itself"
+    seen = {id(owner): ''}
+    def visit(path, m):
+        if id(m) in seen:
+            where = f"inside itself, at '{path}'" if m is owner else f"at '{seen[id(m)]}' and at '{path}'"
+            raise ValueError(f"{type(owner).__name__}: the same {type(m).__name__} instance is used {where}. A module keeps "
+                             "what its forward pass saved for its backward pass, so one instance used twice would get "
+                             "wrong gradients: create one instance per place (sharing an instance, as PyTorch allows, "
+                             "is not supported)")
+        seen[id(m)] = path
+        for n, c in m.named_children(): visit(f"{path}.{n}", c)
+    for n, c in owner.named_children():
+        if n.split('.')[0] != name: visit(n, c)                      # all but what `value` replaces
+    for n, c in _children(value, name or ''): visit(n, c)
+
+def _setattr(self, name, value):
+    "Set an attribute; a sub-module (or a list of them) only if every module of the tree then occurs once"
+    global _tree_version
+    if not name.startswith('_') and next(_children(value, name), None) is not None:
+        _check_tree(self, name, value)
+        _tree_version += 1
+    object.__setattr__(self, name, value)
+
+_Tree.__setattr__ = _setattr
+
 # %% ../nbs/00_core.ipynb #a9eec53c
 class _State(_Tree):
     "The values a module holds: gradients, dtype, state dict, printout"
@@ -293,13 +324,15 @@ class _HookHandle:
 
 class Module(_State):
     "Base class of layers and networks: forward, backward (accumulating gradients), parameters and state"
-    training, _forward_hooks = True, ()
+    training, _forward_hooks, _tree_checked = True, (), -1
 
     def __init__(self): self.training = True
     def forward(self, x): raise NotImplementedError(f"{type(self).__name__} must implement forward(x)")
     def backward(self, dout): raise NotImplementedError(f"{type(self).__name__} must implement backward(dout)")
 
     def __call__(self, *args, **kwargs):
+        if self._tree_checked != _tree_version:          # a sub-module was assigned somewhere since the last check
+            _check_tree(self); self._tree_checked = _tree_version
         out = self.forward(*args, **kwargs)
         for hook in self._forward_hooks: hook(self, args[0] if args else None, out)
         return out
@@ -312,7 +345,8 @@ class Module(_State):
 
     def train(self, mode=True):
         "Switch this module and its sub-modules to training (or, with `mode=False`, evaluation) behaviour"
-        for _, m in self.named_modules(): m.training = bool(mode)
+        mode = check_bool(mode, 'mode')
+        for _, m in self.named_modules(): m.training = mode
         return self
 
     def eval(self): return self.train(False)
@@ -342,6 +376,20 @@ def check_grad(grad, name, like):
                          + (f"shape {grad.shape}, dtype {grad.dtype}" if isinstance(grad, np.ndarray) else type(grad).__name__))
     return grad
 
+# %% ../nbs/00_core.ipynb #c073f595
+def check_parameter(module,          # the module that holds the parameter
+                    name,            # the attribute: 'weight', 'bias'
+                    shape,           # its expected shape
+                    dtype=None,      # its required dtype (default: float32 or float64)
+                    optional=False): # may the attribute be None (a layer without bias)?
+    "The data of `module.<name>` (C-contiguous) after checking it is a Parameter of `shape` and `dtype`; None if optional and unset"
+    p = getattr(module, name, None)
+    if p is None and optional: return None
+    if not isinstance(p, Parameter):
+        raise TypeError(f"{name} of {type(module).__name__} must be a Parameter, got {type(p).__name__}: "
+                        f"to change its values, assign an array to {name}.data")
+    return check_array(p.data, name, shape=shape, dtype=dtype, hint=f"the {name} of {module!r}")
+
 # %% ../nbs/00_core.ipynb #147cd87b
 def _state_items(module):
     yield from module.named_parameters()
@@ -369,6 +417,12 @@ def _load_state_dict(module, state, strict=True):
             raise ValueError(f"state['{name}'] has shape {value.shape}, but the module expects {target.shape}: "
                              "is it from another architecture?")
         if value.dtype.kind == 'f' and not is_finite(value): raise ValueError(f"state['{name}'] contains NaN or inf")
+        if value.dtype.kind == 'f' and value.dtype.itemsize > target.dtype.itemsize:     # float64 into float32
+            with np.errstate(over='ignore'): fits = is_finite(value.astype(target.dtype))
+            if not fits:
+                raise ValueError(f"state['{name}'] holds values up to {float(np.abs(value).max()):.4g}, beyond the range of "
+                                 f"the module's {target.dtype} (at most {float(np.finfo(target.dtype).max):.4g}): they would "
+                                 "load as inf; convert the module first, e.g. model.astype(np.float64)")
         arrays[name] = value
     for name, value in arrays.items():
         target = own[name]

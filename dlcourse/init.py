@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from .core import Parameter, check_choice, check_positive, get_rng
+from .core import Parameter, check_choice, check_number, check_positive, get_rng, is_finite
 
 # %% ../nbs/lib/init.ipynb #3d1a418a
 _GAINS = {'linear': 1.0, 'conv2d': 1.0, 'sigmoid': 1.0, 'tanh': 5 / 3, 'relu': math.sqrt(2.0), 'selu': 3 / 4}
@@ -20,7 +20,7 @@ def calculate_gain(nonlinearity='linear',  # 'linear', 'conv2d', 'sigmoid', 'tan
                    param=None):            # negative slope for leaky_relu (default 0.01)
     "The recommended gain for an activation, as in torch.nn.init.calculate_gain"
     if nonlinearity == 'leaky_relu':
-        slope = 0.01 if param is None else float(param)
+        slope = 0.01 if param is None else check_number(param, 'param')
         return math.sqrt(2.0 / (1 + slope ** 2))
     return _GAINS[check_choice(nonlinearity, 'nonlinearity', sorted(_GAINS) + ['leaky_relu'])]
 
@@ -44,19 +44,28 @@ def _target(w):
 def _fans(w):
     shape = _target(w).shape
     if len(shape) < 2: raise ValueError(f"w needs at least 2 dimensions for a fan-in and fan-out, got shape {shape}")
-    return fan_in_and_fan_out(shape)
+    fan_in, fan_out = fan_in_and_fan_out(shape)
+    return max(fan_in, 1), max(fan_out, 1)          # a fan of 0 is an empty weight: nothing to fill, any fan will do
 
 def _fill(w, sample, rng):
+    "Fill `w` in place with `sample(rng, shape)`, if every value drawn is finite in w's dtype (else w stays as it was)"
     arr = _target(w)
-    arr[...] = sample(get_rng(rng), arr.shape)
+    with np.errstate(over='ignore'): values = sample(get_rng(rng), arr.shape).astype(arr.dtype)
+    if not is_finite(values):
+        raise ValueError(f"the values drawn overflow w's {arr.dtype} (largest {float(np.finfo(arr.dtype).max):.3g}): choose a smaller "
+                         "mean, std or bounds")
+    arr[...] = values
     return w
 
 def uniform_(w, a=0.0, b=1.0, rng=None):
     "Fill `w` (Parameter or array) in place from U(a, b)"
+    a, b = check_number(a, 'a'), check_number(b, 'b')
+    if not (a <= b and math.isfinite(b - a)): raise ValueError(f"a and b must be bounds a <= b of a finite width, got a={a}, b={b}")
     return _fill(w, lambda r, s: r.uniform(a, b, s), rng)
 
 def normal_(w, mean=0.0, std=1.0, rng=None):
     "Fill `w` in place from N(mean, std²)"
+    mean, std = check_number(mean, 'mean'), check_number(std, 'std', low=0)
     return _fill(w, lambda r, s: r.normal(mean, std, s), rng)
 
 def zeros_(w):
@@ -79,7 +88,7 @@ def xavier_normal_(w, gain=1.0, rng=None):
 def _kaiming_std(w, a, mode, nonlinearity):
     fan_in, fan_out = _fans(w)
     check_choice(mode, 'mode', ('fan_in', 'fan_out'))
-    return calculate_gain(nonlinearity, a) / math.sqrt(fan_in if mode == 'fan_in' else fan_out)
+    return calculate_gain(nonlinearity, check_number(a, 'a')) / math.sqrt(fan_in if mode == 'fan_in' else fan_out)
 
 def kaiming_uniform_(w, a=0.0, mode='fan_in', nonlinearity='leaky_relu', rng=None):
     "He/Kaiming: U(-b, b) with b = gain·sqrt(3 / fan) (gain √2 for ReLU: a=0)"

@@ -112,33 +112,37 @@ def to_torch(model):  # a dlcourse Module made of the course's layers: any netwo
     return tm
 
 # %% ../nbs/09_interop.ipynb #cbe84475
+def _is(tm, cls):
+    "Is the PyTorch module `tm` a `cls` that computes what `cls` computes? (A subclass with a forward of its own is not.)"
+    return isinstance(tm, cls) and type(tm).forward is cls.forward
+
 def _course_layer(tm, dtype):
     "The dlcourse layer with the settings of the PyTorch layer `tm` (its weights not yet copied), or None"
     torch = _torch()
     nn = torch.nn
     TorchSumPool2d = torch_blocks()[2]
     pair = lambda v: tuple(v) if isinstance(v, (tuple, list)) else (v, v)
-    if isinstance(tm, nn.Conv2d):
+    if _is(tm, nn.Conv2d):
         if tm.groups != 1 or pair(tm.dilation) != (1, 1) or tm.padding_mode != 'zeros' or isinstance(tm.padding, str):
             raise TypeError(f"from_torch: the course's Conv2d has no groups, dilation, padding modes or 'same' padding: {tm}")
         return Conv2d(tm.in_channels, tm.out_channels, tm.kernel_size, tm.stride, tm.padding, bias=tm.bias is not None, dtype=dtype)
-    if isinstance(tm, nn.Linear): return Linear(tm.in_features, tm.out_features, bias=tm.bias is not None, dtype=dtype)
-    if isinstance(tm, nn.MaxPool2d):
+    if _is(tm, nn.Linear): return Linear(tm.in_features, tm.out_features, bias=tm.bias is not None, dtype=dtype)
+    if _is(tm, nn.MaxPool2d):
         if tm.ceil_mode or pair(tm.dilation) != (1, 1) or tm.return_indices:
             raise TypeError(f"from_torch: the course's MaxPool2d floors (no ceil_mode) and has no dilation: {tm}")
         return MaxPool2d(tm.kernel_size, tm.stride, tm.padding)
-    if isinstance(tm, nn.AvgPool2d):
+    if _is(tm, nn.AvgPool2d):
         if tm.ceil_mode or not tm.count_include_pad or tm.divisor_override:
             raise TypeError(f"from_torch: the course's AvgPool2d floors and counts the padding: {tm}")
         return AvgPool2d(tm.kernel_size, tm.stride, tm.padding)
-    if isinstance(tm, TorchSumPool2d): return SumPool2d(tm.kernel_size, tm.stride, tm.padding)
-    if isinstance(tm, nn.LocalResponseNorm): return LocalResponseNorm(tm.size, tm.alpha, tm.beta, tm.k)
-    if isinstance(tm, nn.Dropout): return Dropout(tm.p)
-    if isinstance(tm, nn.BatchNorm2d):
+    if _is(tm, TorchSumPool2d): return SumPool2d(tm.kernel_size, tm.stride, tm.padding)
+    if _is(tm, nn.LocalResponseNorm): return LocalResponseNorm(tm.size, tm.alpha, tm.beta, tm.k)
+    if _is(tm, nn.Dropout): return Dropout(tm.p)
+    if _is(tm, nn.BatchNorm2d):
         if not tm.affine or not tm.track_running_stats or tm.momentum is None:
             raise TypeError(f"from_torch: the course's BatchNorm2d has weight and bias and running averages with a momentum: {tm}")
         return BatchNorm2d(tm.num_features, tm.eps, tm.momentum, dtype=dtype)
-    if isinstance(tm, nn.AdaptiveAvgPool2d) and pair(tm.output_size) == (1, 1): return GlobalAvgPool2d()
+    if _is(tm, nn.AdaptiveAvgPool2d) and pair(tm.output_size) == (1, 1): return GlobalAvgPool2d()
     return None
 
 # %% ../nbs/09_interop.ipynb #315ec091
@@ -149,30 +153,47 @@ def _course_module(tm):
     TorchInception, TorchBasicBlock, _ = torch_blocks()
     first = next(tm.parameters(), None)
     dtype = np.float64 if first is not None and first.dtype == torch.float64 else np.float32
-    if isinstance(tm, nn.Sequential):
+    if _is(tm, nn.Sequential):
         seq = Sequential()
         for name, c in tm.named_children(): setattr(seq, name, _course_module(c))
         return seq
     act = next((a for a in ACTIVATIONS.values() if type(tm) is getattr(nn, a.torch)), None)
-    if act is not None: return act.layer(*([getattr(tm, act.param)] if act.param else []))
-    if type(tm) is nn.Flatten: return Flatten()
-    if isinstance(tm, nn.Softmax):
+    if act is not None:
+        if act.name == 'softplus' and (tm.beta != 1 or tm.threshold != 20):
+            raise TypeError(f"from_torch: the course's Softplus is log(1 + exp(x)), PyTorch's with beta=1, threshold=20: {tm}")
+        return act.layer(*([getattr(tm, act.param)] if act.param else []))
+    if type(tm) is nn.Flatten:
+        if (tm.start_dim, tm.end_dim) != (1, -1):
+            raise TypeError(f"from_torch: the course's Flatten keeps the batch axis and flattens all others (start_dim=1, "
+                            f"end_dim=-1): {tm}")
+        return Flatten()
+    if _is(tm, nn.Softmax):
         if tm.dim != -1: raise TypeError(f"from_torch: the course's Softmax works over the last axis (dim=-1): {tm}")
         return Softmax()
-    if isinstance(tm, TorchInception): return Inception(**tm.config, dtype=dtype)
-    if isinstance(tm, TorchBasicBlock): return BasicBlock(tm.conv1.in_channels, tm.conv1.out_channels, tm.stride, dtype=dtype)
+    if _is(tm, TorchInception): return Inception(**tm.config, dtype=dtype)
+    if _is(tm, TorchBasicBlock): return BasicBlock(tm.conv1.in_channels, tm.conv1.out_channels, tm.stride, dtype=dtype)
     layer = _course_layer(tm, dtype)
     if layer is not None: return layer
     raise TypeError(f"from_torch: {type(tm).__name__} has no counterpart in dlcourse; pass model=, a dlcourse model whose "
                     "parameters have the same names, to copy only the weights")
 
 # %% ../nbs/09_interop.ipynb #a3d4cbc8
+def _check_unshared(tm):
+    "Refuse a PyTorch module that uses one sub-module at two places: the course's modules cannot be shared (lesson 00)"
+    first = {}
+    for name, m in tm.named_modules(remove_duplicate=False):
+        if id(m) in first:
+            raise TypeError(f"from_torch: the module uses the same {type(m).__name__} at '{first[id(m)]}' and at '{name}', "
+                            "which the course's modules cannot do: build the model in dlcourse with one module per place "
+                            "and pass it as model= to copy the weights")
+        first[id(m)] = name
+
 def from_torch(module,       # a torch.nn.Module: from `to_torch`, or made of layers the course has
                model=None):  # a dlcourse model to copy the weights into (same parameter names); default: build one
     "The weights of a PyTorch module in a dlcourse model: in `model`, or in a new model of the module's structure"
     torch = _torch()
     if not isinstance(module, torch.nn.Module): raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
-    if model is None: model = _course_module(module)
+    if model is None: _check_unshared(module); model = _course_module(module)
     elif not isinstance(model, Module): raise TypeError(f"model must be a dlcourse Module or None, got {type(model).__name__}")
     state = {name: v.detach().cpu().numpy() for name, v in module.state_dict().items() if not name.endswith('num_batches_tracked')}
     model.load_state_dict(state)

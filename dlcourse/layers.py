@@ -8,8 +8,8 @@ __all__ = ['Linear', 'Flatten']
 # %% ../nbs/02_backprop.ipynb #639e123b
 import numpy as np
 
-from .core import (DEFAULT_DTYPE, Module, as_float_dtype, check_array, check_backward, check_grad, check_positive,
-                           get_rng, uniform_parameter)
+from .core import (DEFAULT_DTYPE, Module, as_float_dtype, check_array, check_backward, check_grad, check_parameter,
+                           check_positive, get_rng, uniform_parameter)
 from .engine.matmul import matmul_nt
 
 # %% ../nbs/02_backprop.ipynb #af3461a2
@@ -29,22 +29,25 @@ class Linear(Module):
         self._x = self._out = None
 
     def forward(self, x):
-        w = check_array(self.weight.data, 'weight', shape=(self.out_features, self.in_features))   # (out, in)
+        w = check_parameter(self, 'weight', (self.out_features, self.in_features))            # (out, in)
         x = check_array(x, 'x', shape=('N', self.in_features), dtype=w.dtype,
                         hint="Linear takes a batch, one row per example; use x[None] for a single example")
+        b = check_parameter(self, 'bias', (self.out_features,), w.dtype, optional=True)      # the weight's dtype too
         self._x = x
         out = matmul_nt(x, w)                             # x Wᵀ: (N, in) times (in, out) -> (N, out)
-        if self.bias is not None: out += check_array(self.bias.data, 'bias', shape=(self.out_features,))
+        if b is not None: out += b
         self._out = out
         return out
 
     def backward(self, dout):
         dout = check_backward(self, dout, self._out)      # (N, out)
-        w = self.weight
-        matmul_nt(np.ascontiguousarray(dout.T), np.ascontiguousarray(self._x.T), check_grad(w.grad, 'weight.grad', w.data),
-                  accumulate=True)                        # dE/dW += doutᵀ x: (out, in)
-        if self.bias is not None: self.bias.grad += dout.sum(0)
-        return matmul_nt(dout, np.ascontiguousarray(w.data.T))   # dE/dx = dout W: (N, in)
+        (_, n_out), n_in = dout.shape, self._x.shape[1]   # the sizes of the forward pass, whatever was changed since
+        w = check_parameter(self, 'weight', (n_out, n_in), dout.dtype)
+        b = check_parameter(self, 'bias', (n_out,), dout.dtype, optional=True)
+        gw, gb = check_grad(self.weight.grad, 'weight.grad', w), None if b is None else check_grad(self.bias.grad, 'bias.grad', b)
+        matmul_nt(np.ascontiguousarray(dout.T), np.ascontiguousarray(self._x.T), gw, accumulate=True)   # dE/dW += doutᵀ x
+        if gb is not None: gb += dout.sum(0)
+        return matmul_nt(dout, np.ascontiguousarray(w.T))   # dE/dx = dout W: (N, in)
 
     def extra_repr(self): return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 

@@ -28,6 +28,8 @@ def gradient_descent(model,          # the network, a Module
     "Train `model` by (mini-batch) gradient descent w <- w - lr dE/dw; return the mean loss of every epoch"
     if not isinstance(model, Module): raise TypeError(f"model must be a Module, got {type(model).__name__}")
     X, T = check_array(X, 'X', finite=True), check_array(T, 'T', finite=True)
+    for name, a in (('X', X), ('T', T)):
+        if a.ndim == 0: raise ValueError(f"{name} must hold one pattern per row, got a 0-d array")
     if len(X) != len(T) or len(X) == 0:
         raise ValueError(f"X and T must hold the same, non-zero number of patterns, got {len(X)} and {len(T)}")
     check_positive(lr, 'lr'); check_positive(epochs, 'epochs', integer=True)

@@ -24,6 +24,14 @@ class Loss(Module):
             raise ValueError(f"{type(self).__name__}.backward() was called before forward(): compute the loss first")
         return self._grad * self._grad.dtype.type(check_number(dout, 'dout'))
 
+    def _scale(self, count, name, shape):  # how many values the loss adds up, the argument holding them, its shape
+        "The factor of the summed loss: 1/count for reduction='mean', 1 for 'sum'; the mean of no values is an error"
+        if self.reduction == 'sum': return 1.0
+        if count == 0:
+            raise ValueError(f"{type(self).__name__}: {name} is empty (shape {shape}), and the mean over no values is "
+                             "undefined: pass a non-empty batch, or use reduction='sum' (0 for an empty batch)")
+        return 1.0 / count
+
     def extra_repr(self): return f"reduction='{self.reduction}'"
 
 def _check_target(output, target):
@@ -38,15 +46,23 @@ class MSELoss(Loss):
         output = check_array(output, 'output')
         target = _check_target(output, target)
         diff = output - target
-        scale = 1.0 / diff.size if self.reduction == 'mean' else 1.0
+        scale = self._scale(diff.size, 'output', output.shape)
         self._grad = (2 * scale) * diff
         return float((diff * diff).sum() * scale)
 
 # %% ../nbs/06_softmax.ipynb #8c1253cf
+def _check_axis(x, axis):
+    "`x`, after checking that `axis` is one of its axes and has at least one value (a class) along it"
+    axis = check_number(axis, 'axis', integer=True)
+    if not -x.ndim <= axis < x.ndim: raise ValueError(f"axis must be an axis of x, whose shape is {x.shape}, got {axis}")
+    if x.shape[axis] == 0:
+        raise ValueError(f"x has no values along axis {axis} (shape {x.shape}): a softmax needs at least one class")
+    return x
+
 def softmax(x,        # logits (real numbers)
             axis=-1): # the class axis
     "exp(x) / sum(exp(x)) along `axis`, computed without overflow"
-    x = as_float_array(x, 'x')
+    x = _check_axis(as_float_array(x, 'x'), axis)
     with np.errstate(under='ignore'):
         e = np.exp(x - x.max(axis=axis, keepdims=True))
         return e / e.sum(axis=axis, keepdims=True)
@@ -54,14 +70,16 @@ def softmax(x,        # logits (real numbers)
 def log_softmax(x,        # logits (real numbers)
                 axis=-1): # the class axis
     "log(softmax(x)) along `axis`, computed without overflow or log(0)"
-    x = as_float_array(x, 'x')
+    x = _check_axis(as_float_array(x, 'x'), axis)
     shifted = x - x.max(axis=axis, keepdims=True)
     with np.errstate(under='ignore'):
         return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
 
 # %% ../nbs/06_softmax.ipynb #7ad34758
 def _check_logits(logits):
-    return check_array(logits, 'logits', shape=('N', 'C'), hint="logits are one row of class scores per example")
+    logits = check_array(logits, 'logits', shape=('N', 'C'), hint="logits are one row of class scores per example")
+    if logits.shape[1] == 0: raise ValueError(f"logits must hold at least one class score per example, got shape {logits.shape}")
+    return logits
 
 def _class_targets(target, n, C, dtype):
     "One-hot (or given) target probabilities (N, C) from class indices (N,) or probabilities (N, C)"
@@ -95,7 +113,7 @@ class CrossEntropyLoss(Loss):
         logits = _check_logits(logits)
         n, C = logits.shape
         t = _class_targets(target, n, C, logits.dtype)
-        scale = logits.dtype.type(1.0 / n if self.reduction == 'mean' else 1.0)
+        scale = logits.dtype.type(self._scale(n, 'logits', logits.shape))    # 1/N for the mean
         with np.errstate(under='ignore'):                         # tiny probabilities may round to 0: harmless
             logp = log_softmax(logits)
             # save ∂E/∂z = (y - t) · scale with y = softmax(z) in self._grad, and return E = -Σ t log y · scale

@@ -10,7 +10,7 @@ __all__ = ['pool_args', 'pool_output_shape', 'pool_floors', 'max_pool2d', 'sum_p
 import numpy as np
 
 from .conv import Sliding, conv_output_size
-from .core import as_pair, check_array, check_backward
+from .core import as_pair, check_array, check_backward, check_bool
 from .kernels.pool import max_pool2d_backward, max_pool2d_forward, sum_pool2d_backward, sum_pool2d_forward
 
 # %% ../nbs/05_pooling.ipynb #53137954
@@ -61,7 +61,11 @@ def _prepare(x, kernel_size, stride, padding):
     if H * W >= 2**31: raise ValueError(f"x's maps are too large for int32 indices: {x.shape}")
     args = pool_args(kernel_size, stride, padding)
     O_h, O_w, floored = _output_size(H, W, *args)
-    return x, *args, (N, C, O_h, O_w), floored
+    (kh, kw), (sh, sw), (ph, pw) = args
+    if max(H + 2 * ph, W + 2 * pw) >= 2**31:         # the window fits in them: then every index the kernels compute does too
+        raise ValueError(f"padding {(ph, pw)} is too large: x's padded maps ({H + 2 * ph}, {W + 2 * pw}) exceed int32 indices")
+    stride = min(sh, H + 2 * ph), min(sw, W + 2 * pw)    # a longer stride gives the same (one) output row or column
+    return x, (kh, kw), stride, (ph, pw), (N, C, O_h, O_w), floored
 
 def _max_pool(x, kernel_size, stride, padding):
     "Checked max pooling: (x, out, idx, floored)"
@@ -89,6 +93,7 @@ def max_pool2d(x,                     # (N, C, H, W) float32 or float64
                padding=0,             # -inf padding, at most half the window
                return_indices=False): # also return the arg-max positions h*W + w (int32), as PyTorch's return_indices
     "Max over each window of each map: (N, C, H, W) -> (N, C, O_h, O_w); NaN propagates"
+    return_indices = check_bool(return_indices, 'return_indices')
     _, out, idx, _ = _max_pool(x, kernel_size, stride, padding)
     return (out, idx) if return_indices else out
 

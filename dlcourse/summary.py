@@ -11,7 +11,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .conv import Conv2d
-from .core import DEFAULT_DTYPE, Module, Sequential
+from .core import DEFAULT_DTYPE, Module, Sequential, check_allocation
 from .layers import Linear
 from .zoo import BatchNorm2d, Dropout, LocalResponseNorm
 
@@ -95,6 +95,8 @@ def summary(model,         # the network, a Module
             isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s > 0 for s in input_shape):
         raise ValueError(f"input_shape must be a tuple of positive integers such as (1, 3, 227, 227), got {input_shape!r}")
     input_shape = tuple(int(s) for s in input_shape)
+    check_allocation(input_shape, model.dtype or DEFAULT_DTYPE,     # the network runs on a batch of this shape
+                     f"summary's input batch of shape {input_shape} (a batch of 1 gives the same table, but for N)")
     layers = list(_rows_of(model))
     names, rows = {id(m): name for name, m in layers}, [SummaryRow('input', '', input_shape, 0, False)]
 

@@ -17,7 +17,7 @@ from .activations import ACTIVATIONS, ReLU
 from .checkpoint import load_checkpoint
 from .conv import Conv2d
 from .core import (DEFAULT_DTYPE, Module, Parameter, Sequential, as_float_dtype, check_allocation, check_array,
-                           check_backward, check_choice, check_number, check_positive, get_rng)
+                           check_backward, check_choice, check_grad, check_number, check_parameter, check_positive, get_rng)
 from .init import kaiming_normal_
 from .layers import Flatten, Linear
 from .pool import AvgPool2d, MaxPool2d
@@ -96,11 +96,15 @@ def _channel_window_sum(a,        # (N, C, H, W)
                         lo, hi):  # channel offsets of the window: c + lo ... c + hi
     "out[:, c] = Σ a[:, c + d] for d = lo..hi, channels outside 0..C-1 counting as zero"
     out, C = np.zeros_like(a), a.shape[1]
-    for d in range(lo, hi + 1):
-        if abs(d) >= C: continue
+    for d in range(max(lo, 1 - C), min(hi, C - 1) + 1):     # offsets that reach no channel add nothing
         if d >= 0: out[:, :C - d] += a[:, d:]
         else: out[:, -d:] += a[:, :C + d]
     return out
+
+def _lrn_hyper(size, alpha, beta, k):
+    "LocalResponseNorm's (size, alpha, beta, k), checked"
+    return (check_positive(size, 'size', integer=True), check_number(alpha, 'alpha', low=0), check_number(beta, 'beta', low=0),
+            check_number(k, 'k', low=0, low_open=True))
 
 class LocalResponseNorm(Module):
     "Local response normalisation across channels, b_c = a_c / (k + α/n Σ a_c'²)^β over n neighbouring channels (as torch.nn.LocalResponseNorm)"
@@ -109,23 +113,21 @@ class LocalResponseNorm(Module):
                  beta=0.75,        # β
                  k=1.0):           # k (AlexNet: 2)
         super().__init__()
-        self.size = check_positive(size, 'size', integer=True)
-        self.alpha, self.beta = check_number(alpha, 'alpha', low=0), check_number(beta, 'beta', low=0)
-        self.k = check_number(k, 'k', low=0, low_open=True)
+        self.size, self.alpha, self.beta, self.k = _lrn_hyper(size, alpha, beta, k)
         self._x = self._s = self._out = None
 
     def forward(self, x):
         x = check_array(x, 'x', shape=('N', 'C', 'H', 'W'), hint='a batch of activation maps (N, C, H, W)')
-        n = self.size
-        self._x, self._s = x, self.k + (self.alpha / n) * _channel_window_sum(x * x, -(n // 2), (n - 1) // 2)
-        self._out = x * self._s ** -self.beta
+        n, alpha, beta, k = self._hyper = _lrn_hyper(self.size, self.alpha, self.beta, self.k)   # again: they may have been set
+        self._x, self._s = x, k + (alpha / n) * _channel_window_sum(x * x, -(n // 2), (n - 1) // 2)
+        self._out = x * self._s ** -beta
         return self._out
 
     def backward(self, dout):
         dout = check_backward(self, dout, self._out)
-        x, s, n, b = self._x, self._s, self.size, self.beta
+        (n, alpha, b, _), x, s = self._hyper, self._x, self._s                          # as in the forward pass
         g = _channel_window_sum(dout * x * s ** (-b - 1), -((n - 1) // 2), n // 2)     # over the mirrored window
-        return dout * s ** -b - (2 * self.alpha * b / n) * x * g
+        return dout * s ** -b - (2 * alpha * b / n) * x * g
 
     def extra_repr(self): return f"{self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}"
 
@@ -140,10 +142,10 @@ class Dropout(Module):
         self._mask = self._out = None
 
     def forward(self, x):
-        x = check_array(x, 'x')
-        if self.training and self.p > 0:
-            keep = get_rng(self.rng).random(x.shape) >= self.p
-            self._mask = keep.astype(x.dtype) * x.dtype.type(1 / (1 - self.p))   # 0 or 1/(1-p)
+        x, p = check_array(x, 'x'), check_number(self.p, 'p', 0, 1, high_open=True)    # p again: it may have been set
+        if self.training and p > 0:
+            keep = get_rng(self.rng).random(x.shape) >= p
+            self._mask = keep.astype(x.dtype) * x.dtype.type(1 / (1 - p))        # 0 or 1/(1-p)
             self._out = x * self._mask
         else: self._mask, self._out = None, x
         return self._out
@@ -230,6 +232,8 @@ class GlobalAvgPool2d(Module):
 
     def forward(self, x):
         x = check_array(x, 'x', shape=('N', 'C', 'H', 'W'), hint='a batch of activation maps (N, C, H, W)')
+        if 0 in x.shape[2:]:
+            raise ValueError(f"x must have non-empty maps (the average of no values is undefined), got shape {x.shape}")
         self._shape, self._out = x.shape, x.mean((2, 3), keepdims=True)
         return self._out
 
@@ -317,6 +321,21 @@ def batch_norm_backward(g,            # dE/dx̂ (N, C, H, W)
     if not batch_stats: return g * inv_std[:, None, None]
     return (g - g.mean((0, 2, 3), keepdims=True) - xhat * (g * xhat).mean((0, 2, 3), keepdims=True)) * inv_std[:, None, None]
 
+# %% ../nbs/08_model_zoo.ipynb #3f233849
+def _bn_arrays(bn,           # a BatchNorm2d
+               dtype=None,   # the dtype they must have (default: the weight's)
+               C=None):      # the number of channels (default: bn.num_features)
+    "(weight, bias, running_mean, running_var) of `bn`, checked: (C,) arrays of one dtype, the running ones writable in training"
+    C = bn.num_features if C is None else C
+    w = check_parameter(bn, 'weight', (C,), dtype)
+    arrays = [w, check_parameter(bn, 'bias', (C,), w.dtype)]
+    for name in ('running_mean', 'running_var'):
+        arrays.append(check_array(getattr(bn, name), name, shape=(C,), dtype=w.dtype))
+        if bn.training and not getattr(bn, name).flags.writeable:
+            raise ValueError(f"{name} must be writable: BatchNorm2d updates it in place in training")
+    if (arrays[3] < 0).any(): raise ValueError(f"running_var must hold variances (>= 0), got {arrays[3].min()} in it")
+    return arrays
+
 # %% ../nbs/08_model_zoo.ipynb #43f29f74
 class BatchNorm2d(Module):
     "Batch normalisation of each channel, x̂ · weight + bias: batch statistics in training, running averages in evaluation"
@@ -335,26 +354,29 @@ class BatchNorm2d(Module):
         self._xhat = self._inv_std = self._out = None
 
     def forward(self, x):
-        C = self.num_features
-        x = check_array(x, 'x', shape=('N', C, 'H', 'W'), dtype=self.weight.dtype, hint=f"BatchNorm2d takes (N, C, H, W), C = num_features = {C}")
+        C, (w, b, running_mean, running_var) = self.num_features, _bn_arrays(self)
+        eps = check_number(self.eps, 'eps', low=0, low_open=True)                # eps and momentum again: they may have been set
+        momentum = check_number(self.momentum, 'momentum', 0, 1)
+        x = check_array(x, 'x', shape=('N', C, 'H', 'W'), dtype=w.dtype, hint=f"BatchNorm2d takes (N, C, H, W), C = num_features = {C}")
         self._batch_stats, m = self.training, x.size // C                       # m: values per channel
         if self.training:
             if m < 2: raise ValueError(f"BatchNorm2d needs more than one value per channel in training, got x of shape {x.shape}")
             mean = x.mean((0, 2, 3))
             var = ((x - mean[:, None, None]) ** 2).mean((0, 2, 3))              # biased: normalises this batch
-            mom = x.dtype.type(self.momentum)
+            mom = x.dtype.type(momentum)
             self.running_mean *= 1 - mom; self.running_mean += mom * mean
             self.running_var *= 1 - mom; self.running_var += mom * var * x.dtype.type(m / (m - 1))   # unbiased, as PyTorch
-        else: mean, var = self.running_mean, self.running_var
-        self._xhat, self._inv_std = batch_norm(x, mean, var, self.eps)
-        self._out = self._xhat * self.weight.data[:, None, None] + self.bias.data[:, None, None]
+        else: mean, var = running_mean, running_var
+        self._xhat, self._inv_std = batch_norm(x, mean, var, eps)
+        self._out = self._xhat * w[:, None, None] + b[:, None, None]
         return self._out
 
     def backward(self, dout):
         dout = check_backward(self, dout, self._out)
-        self.weight.grad += (dout * self._xhat).sum((0, 2, 3))
-        self.bias.grad += dout.sum((0, 2, 3))
-        return batch_norm_backward(dout * self.weight.data[:, None, None], self._xhat, self._inv_std, self._batch_stats)
+        w, b = _bn_arrays(self, dout.dtype, dout.shape[1])[:2]                  # the forward pass's C and dtype
+        gw, gb = check_grad(self.weight.grad, 'weight.grad', w), check_grad(self.bias.grad, 'bias.grad', b)
+        gw += (dout * self._xhat).sum((0, 2, 3)); gb += dout.sum((0, 2, 3))
+        return batch_norm_backward(dout * w[:, None, None], self._xhat, self._inv_std, self._batch_stats)
     def extra_repr(self): return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
 
 # %% ../nbs/08_model_zoo.ipynb #4fd5957b

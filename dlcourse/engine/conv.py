@@ -130,12 +130,14 @@ class ConvEngine:
         N, C = s['x_shape'][:2]
         K, _, kh, kw = w.shape
         dw = check_grad(dw, 'weight.grad', w)
-        if db is not None: db += dout.sum((0, 2, 3))
+        if db is not None:
+            check_grad(db, 'bias.grad', w[:, 0, 0, 0])                    # (K,) in w's dtype, before anything is written
+            db += dout.sum((0, 2, 3))
         dxp = self.input_grad_buffer(xp, padding)
         if s['dense']:                                                    # dE/dW += G^T X, dE/dX = G W
             g, x2, w2 = dout.reshape(N, K), xp.reshape(N, C * kh * kw), w.reshape(K, C * kh * kw)
             gemm_nt(np.ascontiguousarray(g.T), np.ascontiguousarray(x2.T), dw.reshape(K, -1), True)
-            gemm_nt(g, np.ascontiguousarray(w2.T), dxp.reshape(N, -1), False)
+            gemm_nt(g, np.ascontiguousarray(w2.T), dxp.reshape(N, C * kh * kw), False)   # (N may be 0)
         elif s['direct']:
             gw = self.buffer('gw', (N, K, (dout.shape[2] - 1) * xp.shape[3] + dout.shape[3]), xp.dtype)
             to_wide_rows(dout, xp.shape[3], gw)

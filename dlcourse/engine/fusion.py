@@ -3,12 +3,16 @@
 which computes all three in one pass of the fused kernel and their backward step in one more. The network and its
 layers stay what the user built: same parameters, same results, same checks; only the way they are computed changes.
 
-`fusion(False)` turns it off (to compare, or to look at each layer's own computation)."""
+`fusion(False)` turns it off (to compare, or to look at each layer's own computation).
+
+One difference, at NaN only: where a max-pooling window holds several NaN, the layers one by one give a NaN input
+gradient at each of them (pooling passes 0 to all but one, and the activation's 0 * act'(NaN) is NaN), the fused step
+only at the one its maximum came from. The output is NaN in both."""
 from contextlib import contextmanager
 
 import numpy as np
 
-from ..core import Module, check_backward, check_grad
+from ..core import Module, check_backward, check_grad, check_parameter
 from ..kernels.fused import conv_act_pool_forward, pool_act_backward_wide
 from .conv import ConvEngine, check_conv, use_direct
 
@@ -34,10 +38,13 @@ def conv_act_pool(conv,        # a Conv2d
     "`Conv2d.fuse`: (a ConvActPool step, 2) for a fusable convolution, activation and pooling, else (conv, 0)"
     if not _enabled or len(following) < 2: return conv, 0
     act, pool = following[0], following[1]
-    fusable_act = (getattr(act, 'code', None) is not None and getattr(act, 'monotonic', False)   # an Elementwise layer
-                   and getattr(act, 'grad_from_output', False))
+    fusable_act = (callable(getattr(act, 'kernel_args', None)) and getattr(act, 'monotonic', False)   # an Elementwise
+                   and getattr(act, 'grad_from_output', False))                                    # layer
+    w = getattr(conv.weight, 'data', None)      # the decision reads the filters' shape, not attributes a user may have set:
+    if not (isinstance(w, np.ndarray) and w.ndim == 4):   # anything odd is left to Conv2d.forward's checks and messages
+        return conv, 0
     if not (fusable_act and getattr(pool, 'fused_pool', None)
-            and conv.stride == (1, 1) and use_direct(conv.in_channels, conv.out_channels, *conv.kernel_size)
+            and conv.stride == (1, 1) and use_direct(w.shape[1], w.shape[0], w.shape[2], w.shape[3])
             and _plain(conv, act, pool)):
         return conv, 0
     cached = conv.__dict__.get('_fused')
@@ -55,9 +62,9 @@ class ConvActPool(Module):
 
     def forward(self, x):
         conv, act, pool = self._layers
-        x = conv.check_input(x)                                               # the checks of Conv2d.forward
-        b = None if conv.bias is None else conv.bias.data
-        x, w, b, _, padding, (OH, OW) = check_conv(x, conv.weight.data, b, conv.stride, conv.padding)
+        x, w, b = conv.check_input(x)                                         # the checks of Conv2d.forward ...
+        x, w, b, _, padding, (OH, OW) = check_conv(x, w, b, conv.stride, conv.padding)
+        code, param = act.kernel_args(x.dtype)                                # ... and of the activation's
         self._unfused = OH < 2 or OW < 2
         if self._unfused: return pool(act(conv(x)))                          # the layers raise what they raise
         N, K, e, avg = len(x), w.shape[0], self._engine, pool.fused_pool == 'avg'
@@ -65,11 +72,10 @@ class ConvActPool(Module):
         out = np.empty((N, K, OH // 2, OW // 2), x.dtype)
         idx = e.buffer('idx', (0, 0, 0, 0) if avg else out.shape, np.uint8)
         amap = e.buffer('amap', (N, K, OH, OW) if avg else (0, 0, 0, 0), x.dtype)
-        conv_act_pool_forward(xp, w, np.zeros(K, x.dtype) if b is None else b, act.code, x.dtype.type(act.param), avg,
-                              out, idx, amap)
+        conv_act_pool_forward(xp, w, np.zeros(K, x.dtype) if b is None else b, code, param, avg, out, idx, amap)
         conv.floored, pool.floored = conv.floors(x.shape), bool(OH % 2 or OW % 2)
         for m in (conv, act, pool): m._out = None                              # their own backward has nothing to use
-        self._saved, self._out = (x.shape, xp, w, padding, idx, amap, act.code, act.param, avg), out
+        self._saved, self._out = (x.shape, xp, w, padding, idx, amap, code, param, avg), out
         return out
 
     def backward(self, dout):
@@ -77,13 +83,17 @@ class ConvActPool(Module):
         if self._unfused: return conv.backward(act.backward(pool.backward(dout)))
         dout = check_backward(self, dout, self._out)
         x_shape, xp, w, padding, idx, amap, code, param, avg = self._saved
+        check_parameter(conv, 'weight', w.shape, w.dtype)                     # still Parameters, as Conv2d.backward checks
+        check_parameter(conv, 'bias', w.shape[:1], w.dtype, optional=True)
+        dw = check_grad(conv.weight.grad, 'weight.grad', w)                  # both gradients, before either is written
+        db = None if conv.bias is None else check_grad(conv.bias.grad, 'bias.grad', w[:, 0, 0, 0])
         (N, K), e, Wp = dout.shape[:2], self._engine, xp.shape[3]
         OH, OW = xp.shape[2] - w.shape[2] + 1, Wp - w.shape[3] + 1
         gw, dbn = e.buffer('gw', (N, K, (OH - 1) * Wp + OW), xp.dtype), e.buffer('dbn', (N, K), xp.dtype)
-        pool_act_backward_wide(dout, self._out, idx, amap, code, xp.dtype.type(param), avg, Wp, gw, dbn)
-        if conv.bias is not None: conv.bias.grad += dbn.sum(0)
+        pool_act_backward_wide(dout, self._out, idx, amap, code, param, avg, Wp, gw, dbn)
+        if db is not None: db += dbn.sum(0)
         dxp = e.input_grad_buffer(xp, padding)
-        e.direct_backward(gw, xp, w, check_grad(conv.weight.grad, 'weight.grad', w), dxp)
+        e.direct_backward(gw, xp, w, dw, dxp)
         return e.crop(dxp, x_shape, padding)
 
     def extra_repr(self): return ' -> '.join(type(m).__name__ for m in self._layers)

@@ -1,5 +1,8 @@
 """Activation functions in the kernels: one scalar definition of each activation and of its derivative, used by the
-activation layers and by the fused layers alike, and the elementwise kernels over whole arrays."""
+activation layers and by the fused layers alike, and the elementwise kernels over whole arrays.
+
+kernels.fused compiles `activate` and `activate_grad` into its own kernels, which Numba caches by the contents of
+fused.py alone: a change here needs a change there (its docstring says so), or the fused layers load stale kernels."""
 import math
 
 import numpy as np
@@ -10,7 +13,7 @@ from .config import SERIAL_VALUES
 from .jit import jit, prange
 
 # activation codes (dlcourse.activations.ACTIVATIONS maps the course's activation layers to them)
-IDENTITY, SIGMOID, TANH, RELU, LEAKY_RELU, ELU, SOFTPLUS = range(7)
+IDENTITY, SIGMOID, TANH, RELU, LEAKY_RELU, ELU, SOFTPLUS = CODES = range(7)
 
 
 @jit()
@@ -53,11 +56,12 @@ def activate(v,      # a number
              act,    # activation code
              param,  # the activation's parameter in v's dtype (leaky ReLU's slope, ELU's alpha; else unused)
              one):   # 1 in v's dtype (float32 arithmetic stays float32)
-    "act(v); tanh of a float32 is `tanh_f32`"
+    """act(v), as lesson 04's NumPy functions define it, also at -inf, inf and NaN (NaN stays NaN; ReLU of -inf is 0, as
+    max(-inf, 0)); tanh of a float32 is `tanh_f32`"""
     zero = one - one
     if act == SIGMOID: return one / (one + math.exp(-v))
     if act == TANH: return tanh_f32(v) if is_float32(v) else math.tanh(v)
-    if act == RELU: return v if v > zero else v * zero                  # NaN * 0 = NaN: NaN propagates
+    if act == RELU: return zero if v <= zero else v                     # NaN <= 0 is false: NaN stays NaN
     if act == LEAKY_RELU: return v if v > zero else v * param
     if act == ELU: return v if v > zero else param * math.expm1(v)
     if act == SOFTPLUS: return max(v, zero) + math.log1p(math.exp(-abs(v)))
@@ -65,19 +69,21 @@ def activate(v,      # a number
 
 
 @jit(inline=True)
-def activate_grad(z,      # the activation's input (unused by the activations below: their derivative is written with y)
+def activate_grad(z,      # the activation's input (the fused layers, which keep only y, pass y: see below)
                   y,      # its output y = act(z)
                   act,    # activation code
                   param,  # as in `activate`
                   one):   # 1 in y's dtype
     """d act/dz at z: y(1 - y) (sigmoid), 1 - y² (tanh), [y > 0] (ReLU), 1 or α (leaky ReLU), 1 or y + α (ELU),
-    1 - exp(-y) (softplus: σ(z) = 1 - exp(-y)), 1 (identity)"""
+    1 - exp(-y) (softplus: σ(z) = 1 - exp(-y)), 1 (identity). Leaky ReLU and ELU choose their branch by z > 0: with a
+    negative α, y > 0 where z < 0. For α >= 0 (the only case the fused layers compute), y > 0 exactly where z > 0, so
+    passing y for z gives the same derivative"""
     zero = one - one
     if act == SIGMOID: return y * (one - y)
     if act == TANH: return one - y * y
     if act == RELU: return one if y > zero else zero
-    if act == LEAKY_RELU: return one if y > zero else param
-    if act == ELU: return one if y > zero else y + param
+    if act == LEAKY_RELU: return one if z > zero else param
+    if act == ELU: return one if z > zero else y + param
     if act == SOFTPLUS: return -math.expm1(-y)
     return one
 

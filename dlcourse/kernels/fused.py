@@ -1,7 +1,11 @@
 """Fused kernels: a stride-1 convolution, its activation and 2x2 pooling in one pass over the data (and the backward
 step through pooling and activation onto the convolution's wide rows), and a matrix product's bias and activation. They
 reuse the convolution's wide-row kernel (kernels.conv), the activations (kernels.act) and max pooling's rule
-(kernels.pool): nothing here defines them again."""
+(kernels.pool): nothing here defines them again, so the fused layers compute what the layers compute one by one, also at
+-inf, inf and NaN.
+
+Numba caches these kernels by the contents of this file alone, while the activations are compiled into them: after a
+change to kernels.act, change this file too (or delete its cache in __pycache__), or stale kernels are loaded."""
 import numpy as np
 
 from .act import act_span, activate, activate_grad, grad_span

@@ -1,7 +1,22 @@
 """The one place that compiles kernels: `jit` applies dlcourse's Numba flags (kernels.config) to a function, and the
-threading layer is chosen here, before the first parallel kernel runs."""
+threading layer is chosen here, before the first parallel kernel runs.
+
+What importing dlcourse does to Numba, for the rest of the process (and nothing else: no other setting of
+`numba.config`, no environment variable):
+
+1. it loads the TBB library of pip's `tbb` package (`libtbb.so.12`, if installed) into the process, globally, so that
+   Numba's TBB threading layer can find it;
+2. it sets `numba.config.THREADING_LAYER_PRIORITY` to `config.THREADING_LAYERS` (TBB first), unless the environment sets
+   NUMBA_THREADING_LAYER or NUMBA_THREADING_LAYER_PRIORITY, which then win. Other code that uses Numba's parallel loops
+   in the same process gets the same priority (Numba has one thread pool per process).
+
+Compiled kernels are cached on disk where Numba finds a writable place: the `__pycache__` folders of the package,
+NUMBA_CACHE_DIR, or the user's cache folder. Where none is writable (a read-only installation with a read-only home: a
+container, Nix, a locked-down lab), the kernels are compiled without a cache, once in every new process, and one warning
+says so; set NUMBA_CACHE_DIR to a writable folder to keep them."""
 import ctypes
 import os
+import warnings
 
 import numba
 from numba import prange  # noqa: F401  (the kernels import prange from here, beside jit)
@@ -25,13 +40,35 @@ if not {'NUMBA_THREADING_LAYER', 'NUMBA_THREADING_LAYER_PRIORITY'} & set(os.envi
     numba.config.THREADING_LAYER_PRIORITY = THREADING_LAYERS
 
 
+class CacheWarning(UserWarning):
+    "Numba cannot cache dlcourse's compiled kernels on disk here: they are compiled in every new process"
+
+
+_uncached = []    # the kernels compiled without a disk cache (warned about once, at the first)
+
+
+def _without_cache(fn, options, error):
+    "`fn` compiled without a disk cache, after one warning for the whole package"
+    if not _uncached:
+        warnings.warn(f"dlcourse: Numba cannot cache compiled kernels here ({error}); they are compiled again in every "
+                      "new process: set NUMBA_CACHE_DIR to a writable folder to keep them", CacheWarning, stacklevel=4)
+    _uncached.append(fn.__qualname__)
+    return numba.njit(cache=False, **options)(fn)
+
+
 def jit(parallel=False,  # run `prange` loops on several threads?
         inline=False):   # inline into every caller when Numba compiles it (small scalar functions called in loops)?
     """`numba.njit` with dlcourse's flags: cached, fast-math that keeps NaN/inf semantics, NumPy's error model (a float
     division by zero gives inf or NaN, as in NumPy, instead of raising: without that check in every division, loops that
     divide vectorise, e.g. tanh and the sigmoid ten times faster), optionally parallel (not under NUMBA_BOUNDSCHECK=1:
     Numba checks indices only outside parallel regions). `inline`: the function's body is copied into each caller, where
-    constant arguments (an activation code) select one branch and the loop around it vectorises"""
-    parallel = bool(parallel) and not numba.config.BOUNDSCHECK
-    return numba.njit(cache=True, parallel=parallel, fastmath=set(FASTMATH), nogil=True, error_model='numpy',
-                      inline='always' if inline else 'never')
+    constant arguments (an activation code) select one branch and the loop around it vectorises. Where Numba finds no
+    writable place for its cache, the function is compiled without one (`CacheWarning`, once)"""
+    options = dict(parallel=bool(parallel) and not numba.config.BOUNDSCHECK, fastmath=set(FASTMATH), nogil=True,
+                   error_model='numpy', inline='always' if inline else 'never')
+
+    def compile(fn):
+        try: return numba.njit(cache=True, **options)(fn)
+        except RuntimeError as e:                 # "cannot cache function ...: no locator available for file ..."
+            return _without_cache(fn, options, e)
+    return compile
