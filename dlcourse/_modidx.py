@@ -234,6 +234,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                   'dlcourse.learner._format_record': ('lib/learner.html#_format_record', 'dlcourse/learner.py'),
                                   'dlcourse.learner._generators': ('lib/learner.html#_generators', 'dlcourse/learner.py'),
                                   'dlcourse.learner._in_notebook': ('lib/learner.html#_in_notebook', 'dlcourse/learner.py'),
+                                  'dlcourse.learner._is_number': ('lib/learner.html#_is_number', 'dlcourse/learner.py'),
                                   'dlcourse.learner._nonfinite': ('lib/learner.html#_nonfinite', 'dlcourse/learner.py'),
                                   'dlcourse.learner._plot_live': ('lib/learner.html#_plot_live', 'dlcourse/learner.py'),
                                   'dlcourse.learner._progress_bar': ('lib/learner.html#_progress_bar', 'dlcourse/learner.py'),

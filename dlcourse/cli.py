@@ -108,6 +108,7 @@ def _resumed(ckpt, given):
         raise ValueError(f"--resume: {ckpt} records no settings of a `dlcourse train` run (it was written by an older "
                          "dlcourse, or by Learner.save), so it cannot be checked against --data and --model; start a "
                          "new run with --overwrite")
+    if set(info) != set(SETTINGS): raise ValueError(f"--resume: {ckpt} holds unknown run settings {sorted(set(info) - set(SETTINGS))}")
     try: saved = _check_settings(**{k: info[k] for k in SETTINGS})
     except (TypeError, ValueError) as e: raise ValueError(f"--resume: {ckpt} holds invalid run settings: {e}") from None
     for k in IDENTITY:
@@ -223,13 +224,14 @@ def _run(s, lr, momentum, out, ckpt, changed, progress):
                   (f"; changed from the checkpoint: {', '.join(changed)}" if changed else ", with the checkpoint's settings"))
         learner.info = dict(s)
         _check_out(out, _checkpoint_bytes(net, opt.hyper['momentum']))
-        n_params = sum(p.size for p in net.parameters())
+        n_params, fitting = sum(p.size for p in net.parameters()), True
         print(f"data: {s['data']}, {len(xtr):,} training / {len(xva):,} validation / {len(xte):,} test examples, {num_classes} classes")
         print(f"model: {s['model']} ({s['activation']}), {n_params:,} parameters; SGD lr {opt.hyper['lr']}, momentum "
               f"{opt.hyper['momentum']}, batch {s['batch_size']}, {s['epochs']} epochs; output in {out}/")
         remaining = s['epochs'] - learner.epoch
-        fitting = True
-        if remaining > 0: learner.fit(remaining, checkpoint=ckpt, progress=progress, log=True, plot=False)
+        if remaining > 0:
+            with np.errstate(over='ignore', invalid='ignore', divide='ignore'):   # the divergence guard says it in one line
+                learner.fit(remaining, checkpoint=ckpt, progress=progress, log=True, plot=False)
         else: print(f"the checkpoint is at epoch {learner.epoch} of {s['epochs']}: nothing to train (a larger --epochs trains on)")
         trained = True
     except KeyboardInterrupt:

@@ -6,6 +6,7 @@
 __all__ = ['gradient_descent', 'accuracy', 'TrainingDiverged', 'History', 'Learner']
 
 # %% ../nbs/lib/learner.ipynb #c16cf202
+import math
 import sys
 import time
 
@@ -160,6 +161,8 @@ def _nonfinite(model, optimizer):
     return None
 
 # %% ../nbs/lib/learner.ipynb #3f1fb215
+def _is_number(v): return type(v) is int or (type(v) is float and math.isfinite(v))
+
 def _checked_meta(ck, gens):
     "A Learner checkpoint's epoch, history, random states (tried on fresh generators) and info; ValueError naming the problem"
     fail = lambda what: ValueError(f"{ck.path}: {what}")
@@ -169,9 +172,9 @@ def _checked_meta(ck, gens):
     epoch, history, rngs, info = meta['epoch'], meta['history'], meta['rngs'], meta.get('info', {})
     if type(epoch) is not int or epoch < 0: raise fail(f"its epoch must be an integer >= 0, got {epoch!r}")
     if not (isinstance(history, list) and all(isinstance(r, dict) and type(r.get('epoch')) is int
-                                              and all(type(v) in (int, float) for v in r.values()) for r in history)
+                                              and all(_is_number(v) for v in r.values()) for r in history)
             and [r['epoch'] for r in history] == list(range(1, epoch + 1))):
-        raise fail(f"its history must hold one record of numbers per epoch, for the epochs 1 to {epoch}")
+        raise fail(f"its history must hold one record of finite numbers per epoch, for the epochs 1 to {epoch}")
     if not isinstance(rngs, dict) or not isinstance(info, dict): raise fail("its rngs and info must be JSON objects")
     states = []
     for name, state in rngs.items():
