@@ -8,6 +8,7 @@ import math
 import os
 import stat
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -117,7 +118,10 @@ def save_checkpoint(path,           # the .npz file to write (replaced atomicall
 
 
 def _is_int(v, low=0): return isinstance(v, int) and not isinstance(v, bool) and v >= low
-def _is_number(v): return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+def _is_number(v):
+    if isinstance(v, bool) or not isinstance(v, (int, float)): return False
+    try: return math.isfinite(v)
+    except OverflowError: return False     # an int beyond float's range: 10**400
 
 
 class Checkpoint:
@@ -220,11 +224,27 @@ class Checkpoint:
         return self.meta
 
 
+def _members(path):
+    "The names of the arrays in the .npz file `path`; ValueError unless it is a zip file of stored (uncompressed) members"
+    try:
+        with zipfile.ZipFile(path) as z: infos = z.infolist()
+    except (zipfile.BadZipFile, EOFError, ValueError, OSError) as e:
+        raise ValueError(f"{path} is not a dlcourse checkpoint (an .npz file): {e or type(e).__name__}; it may be truncated "
+                         "or corrupted") from None
+    size = path.stat().st_size
+    for i in infos:      # np.savez stores its arrays: a member larger than the file is compressed (a bomb, or not ours)
+        if i.compress_type != zipfile.ZIP_STORED or i.file_size > size:
+            raise ValueError(f"{path}: member {i.filename!r} is compressed ({i.file_size:,} bytes from {i.compress_size:,}); "
+                             "a dlcourse checkpoint stores its arrays uncompressed, so this file was not written by dlcourse")
+    return [i.filename for i in infos]
+
+
 def read_checkpoint(path):
     "Read a checkpoint file and check its format, checksum, header fields and arrays, without loading it into a model"
     path = as_path(path)
     if not path.exists(): raise FileNotFoundError(f"no checkpoint at {path}")
     if not path.is_file(): raise ValueError(f"{path} is not a file")
+    _members(path)
     try:
         with np.load(path, allow_pickle=False) as f: arrays = {k: f[k] for k in f.files}
         header = json.loads(str(arrays.pop('header')))

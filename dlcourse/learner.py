@@ -171,9 +171,9 @@ def _checked_meta(ck, gens):
     if missing: raise fail(f"holds no {' and no '.join(missing)}: it was not written by Learner.save")
     epoch, history, rngs, info = meta['epoch'], meta['history'], meta['rngs'], meta.get('info', {})
     if type(epoch) is not int or epoch < 0: raise fail(f"its epoch must be an integer >= 0, got {epoch!r}")
-    if not (isinstance(history, list) and all(isinstance(r, dict) and type(r.get('epoch')) is int
-                                              and all(_is_number(v) for v in r.values()) for r in history)
-            and [r['epoch'] for r in history] == list(range(1, epoch + 1))):
+    if not (isinstance(history, list) and len(history) == epoch      # the length first: the epoch may be 10**30
+            and all(isinstance(r, dict) and r.get('epoch') == i and type(r['epoch']) is int
+                    and all(_is_number(v) for v in r.values()) for i, r in enumerate(history, 1))):
         raise fail(f"its history must hold one record of finite numbers per epoch, for the epochs 1 to {epoch}")
     if not isinstance(rngs, dict) or not isinstance(info, dict): raise fail("its rngs and info must be JSON objects")
     states = []
@@ -192,6 +192,7 @@ class _Passes:
         self.model.train(train)
         totals, n = dict.fromkeys(['loss', *self.metrics], 0.0), 0
         for self.batch, (xb, yb) in enumerate(dl, 1):
+            if len(xb) == 0: raise ValueError(f"{name} yielded an empty batch (batch {self.batch}): every batch needs an example")
             out = self.model(xb)
             self.loss = loss = self.loss_fn(out, yb)
             if not np.isfinite(loss):

@@ -102,6 +102,11 @@ def test_empty_loaders_are_errors_not_a_loss_of_zero():
     l.valid_dl = iter(())
     with pytest.raises(ValueError, match='^valid_dl yielded no examples: there is nothing to evaluate$'): fit(l, 1)
     with pytest.raises(ValueError, match='^dl yielded no examples: there is nothing to evaluate$'): make().evaluate([])
+    l = make()                                                  # a loader that yields an empty batch among full ones
+    l.train_dl = [(X[:16], Y[:16]), (X[:0], Y[:0])]
+    with pytest.raises(ValueError, match=r'^train_dl yielded an empty batch \(batch 2\): every batch needs an example$'):
+        fit(l, 1)
+    assert l.epoch == 0 and len(l.history) == 0
 
 
 def test_no_progress_bar_when_stderr_is_not_a_terminal(capsys):
@@ -160,6 +165,54 @@ def test_format_1_files_still_load_and_their_header_is_checked(tmp_path):
     with pytest.raises(ValueError, match='its epoch must be an integer >= 0, got -1'): make().load(tmp_path / 'v1.npz')
 
 
+def test_numbers_beyond_float_in_the_header_are_refused(tmp_path):
+    "JSON integers have no limit: 10**400 as a learning rate, 10**30 as the epoch are refused at once, in little memory"
+    import tracemalloc
+    l = make()
+    fit(l, 1, checkpoint=tmp_path / 'ck.npz')
+    with np.load(tmp_path / 'ck.npz') as f: a = {k: f[k] for k in f.files if k != 'header'}; header = json.loads(str(f['header']))
+    for keys, value, fragment in [(('optimizer', 'hyper', 'lr'), 10 ** 400, "hyper-parameters must be finite numbers"),
+                                  (('meta', 'epoch'), 10 ** 30, "one record of finite numbers per epoch, for the epochs 1 to "
+                                                                f"{10 ** 30}")]:
+        h = copy.deepcopy(header)
+        parent = h
+        for k in keys[:-1]: parent = parent[k]
+        parent[keys[-1]] = value
+        _write(tmp_path / 'edited.npz', a, h, resign=True)
+        l2 = make(seed=3)
+        before = state(l2)
+        tracemalloc.start()
+        try:
+            with pytest.raises(ValueError, match=fragment): l2.load(tmp_path / 'edited.npz')
+            assert tracemalloc.get_traced_memory()[1] < 2 ** 20, "the check built something as large as the number"
+        finally: tracemalloc.stop()
+        assert_same(state(l2), before)
+
+
+def test_a_file_that_is_no_npz_is_refused_without_pickle_advice(tmp_path):
+    "numpy would say 'you can load it unsafely using allow_pickle': the checkpoint reader says what the file is not"
+    (tmp_path / 'noise.npz').write_bytes(np.random.default_rng(0).bytes(5000))
+    with pytest.raises(ValueError) as e: read_checkpoint(tmp_path / 'noise.npz')
+    assert 'is not a dlcourse checkpoint (an .npz file)' in str(e.value) and 'pickle' not in str(e.value)
+
+
+def test_a_compressed_member_is_refused_before_it_is_expanded(tmp_path):
+    "A zip bomb named .npz (256 MB of zeros in a quarter of a MB): refused from the zip directory, nothing decompressed"
+    import tracemalloc
+    import zipfile
+    with zipfile.ZipFile(tmp_path / 'bomb.npz', 'w', zipfile.ZIP_DEFLATED) as z:
+        with z.open('model/0.weight.npy', 'w', force_zip64=True) as f:
+            f.write(b"\x93NUMPY\x01\x00v\x00{'descr': '<f4', 'fortran_order': False, 'shape': (67108864,), }" + b' ' * 47 + b'\n')
+            zeros = bytes(1 << 24)
+            for _ in range(16): f.write(zeros)
+    assert (tmp_path / 'bomb.npz').stat().st_size < 2 ** 20
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match="member 'model/0.weight.npy' is compressed"): read_checkpoint(tmp_path / 'bomb.npz')
+        assert tracemalloc.get_traced_memory()[1] < 2 ** 22
+    finally: tracemalloc.stop()
+
+
 def _paths(node, prefix=()):
     "Every place in a JSON tree, as a tuple of keys and indices"
     yield prefix
@@ -175,7 +228,8 @@ JSON = st.recursive(st.none() | st.booleans() | st.integers(-2 ** 70, 2 ** 70) |
 def _near(v):
     "Values a careless edit would put in place of `v`"
     if isinstance(v, bool): return [not v, 0, 1, 'true', None]
-    if isinstance(v, (int, float)): return [-v, -1, 0, v + 1, v * 1e300, float('nan'), float('inf'), str(v), True, None]
+    if isinstance(v, (int, float)): return [-v, -1, 0, v + 1, v * (10 ** 300 if isinstance(v, int) else 1e300), 10 ** 30, 10 ** 400,
+                                            float('nan'), float('inf'), str(v), True, None]
     if isinstance(v, str): return ['', v + 'x', v.upper(), 0, None]
     if isinstance(v, list): return [[], v[:-1], v + v[-1:], v[::-1], {}]
     return [{}, None, []]
