@@ -6,6 +6,7 @@ import errno
 import io
 import math
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -23,7 +24,8 @@ RULES = """\
 them out (the checkpoint's are used) or give the same; other values are refused. --epochs (the total), --lr, --momentum
 and --batch-size default to the checkpoint's values; given, they override them, and the 'resumed' line says so.
 Without --resume, an --out that already holds a checkpoint is refused unless --overwrite is given.
-The output folder is checked before training: created if needed, and a test file written there."""
+The output folder is checked before training: created if needed, and a test file written there. One run at a time
+uses a folder: a second `dlcourse train` into the --out of a running one is refused."""
 
 def load_data(name, seed=0):
     "Train, validation and test sets (x, y) for a data set name; images come preprocessed as (N, 1, 28, 28) float32"
@@ -102,15 +104,16 @@ def _defaults(s):
 def _resumed(ckpt, given):
     "The settings of the run in `ckpt`, with the given ones in place of its epochs and batch size; refuses another run"
     from dlcourse.checkpoint import read_checkpoint
-    ck = read_checkpoint(ckpt)
-    info = ck.meta.get('info')
-    if not isinstance(info, dict) or not set(SETTINGS) <= set(info):
-        raise ValueError(f"--resume: {ckpt} records no settings of a `dlcourse train` run (it was written by an older "
-                         "dlcourse, or by Learner.save), so it cannot be checked against --data and --model; start a "
-                         "new run with --overwrite")
-    if set(info) != set(SETTINGS): raise ValueError(f"--resume: {ckpt} holds unknown run settings {sorted(set(info) - set(SETTINGS))}")
-    try: saved = _check_settings(**{k: info[k] for k in SETTINGS})
-    except (TypeError, ValueError) as e: raise ValueError(f"--resume: {ckpt} holds invalid run settings: {e}") from None
+    try:
+        ck = read_checkpoint(ckpt)
+        info = ck.meta.get('info')
+        if not isinstance(info, dict) or not set(SETTINGS) <= set(info):
+            raise ValueError(f"{ckpt} records no settings of a `dlcourse train` run (it was written by an older dlcourse, or "
+                             "by Learner.save), so it cannot be checked against --data and --model")
+        if set(info) != set(SETTINGS): raise ValueError(f"{ckpt} holds unknown run settings {sorted(set(info) - set(SETTINGS))}")
+        try: saved = _check_settings(**{k: info[k] for k in SETTINGS})
+        except (TypeError, ValueError) as e: raise ValueError(f"{ckpt} holds invalid run settings: {e}") from None
+    except ValueError as e: raise _unusable(e) from None
     for k in IDENTITY:
         if given[k] is not None and given[k] != saved[k]:
             flag = '--' + k.replace('_', '-')
@@ -118,22 +121,71 @@ def _resumed(ckpt, given):
                              f"out to continue it, or train into another --out")
     return {k: saved[k] if given[k] is None else given[k] for k in SETTINGS}, saved, ck.hyper or {}
 
+def _out_error(out, e):
+    "The OSError `e` met while checking or writing --out, as the user's one line: what is wrong and what to do"
+    why = os.strerror(e.errno) if e.errno else str(e)
+    hint = {errno.EACCES: 'no permission to write there', errno.EPERM: 'no permission to write there',
+            errno.EROFS: 'a read-only file system'}.get(e.errno, '')
+    todo = '' if e.errno in (errno.ENOSPC, getattr(errno, 'EDQUOT', errno.ENOSPC)) else f" ({hint + ': ' if hint else ''}choose another --out)"
+    return OSError(e.errno, f"--out {out} cannot hold the run's files: {why}{todo}")
+
+def _check_path(out):
+    "Refuse an --out that cannot be a folder (a file, a symbolic-link loop, a dangling link, a name too long) without writing"
+    try: os.stat(out)
+    except FileNotFoundError:
+        if os.path.lexists(out): raise FileNotFoundError(errno.ENOENT, f"--out {out} is a symbolic link to {os.readlink(out)}, "
+                                                         "which does not exist: create that folder, or choose another --out")
+        return
+    except OSError as e: raise _out_error(out, e) from None           # ELOOP, ENAMETOOLONG, ENOTDIR, EACCES
+    if not os.path.isdir(out): raise NotADirectoryError(errno.ENOTDIR, f"--out {out} is a file, not a folder: choose another --out")
+
+def _unusable(e):
+    "A checkpoint that cannot be resumed (the ValueError `e` says why), with what to do"
+    return ValueError(f"--resume: {str(e).rstrip('.')}. It cannot be continued: start a new run there with --overwrite "
+                      "instead of --resume, or restore the file")
+
 def _check_out(out, nbytes=4096):
     "Create the folder `out` if needed and write (then delete) a test file of `nbytes` there: refuse it before any work"
     from dlcourse.checkpoint import write_atomic
-    if out.exists() and not out.is_dir(): raise NotADirectoryError(errno.ENOTDIR, f"--out {out} is a file, not a folder")
+    _check_path(out)
     for name in OUTPUTS:
-        if (out / name).is_dir(): raise IsADirectoryError(errno.EISDIR, f"--out {out}: {name} there is a folder, not a file")
+        if (out / name).is_dir(): raise IsADirectoryError(errno.EISDIR, f"--out {out}: {name} there is a folder, not a file; "
+                                                                        "move it away, or choose another --out")
     created = [p for p in (out, *out.parents) if not p.exists()]
     probe = out / '.dlcourse-write-test'
     try: write_atomic(probe, lambda f: [f.write(bytes(min(1 << 20, nbytes - i))) for i in range(0, nbytes, 1 << 20)])
     except OSError as e:
         _remove_empty(created)                              # leave nothing behind: the folders made for the test too
-        raise OSError(e.errno, f"--out {out} cannot hold the run's files: {os.strerror(e.errno) if e.errno else e}") from None
+        raise _out_error(out, e) from None
     finally:
         try: probe.unlink(missing_ok=True)
         except OSError: pass                                # no folder to hold it: the error above says why
     return created
+
+class _Busy(BlockingIOError):
+    "The output folder is locked by another run"
+
+def _lock(out):
+    """Hold an exclusive lock on the folder `out` while this run uses it (released by the system when the process ends, even
+    killed); a second run into it is refused. Returns the descriptor to close, or None where the system has no locks"""
+    try: import fcntl
+    except ImportError: return None
+    fd = os.open(out, os.O_RDONLY)
+    try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        os.close(fd)
+        if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN): return None      # a file system without locks
+        raise _Busy(errno.EWOULDBLOCK, f"--out {out} is in use by another `dlcourse train` that is still running: "
+                                                 "wait for it to end, or choose another --out") from None
+    return fd
+
+def _remove_stale(out):
+    "Remove the temporary files that a killed run (SIGKILL, power loss) left in `out`; only called while holding its lock"
+    prefixes = tuple(f'.{name}.' for name in OUTPUTS + ('.dlcourse-write-test',))
+    for entry in os.scandir(out):
+        if entry.name.startswith(prefixes) and entry.name.endswith('.tmp') and entry.is_file(follow_symlinks=False):
+            try: os.unlink(entry.path)
+            except OSError: pass
 
 def _remove_empty(folders):
     "Remove `folders` (deepest first) as long as they are empty"
@@ -172,26 +224,48 @@ def train(data=None,        # data set: IMAGES or TOY (default 'sample'; resumin
         if not os.fspath(out).strip(): raise ValueError("--out must not be empty")
     out = Path(out) if out is not None else Path('runs') / f"{fresh['model']}-{fresh['data']}"
     ckpt = out / 'checkpoint.npz'
-    try: exists = ckpt.exists()                           # False for a missing folder; an OSError for a name too long
-    except OSError as e: raise OSError(e.errno, f"--out {out} cannot hold the run's files: {e.strerror}") from None
-    if resume:
-        if not exists: raise FileNotFoundError(errno.ENOENT, f"--resume: no checkpoint at {ckpt}")
-        s, saved, hyper = _resumed(ckpt, given)
-    else:
-        if exists and not overwrite:
-            raise FileExistsError(errno.EEXIST, f"{ckpt} holds the checkpoint of an earlier run: continue it with --resume, "
-                                                "replace it with --overwrite, or choose another --out")
-        s, saved, hyper = fresh, None, None
-    if s['model'] == 'lenet5' and s['data'] in TOY:
+    _check_path(out)
+    if resume and not _exists(ckpt): raise FileNotFoundError(errno.ENOENT, _NO_CHECKPOINT.format(ckpt=ckpt))
+    if not resume and fresh['model'] == 'lenet5' and fresh['data'] in TOY:
         raise ValueError("model 'lenet5' needs image data (--data sample, fashion-mnist or mnist)")
-    created = _check_out(out)
-    changed = None if saved is None else (
-        [f"--{k.replace('_', '-')} {saved[k]} -> {given[k]}" for k in ('epochs', 'batch_size') if given[k] not in (None, saved[k])]
-        + [f"--{k} {hyper.get(k)} -> {v}" for k, v in (('lr', lr), ('momentum', momentum)) if v is not None and v != hyper.get(k)])
-    try: return _run(s, lr, momentum, out, ckpt, changed, progress)
+    created, lock = _check_out(out), None
+    try:
+        lock = _lock(out)                                   # from here on no other run writes into `out`
+        _remove_stale(out)
+        if resume:
+            if not _exists(ckpt): raise FileNotFoundError(errno.ENOENT, _NO_CHECKPOINT.format(ckpt=ckpt))
+            s, saved, hyper = _resumed(ckpt, given)
+        else:
+            if _exists(ckpt) and not overwrite:
+                raise FileExistsError(errno.EEXIST, f"{ckpt} holds the checkpoint of an earlier run: continue it with "
+                                                    "--resume, replace it with --overwrite, or choose another --out")
+            s, saved, hyper = fresh, None, None
+        if s['model'] == 'lenet5' and s['data'] in TOY:
+            raise ValueError("model 'lenet5' needs image data (--data sample, fashion-mnist or mnist)")
+        changed = None if saved is None else (
+            [f"--{k.replace('_', '-')} {saved[k]} -> {given[k]}" for k in ('epochs', 'batch_size') if given[k] not in (None, saved[k])]
+            + [f"--{k} {hyper.get(k)} -> {v}" for k, v in (('lr', lr), ('momentum', momentum)) if v is not None and v != hyper.get(k)])
+        return _run(s, lr, momentum, out, ckpt, changed, progress)
+    except _Busy: raise                                     # the folder is the other run's: leave it alone
     except BaseException:
         _remove_empty(created)                              # a run that wrote nothing leaves no folder either
         raise
+    finally:
+        if lock is not None: os.close(lock)
+
+_NO_CHECKPOINT = ("--resume: no checkpoint at {ckpt} to continue: give the --out of the run to continue, or leave out "
+                  "--resume to start a new run there")
+
+def _exists(ckpt):
+    "Whether `ckpt` exists (a dangling link or a link loop does not)"
+    try: os.stat(ckpt); return True
+    except FileNotFoundError: return False
+    except OSError as e:
+        if e.errno == errno.ELOOP: return False
+        raise _out_error(ckpt.parent, e) from None
+
+class Terminated(KeyboardInterrupt):
+    "SIGTERM (`kill`, a batch system's time limit): the run stops as for Ctrl-C and says what it leaves"
 
 def _truth(learner, ckpt):
     "What an interrupted run leaves in `ckpt`"
@@ -207,9 +281,12 @@ def _run(s, lr, momentum, out, ckpt, changed, progress):
     from dlcourse.learner import Learner
     from dlcourse.losses import CrossEntropyLoss
     from dlcourse.optim import SGD
-    start, learner, fitting, trained = time.perf_counter(), None, False, False
+    start, learner, phase, trained = time.perf_counter(), None, 'before training started', False
     try:
         (xtr, ytr), (xva, yva), (xte, yte) = load_data(s['data'], s['seed'])
+        if not (len(xtr) and len(xte)):
+            raise ValueError(f"--data {s['data']} holds {len(xtr)} training and {len(xte)} test examples: there is nothing "
+                             "to train on or to test; check the data set's files")
         num_classes = int(max(ytr.max(), yte.max())) + 1
         manual_seed(s['seed'])
         net = build_model(s['model'], xtr, num_classes, s['activation'])
@@ -217,33 +294,36 @@ def _run(s, lr, momentum, out, ckpt, changed, progress):
         learner = Learner(net, CrossEntropyLoss(), opt, DataLoader(xtr, ytr, batch_size=s['batch_size'], seed=s['seed']),
                           DataLoader(xva, yva, batch_size=512, shuffle=False))
         if changed is not None:
-            learner.load(ckpt)                                  # the checkpoint's hyper-parameters, then the given ones
+            try: learner.load(ckpt)                             # the checkpoint's hyper-parameters, then the given ones
+            except ValueError as e: raise _unusable(e) from None
             if lr is not None: opt.lr = lr
             if momentum is not None: opt.hyper['momentum'] = momentum
             print(f"resumed from {ckpt} after epoch {learner.epoch}" +
                   (f"; changed from the checkpoint: {', '.join(changed)}" if changed else ", with the checkpoint's settings"))
         learner.info = dict(s)
         _check_out(out, _checkpoint_bytes(net, opt.hyper['momentum']))
-        n_params, fitting = sum(p.size for p in net.parameters()), True
+        n_params, remaining = sum(p.size for p in net.parameters()), s['epochs'] - learner.epoch
+        if remaining > 0: phase = None                          # from the banner on: in the epoch after learner.epoch
         print(f"data: {s['data']}, {len(xtr):,} training / {len(xva):,} validation / {len(xte):,} test examples, {num_classes} classes")
-        print(f"model: {s['model']} ({s['activation']}), {n_params:,} parameters; SGD lr {opt.hyper['lr']}, momentum "
-              f"{opt.hyper['momentum']}, batch {s['batch_size']}, {s['epochs']} epochs; output in {out}/")
-        remaining = s['epochs'] - learner.epoch
+        print(f"model: {s['model']}, {n_params:,} parameters, activation {s['activation']}; SGD lr {opt.hyper['lr']}, momentum "
+              f"{opt.hyper['momentum']}, batch {s['batch_size']}, {s['epochs']} epoch{'s' * (s['epochs'] != 1)}; output in {out}/")
         if remaining > 0:
             with np.errstate(over='ignore', invalid='ignore', divide='ignore'):   # the divergence guard says it in one line
                 learner.fit(remaining, checkpoint=ckpt, progress=progress, log=True, plot=False)
         else: print(f"the checkpoint is at epoch {learner.epoch} of {s['epochs']}: nothing to train (a larger --epochs trains on)")
-        trained = True
-    except KeyboardInterrupt:
-        where = f"in epoch {learner.epoch + 1}" if fitting else 'before training started'
-        print(f"\ninterrupted {where}: {_truth(learner, ckpt)}", file=sys.stderr)
+        trained, phase = True, 'while testing, after training'
+        test = learner.evaluate(DataLoader(xte, yte, batch_size=512, shuffle=False))
+    except KeyboardInterrupt as e:
+        how = 'terminated (SIGTERM)' if isinstance(e, Terminated) else 'interrupted'
+        truth = (f"training is complete; the checkpoint of epoch {learner.epoch} is {ckpt}" if trained else _truth(learner, ckpt))
+        print(f"\n{how} {phase or f'in epoch {learner.epoch + 1}'}: {truth}", file=sys.stderr)
+        e.told = True
         raise
     finally:
         if learner is not None and len(learner.history):
             try: _save_curves(learner.history, out / 'curves.png'); _save_history(learner.history, out / 'history.csv')
             except OSError:
                 if trained: raise                              # else the error that stopped training is the one to tell
-    test = learner.evaluate(DataLoader(xte, yte, batch_size=512, shuffle=False))
     print(f"final test accuracy {test.get('accuracy', float('nan')):.2%}, test loss {test['loss']:.4f} on {len(xte):,} "
           f"examples; {time.perf_counter() - start:.0f} s")
     print(f"wrote {ckpt}, {out / 'curves.png'}, {out / 'history.csv'}")
@@ -291,13 +371,43 @@ def _parser():
     tr.add_argument('--quiet', action='store_true', help='no progress bar (there is none either when stderr is not a terminal)')
     return parser
 
+class _OutputFailed(OSError):
+    "Writing the standard output failed for another reason than a closed pipe (a full disk behind `> log`)"
+
+class _Stdout:
+    "The standard output of the command: a failed write is reported as the output's (not as --out's), a closed pipe as such"
+    def __init__(self, stream): self._stream = stream
+    def __getattr__(self, name): return getattr(self._stream, name)
+    def write(self, text): return self._do(self._stream.write, text)
+    def flush(self): return self._do(self._stream.flush)
+    def _do(self, f, *args):
+        try: return f(*args)
+        except BrokenPipeError: raise
+        except OSError as e:
+            full = e.errno in (errno.ENOSPC, getattr(errno, 'EDQUOT', errno.ENOSPC))
+            raise _OutputFailed(e.errno, f"could not write the standard output: {os.strerror(e.errno) if e.errno else e} ("
+                                + ('the disk is full: free some space, or ' if full else '') + "send it elsewhere)") from None
+
 def _message(e):
-    "An exception as one line for the user"
+    "An exception as one line for the user (at most about 1000 characters: a hostile file's name or field is cut short)"
     if isinstance(e, OSError) and e.strerror:
         msg = e.strerror + (f": {e.filename}" if e.filename else '')
-        if e.errno in (errno.ENOSPC, getattr(errno, 'EDQUOT', errno.ENOSPC)): msg += ' (the disk is full: free some space, or choose another --out)'
+        if e.errno in (errno.ENOSPC, getattr(errno, 'EDQUOT', errno.ENOSPC)) and not isinstance(e, _OutputFailed):
+            msg += ' (the disk is full: free some space, or choose another --out)'
     else: msg = str(e)
-    return ' '.join(msg.split())
+    msg = ' '.join(msg.split())
+    return msg if len(msg) <= 1000 else f"{msg[:600]} [... {len(msg) - 900:,} characters ...] {msg[-300:]}"
+
+def _quiet(*streams):
+    "Send `streams` to /dev/null: nothing more is written to a closed pipe or a full disk (not even at exit)"
+    try: devnull = os.open(os.devnull, os.O_WRONLY)
+    except OSError: return
+    try:
+        for stream in streams: os.dup2(devnull, stream.fileno())
+    except (OSError, ValueError, AttributeError): pass
+    finally: os.close(devnull)
+
+def _terminate(signum, frame): raise Terminated()
 
 def _main(argv):
     args = _parser().parse_args(argv)
@@ -306,25 +416,40 @@ def _main(argv):
         train(args.data, args.model, epochs=args.epochs, lr=args.lr, momentum=args.momentum, batch_size=args.batch_size,
               seed=args.seed, out=args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet,
               activation=args.activation)
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt as e:
+        terminated = isinstance(e, Terminated)
+        if not getattr(e, 'told', False):                   # stopped while checking its arguments and the output folder
+            print(f"\n{'terminated (SIGTERM)' if terminated else 'interrupted'} before training started: nothing was written",
+                  file=sys.stderr)
+        return 143 if terminated else 130
     except BrokenPipeError:
         raise                               # main's: the reader of stdout quit
     except (ValueError, TypeError, OSError, FloatingPointError) as e:
-        sys.stdout.flush()
-        print(f"dlcourse train: error: {_message(e)}", file=sys.stderr)
-        return 2
+        return _error(e)
     return 0
 
+def _error(e):
+    "Tell the error `e` in one line on stderr, after what stdout still holds; the exit status 2"
+    try: sys.stdout and sys.stdout.flush()
+    except _OutputFailed: _quiet(sys.stdout)            # a full disk behind stdout: what it holds is lost, the error is told
+    print(f"dlcourse train: error: {_message(e)}", file=sys.stderr)
+    return 2
+
 def main(argv=None):
-    "The `dlcourse` command; returns its exit status (0, 2 for an error, 130 for Ctrl-C, 141 when the reader of stdout quit)"
+    """The `dlcourse` command; returns its exit status (0, 2 for an error, 130 for Ctrl-C, 143 for SIGTERM, 141 when the
+    reader of stdout quit)"""
+    stdout, handler = sys.stdout, None
+    if stdout is not None: sys.stdout = _Stdout(stdout)     # None: stdout closed (`>&-`); print() then writes nothing
+    try: handler = signal.signal(signal.SIGTERM, _terminate)      # only the main thread may; elsewhere SIGTERM stays as it is
+    except (ValueError, AttributeError): pass
     try:
         status = _main(argv)
-        sys.stdout.flush()
+        try: sys.stdout and sys.stdout.flush()
+        except _OutputFailed as e: status = _error(e)
         return status
     except BrokenPipeError:                 # `dlcourse train | head -1`: stop quietly, as a killed pipeline member would
-        try:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            for stream in (sys.stdout, sys.stderr): os.dup2(devnull, stream.fileno())
-        except (OSError, ValueError, AttributeError): pass
+        _quiet(stdout, sys.stderr)
         return 141
+    finally:
+        sys.stdout = stdout
+        if handler is not None: signal.signal(signal.SIGTERM, handler)

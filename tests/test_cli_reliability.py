@@ -108,7 +108,7 @@ def test_resume_without_flags_continues_the_run_exactly(tmp_path):
     r = cli('train', '--resume', '--epochs', 3, '--out', tmp_path / 'split', cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert 'after epoch 2; changed from the checkpoint: --epochs 2 -> 3' in r.stdout
-    assert 'model: mlp (tanh), ' in r.stdout and 'SGD lr 0.02, momentum 0.9, batch 16, 3 epochs' in r.stdout
+    assert 'parameters, activation tanh; SGD lr 0.02, momentum 0.9, batch 16, 3 epochs' in r.stdout
     a, b = arrays(tmp_path / 'straight' / 'checkpoint.npz'), arrays(tmp_path / 'split' / 'checkpoint.npz')
     assert a.keys() == b.keys()
     for k in a: np.testing.assert_array_equal(a[k], b[k], err_msg=k)
@@ -166,13 +166,45 @@ def _set(keys, value):
     (_set(['meta', 'info', 'data'], 'circles'), True, "holds invalid run settings: data must be one of"),
     (_set(['meta', 'info', 'batch_size'], 0), True, 'holds invalid run settings: batch_size must be a positive integer'),
     (lambda h: h['meta'].pop('info'), True, 'records no settings of a `dlcourse train` run'),
+    (_set(['optimizer', 'hyper', 'lr'], 10 ** 400), True, "the optimizer's hyper-parameters must be finite numbers"),
+    (_set(['meta', 'epoch'], 10 ** 30), True, 'one record of finite numbers per epoch, for the epochs 1 to 1000'),
+    (_set(['meta', 'info', 'data'], 'x' * 10 ** 6), True, 'characters ...'),
 ])
 def test_resume_refuses_an_edited_or_invalid_header(moons_run, tmp_path, change, resign, fragment):
     run = copy_run(moons_run, tmp_path / 'run')
     edit_header(run / 'checkpoint.npz', change, resign)
     r = run_here('train', '--out', run, '--resume', '--quiet', cwd=tmp_path)
     assert r.returncode == 2 and r.stdout == ''
-    one_error_line(r, fragment)
+    line = one_error_line(r, fragment)
+    assert len(line) < 1200
+    assert line.endswith('start a new run there with --overwrite instead of --resume, or restore the file'), line
+
+
+@pytest.mark.parametrize('damage,fragment', [
+    (lambda b: b[:len(b) // 2], 'is not a dlcourse checkpoint (an .npz file): File is not a zip file; it may be truncated'),
+    (lambda b: b'', 'is not a dlcourse checkpoint (an .npz file)'),
+    (lambda b: np.random.default_rng(0).bytes(len(b)), 'is not a dlcourse checkpoint (an .npz file)'),
+    (lambda b: b[:3000] + bytes([b[3000] ^ 1]) + b[3001:], 'truncated or corrupted?): Bad CRC-32'),
+])
+def test_resume_from_a_damaged_checkpoint_says_what_to_do(moons_run, tmp_path, damage, fragment):
+    run = copy_run(moons_run, tmp_path / 'run')
+    (run / 'checkpoint.npz').write_bytes(damaged := damage((run / 'checkpoint.npz').read_bytes()))
+    r = run_here('train', '--out', run, '--resume', '--quiet', cwd=tmp_path)
+    assert r.returncode == 2 and r.stdout == ''
+    line = one_error_line(r, fragment)
+    assert line.endswith("It cannot be continued: start a new run there with --overwrite instead of --resume, or restore "
+                         "the file") and 'pickle' not in line
+    assert (run / 'checkpoint.npz').read_bytes() == damaged and leftovers(run) == []
+
+
+def test_resume_without_a_checkpoint_says_what_to_do(tmp_path):
+    (tmp_path / 'empty').mkdir()
+    for out in (tmp_path / 'empty', tmp_path / 'missing'):
+        r = run_here('train', '--out', out, '--resume', cwd=tmp_path)
+        assert r.returncode == 2 and r.stdout == ''
+        one_error_line(r, f"--resume: no checkpoint at {out / 'checkpoint.npz'} to continue: give the --out of the run to "
+                          "continue, or leave out --resume to start a new run there")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['empty'] and not any((tmp_path / 'empty').iterdir())
 
 
 # -------------------------------------------------------------------------------- 2. a good checkpoint is never replaced
@@ -208,15 +240,43 @@ def test_divergence_in_the_cli_is_one_true_line(moons_run, tmp_path):
     (lambda d: d / ('n' * 300), "cannot hold the run's files: File name too long"),
     (lambda d: (d / 'run' / 'curves.png').mkdir(parents=True) or d / 'run', 'curves.png there is a folder, not a file'),
     (lambda d: Path('/sys'), "cannot hold the run's files: Permission denied"),     # unwritable even for root
-    (lambda d: Path('/sys/dlcourse-run'), "cannot hold the run's files: Operation not permitted"),
+    (lambda d: Path('/sys/dlcourse-run'), "cannot hold the run's files: Operation not permitted (no permission to write "
+                                          "there: choose another --out)"),
+    (lambda d: (d / 'a').symlink_to('b') or (d / 'b').symlink_to('a') or d / 'a',
+     "--out a cannot hold the run's files: Too many levels of symbolic links (choose another --out)"),
+    (lambda d: (d / 'a').symlink_to('b') or (d / 'b').symlink_to('a') or d / 'a' / 'run', 'Too many levels of symbolic links'),
+    (lambda d: (d / 'link').symlink_to(d / 'gone') or d / 'link',
+     'is a symbolic link to {d}/gone, which does not exist: create that folder, or choose another --out'),
 ])
 def test_bad_out_is_refused_before_training(tmp_path, make_out, fragment):
     out = make_out(tmp_path)
     before = sorted(tmp_path.rglob('*'))
-    r = run_here('train', '--data', 'moons', '--epochs', 1, '--out', out, cwd=tmp_path)
+    r = run_here('train', '--data', 'moons', '--epochs', 1, '--out', out.relative_to(tmp_path) if out.is_relative_to(tmp_path)
+                 else out, cwd=tmp_path)
     assert r.returncode == 2 and r.stdout == '', r.stdout          # nothing trained, not even the data loaded
-    one_error_line(r, fragment)
+    one_error_line(r, fragment.format(d=tmp_path))
     assert sorted(tmp_path.rglob('*')) == before                     # no probe, no temporary file, no folder left
+
+
+def test_a_read_only_out_is_refused_before_training():
+    "A folder the user may not write to (as root the command runs as the user nobody, for whom permissions hold)"
+    import shutil
+    import tempfile
+    base = Path(tempfile.mkdtemp(prefix='dlcourse-ro-'))       # in /tmp: reachable for nobody, unlike pytest's tmp_path
+    try:
+        ro, home = base / 'ro', base / 'home'
+        ro.mkdir(); home.mkdir()
+        os.chmod(base, 0o755); os.chmod(ro, 0o555); os.chmod(home, 0o777)
+        as_a_user = ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups'] if os.geteuid() == 0 else []   # util-linux
+        env = child_env(HOME=str(home), NUMBA_CACHE_DIR=str(home / 'numba'), MPLCONFIGDIR=str(home / 'mpl'))
+        for out in (ro, ro / 'run'):
+            r = subprocess.run([*as_a_user, *MAIN, 'train', '--data', 'moons', '--out', str(out)], cwd=base, env=env,
+                               capture_output=True, text=True, timeout=300)
+            assert r.returncode == 2 and r.stdout == '', r.stdout
+            one_error_line(r, f"--out {out} cannot hold the run's files: Permission denied (no permission to write there: "
+                              "choose another --out)")
+        assert list(ro.iterdir()) == []
+    finally: shutil.rmtree(base)
 
 
 def test_a_file_size_limit_is_found_before_training(tmp_path):
@@ -318,6 +378,26 @@ def test_output_files_honour_the_umask(tmp_path, umask):
     assert modes == dict.fromkeys(['checkpoint.npz', 'curves.png', 'history.csv'], 0o666 & ~umask)
 
 
+def test_a_closed_stdout_trains_silently(tmp_path):
+    "`dlcourse train >&-`: no stdout at all; the run still trains and writes its files, and nothing fails"
+    r = subprocess.run([*MAIN, 'train', '--data', 'xor', '--epochs', '2', '--out', str(tmp_path / 'run')], cwd=tmp_path,
+                       env=child_env(), stdout=None, stderr=subprocess.PIPE, text=True, timeout=300,
+                       preexec_fn=lambda: os.close(1))
+    assert r.returncode == 0 and r.stderr == '', r.stderr
+    assert header(tmp_path / 'run' / 'checkpoint.npz')['meta']['epoch'] == 2 and (tmp_path / 'run' / 'history.csv').exists()
+
+
+def test_stdout_on_a_full_disk_is_named_as_such(tmp_path):
+    "`dlcourse train > log` with the disk of the log full (/dev/full): one line about the output, not about --out"
+    with open('/dev/full', 'w') as full:
+        r = subprocess.run([*MAIN, 'train', '--data', 'xor', '--epochs', '2', '--out', str(tmp_path / 'run')], cwd=tmp_path,
+                           env=child_env(), stdout=full, stderr=subprocess.PIPE, text=True, timeout=300)
+    assert r.returncode == 2
+    one_error_line(r, 'could not write the standard output: No space left on device (the disk is full: free some space, '
+                      'or send it elsewhere)')
+    assert list(tmp_path.iterdir()) == []                      # it stopped at the first line: no run, no folder
+
+
 # ------------------------------------------------------------------------------------------------ 5. Ctrl-C tells the truth
 def interrupt_after(tmp_path, args, line_start):
     "Start a run, send SIGINT once stdout shows a line starting with `line_start`; returns (status, stderr)"
@@ -344,7 +424,78 @@ def test_ctrl_c_later_names_the_checkpoint_that_exists(tmp_path):
     assert Path(m[2]) == tmp_path / 'run' / 'checkpoint.npz' and header(m[2])['meta']['epoch'] == int(m[1])
 
 
-# ----------------------------------------------------------------------------------- 6. fuzzing the command's arguments
+def test_sigterm_stops_as_ctrl_c_does(tmp_path):
+    "`kill PID` (or a batch system's time limit): the same truthful line, the curves and history saved, exit 143"
+    p = subprocess.Popen([*MAIN, 'train', '--data', 'moons', '--epochs', '100000', '--out', str(tmp_path / 'run'), '--quiet'],
+                         cwd=tmp_path, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in p.stdout:
+        if line.startswith('epoch 2 '): p.send_signal(signal.SIGTERM); break
+    p.stdout.read()
+    status, err = p.wait(timeout=300), p.stderr.read()
+    m = re.fullmatch(r"terminated \(SIGTERM\) in epoch \d+: the checkpoint of epoch (\d+) is (.+); continue with --resume",
+                     err.strip())
+    assert status == 143 and m, err
+    assert header(m[2])['meta']['epoch'] == int(m[1]) >= 2
+    assert len((tmp_path / 'run' / 'history.csv').read_text().splitlines()) == int(m[1]) + 1
+    assert (tmp_path / 'run' / 'curves.png').stat().st_size > 0 and leftovers(tmp_path) == []
+
+
+def test_ctrl_c_while_testing_says_training_is_complete(tmp_path, monkeypatch):
+    from dlcourse.learner import Learner
+
+    def interrupted(self, dl): raise KeyboardInterrupt
+    monkeypatch.setattr(Learner, 'evaluate', interrupted)
+    code, out, err = in_process(['train', '--data', 'xor', '--epochs', '2', '--out', str(tmp_path / 'run')], tmp_path)
+    assert code == 130 and err.strip() == (f"interrupted while testing, after training: training is complete; the checkpoint "
+                                           f"of epoch 2 is {tmp_path / 'run' / 'checkpoint.npz'}"), err
+
+
+def test_no_data_is_one_line(tmp_path, monkeypatch):
+    "A data set without examples (a damaged copy): one line, before a loss of 0 or a reduction of an empty array"
+    from dlcourse import cli as climod
+    empty = (np.zeros((0, 2), np.float32), np.zeros(0, np.int64))
+    monkeypatch.setattr(climod, 'load_data', lambda name, seed: [empty, empty, empty])
+    code, out, err = in_process(['train', '--data', 'xor', '--out', str(tmp_path / 'run')], tmp_path)
+    assert code == 2 and out == ''
+    one_error_line(err, '--data xor holds 0 training and 0 test examples: there is nothing to train on or to test')
+    assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------------------------ 6. one run at a time in a folder
+def test_a_second_run_into_a_busy_out_is_refused(tmp_path):
+    "Two runs into one --out at once: the second is refused in one line, the first finishes untouched"
+    run = tmp_path / 'run'
+    first = subprocess.Popen([*MAIN, 'train', '--data', 'moons', '--epochs', '100000', '--out', str(run), '--quiet'],
+                             cwd=tmp_path, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in first.stdout:
+        if line.startswith('epoch 1 '): break
+    for flags in ([], ['--resume'], ['--overwrite'], ['--data', 'xor', '--overwrite']):
+        r = run_here('train', '--data', 'moons', '--out', run, *flags, cwd=tmp_path) if '--data' not in flags else \
+            run_here('train', '--out', run, *flags, cwd=tmp_path)
+        assert r.returncode == 2 and r.stdout == '', r.stdout
+        one_error_line(r, f"--out {run} is in use by another `dlcourse train` that is still running: wait for it to end, or "
+                          "choose another --out")
+    first.send_signal(signal.SIGINT)
+    first.stdout.read()
+    assert first.wait(timeout=300) == 130
+    epoch = header(run / 'checkpoint.npz')['meta']['epoch']
+    assert epoch >= 1 and header(run / 'checkpoint.npz')['meta']['info']['data'] == 'moons' and leftovers(tmp_path) == []
+    r = run_here('train', '--out', run, '--resume', '--epochs', epoch + 1, '--quiet', cwd=tmp_path)  # the lock went with it
+    assert r.returncode == 0, r.stderr
+
+
+def test_temporary_files_of_a_killed_run_are_removed(moons_run, tmp_path):
+    "SIGKILL mid-write leaves a temporary file that no code of that run can remove: the next run in the folder does"
+    run = copy_run(moons_run, tmp_path / 'run')
+    stale = [run / '.checkpoint.npz.k1ll3d.tmp', run / '.curves.png.x.tmp', run / '.history.csv.y.tmp']
+    for p in stale: p.write_bytes(b'PK\x03\x04 half a file')
+    (run / '.notes.tmp').write_text('mine')                    # not the command's: kept
+    r = run_here('train', '--out', run, '--resume', '--epochs', 3, '--quiet', cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert not any(p.exists() for p in stale) and (run / '.notes.tmp').read_text() == 'mine'
+
+
+# ----------------------------------------------------------------------------------- 7. fuzzing the command's arguments
 VALID = {              # small runs on the toy problems: a valid command line trains in well under a second
     '--data': ['xor', 'moons'], '--model': ['mlp'], '--activation': ['relu', 'tanh', 'elu'], '--epochs': ['1', '2'],
     '--lr': ['0.05', '0.5', '1e300'], '--momentum': ['0', '0.9'], '--batch-size': ['1', '4', '1000000'],
@@ -354,7 +505,7 @@ INVALID = {
     '--data': ['circles', '', 'XOR'], '--model': ['lenet5', 'resnet'], '--activation': ['swish', 'RELU'],
     '--epochs': ['0', '-1', '1.5', 'x', '1e3', ''], '--lr': ['0', '-1', 'nan', 'inf', 'x'], '--momentum': ['-0.1', 'nan', 'y'],
     '--batch-size': ['0', '-3', '2.5'], '--seed': ['-1', 'z', '0x10'],
-    '--out': ['', ' ', 'existing-file', 'existing-file/run', 'n' * 300, '/sys', '/sys/run'],
+    '--out': ['', ' ', 'existing-file', 'existing-file/run', 'n' * 300, '/sys', '/sys/run', 'loop', 'loop/run', 'dangling'],
 }
 SWITCHES = ['--resume', '--overwrite', '--quiet', '--bogus', 'extra', '-x', '--help-me', '--']
 
@@ -380,6 +531,7 @@ def test_fuzz_cli_arguments(tmp_path_factory, xor_checkpoint, argv, with_checkpo
     "Any mix of valid and invalid flags: exit 0, or exit 2 with one line; never a traceback (any exception fails here)"
     d = tmp_path_factory.mktemp('fuzz')
     (d / 'existing-file').write_text('not a folder')
+    (d / 'loop').symlink_to('loop2'); (d / 'loop2').symlink_to('loop'); (d / 'dangling').symlink_to(d / 'gone')
     if with_checkpoint:                                        # an earlier run in --out: --resume, --overwrite matter
         (d / 'run').mkdir(); (d / 'run' / 'checkpoint.npz').write_bytes(xor_checkpoint)
     code, out, err = in_process(argv, d)
