@@ -292,6 +292,37 @@ def test_a_file_size_limit_is_found_before_training(tmp_path):
     assert not (tmp_path / 'run').exists()
 
 
+def test_a_file_size_limit_met_during_training_keeps_the_last_checkpoint(tmp_path):
+    "RLIMIT_FSIZE lowered on the running process after epoch 1 (as a disk filling up): the next save fails in one line"
+    import resource
+    run = tmp_path / 'run'
+    p = subprocess.Popen([*MAIN, 'train', '--data', 'moons', '--epochs', '100000', '--out', str(run), '--quiet'],
+                         cwd=tmp_path, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in p.stdout:
+        if line.startswith('epoch 1 '): resource.prlimit(p.pid, resource.RLIMIT_FSIZE, (10_000, resource.RLIM_INFINITY)); break
+    p.stdout.read()
+    status, err = p.wait(timeout=300), p.stderr.read()
+    assert status == 2
+    one_error_line(err, f"could not write {run / 'checkpoint.npz'}: File too large; the previous file there is intact")
+    epoch = header(run / 'checkpoint.npz')['meta']['epoch']
+    assert epoch >= 1 and leftovers(tmp_path) == []
+    read_checkpoint(run / 'checkpoint.npz')                     # the last good one, whole
+
+
+def test_a_name_that_is_no_utf8_works_and_is_shown_escaped(tmp_path):
+    "An --out whose bytes are no UTF-8 (an old Latin-1 file system): the run works, messages show it escaped, in one line"
+    out = b'run-\xe9t\xe9'
+    base = [sys.executable, '-c', 'import sys; from dlcourse.cli import main; sys.exit(main())', 'train']
+    r = subprocess.run([*base, '--data', 'xor', '--epochs', '1', '--out', out, '--quiet'], cwd=tmp_path, env=child_env(),
+                       capture_output=True, timeout=300)
+    assert r.returncode == 0 and r.stderr == b'', r.stderr
+    assert (tmp_path.joinpath(os.fsdecode(out)) / 'checkpoint.npz').is_file()
+    r = subprocess.run([*base, '--resume', '--data', 'moons', '--out', out], cwd=tmp_path, env=child_env(),
+                       capture_output=True, timeout=300)
+    assert r.returncode == 2 and r.stdout == b''
+    one_error_line(r.stderr.decode('ascii', 'backslashreplace'), 'is a run with --data xor, not --data moons')
+
+
 class _NoSpace:
     "np.savez that fills the disk: the first `ok` calls work, later ones write half a file and fail with ENOSPC"
     def __init__(self, ok): self.ok, self.real = ok, np.savez
