@@ -2,7 +2,11 @@
 training loop of lesson 07, and writes a checkpoint (every epoch), the learning curves and the history."""
 import argparse
 import csv
+import errno
 import io
+import math
+import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -12,6 +16,16 @@ import numpy as np
 TOY = ('spirals', 'moons', 'xor', 'separable')
 IMAGES = ('sample', 'fashion-mnist', 'mnist')
 MODELS = ('mlp', 'lenet5')
+OUTPUTS = ('checkpoint.npz', 'curves.png', 'history.csv')
+IDENTITY = ('data', 'model', 'activation', 'seed')        # what a run is: --resume refuses a checkpoint of another
+SETTINGS = IDENTITY + ('epochs', 'batch_size')            # recorded in every checkpoint (Learner.info)
+RULES = """\
+--resume continues the run whose checkpoint is in --out. The data set, model, activation and seed are the run's: leave
+them out (the checkpoint's are used) or give the same; other values are refused. --epochs (the total), --lr, --momentum
+and --batch-size default to the checkpoint's values; given, they override them, and the 'resumed' line says so.
+Without --resume, an --out that already holds a checkpoint is refused unless --overwrite is given.
+The output folder is checked before training: created if needed, and a test file written there. One run at a time
+uses a folder: a second `dlcourse train` into the --out of a running one is refused."""
 
 def load_data(name, seed=0):
     "Train, validation and test sets (x, y) for a data set name; images come preprocessed as (N, 1, 28, 28) float32"
@@ -55,8 +69,8 @@ def _save_curves(history, path):
     axs = history.plot()
     fig = axs[0].figure
     fig.tight_layout()
-    write_atomic(path, lambda f: fig.savefig(f, format='png', dpi=100))
-    plt.close(fig)
+    try: write_atomic(path, lambda f: fig.savefig(f, format='png', dpi=100))
+    finally: plt.close(fig)
 
 def _save_history(history, path):
     from dlcourse.checkpoint import write_atomic
@@ -64,90 +78,378 @@ def _save_history(history, path):
     w = csv.DictWriter(buf, fieldnames=history.columns); w.writeheader(); w.writerows(history.records)
     write_atomic(path, lambda f: f.write(buf.getvalue().encode()))
 
-def train(data='sample', model='lenet5', epochs=None, lr=0.05, momentum=0.9, batch_size=None, seed=0, out=None,
-          resume=False, progress=True, activation=None):
-    "Train `model` on `data` with SGD, checkpointing to `out`; returns (learner, test metrics)"
-    from dlcourse.core import check_positive, manual_seed
+# ------------------------------------------------------------------------------------------------------ checking inputs
+def _check_settings(data, model, activation, seed, epochs, batch_size):
+    "The run's settings, checked (None: not given); TypeError or ValueError naming the argument"
+    from dlcourse.activations import ACTIVATIONS
+    from dlcourse.core import check_choice, check_positive, check_seed
+    if data is not None: check_choice(data, 'data', IMAGES + TOY)
+    if model is not None: check_choice(model, 'model', MODELS)
+    if activation is not None: check_choice(activation, 'activation', ACTIVATIONS)
+    return dict(data=data, model=model, activation=activation, seed=None if seed is None else check_seed(seed),
+                epochs=None if epochs is None else check_positive(epochs, 'epochs', integer=True),
+                batch_size=None if batch_size is None else check_positive(batch_size, 'batch_size', integer=True))
+
+def _defaults(s):
+    "Fill the settings not given with the defaults of a new run"
+    s = dict(s)
+    s['data'] = s['data'] or 'sample'
+    s['model'] = s['model'] or ('mlp' if s['data'] in TOY else 'lenet5')
+    s['activation'] = s['activation'] or ('relu' if s['model'] == 'mlp' else 'tanh')
+    s['seed'] = 0 if s['seed'] is None else s['seed']
+    s['epochs'] = s['epochs'] or (200 if s['data'] in TOY else 5)
+    s['batch_size'] = s['batch_size'] or (32 if s['data'] in TOY else 64)
+    return s
+
+def _resumed(ckpt, given):
+    "The settings of the run in `ckpt`, with the given ones in place of its epochs and batch size; refuses another run"
+    from dlcourse.checkpoint import read_checkpoint
+    try:
+        ck = read_checkpoint(ckpt)
+        info = ck.meta.get('info')
+        if not isinstance(info, dict) or not set(SETTINGS) <= set(info):
+            raise ValueError(f"{ckpt} records no settings of a `dlcourse train` run (it was written by an older dlcourse, or "
+                             "by Learner.save), so it cannot be checked against --data and --model")
+        if set(info) != set(SETTINGS): raise ValueError(f"{ckpt} holds unknown run settings {sorted(set(info) - set(SETTINGS))}")
+        try: saved = _check_settings(**{k: info[k] for k in SETTINGS})
+        except (TypeError, ValueError) as e: raise ValueError(f"{ckpt} holds invalid run settings: {e}") from None
+    except ValueError as e: raise _unusable(e) from None
+    for k in IDENTITY:
+        if given[k] is not None and given[k] != saved[k]:
+            flag = '--' + k.replace('_', '-')
+            raise ValueError(f"--resume: {ckpt} is a run with {flag} {saved[k]}, not {flag} {given[k]}; leave {flag} "
+                             f"out to continue it, or train into another --out")
+    return {k: saved[k] if given[k] is None else given[k] for k in SETTINGS}, saved, ck.hyper or {}
+
+def _out_error(out, e):
+    "The OSError `e` met while checking or writing --out, as the user's one line: what is wrong and what to do"
+    why = os.strerror(e.errno) if e.errno else str(e)
+    hint = {errno.EACCES: 'no permission to write there', errno.EPERM: 'no permission to write there',
+            errno.EROFS: 'a read-only file system'}.get(e.errno, '')
+    todo = '' if e.errno in (errno.ENOSPC, getattr(errno, 'EDQUOT', errno.ENOSPC)) else f" ({hint + ': ' if hint else ''}choose another --out)"
+    return OSError(e.errno, f"--out {out} cannot hold the run's files: {why}{todo}")
+
+def _check_path(out):
+    "Refuse an --out that cannot be a folder (a file, a symbolic-link loop, a dangling link, a name too long) without writing"
+    try: os.stat(out)
+    except FileNotFoundError:
+        if os.path.lexists(out): raise FileNotFoundError(errno.ENOENT, f"--out {out} is a symbolic link to {os.readlink(out)}, "
+                                                         "which does not exist: create that folder, or choose another --out")
+        return
+    except OSError as e: raise _out_error(out, e) from None           # ELOOP, ENAMETOOLONG, ENOTDIR, EACCES
+    if not os.path.isdir(out): raise NotADirectoryError(errno.ENOTDIR, f"--out {out} is a file, not a folder: choose another --out")
+
+def _unusable(e):
+    "A checkpoint that cannot be resumed (the ValueError `e` says why), with what to do"
+    return ValueError(f"--resume: {str(e).rstrip('.')}. It cannot be continued: start a new run there with --overwrite "
+                      "instead of --resume, or restore the file")
+
+def _check_out(out, nbytes=4096):
+    "Create the folder `out` if needed and write (then delete) a test file of `nbytes` there: refuse it before any work"
+    from dlcourse.checkpoint import write_atomic
+    _check_path(out)
+    for name in OUTPUTS:
+        if (out / name).is_dir(): raise IsADirectoryError(errno.EISDIR, f"--out {out}: {name} there is a folder, not a file; "
+                                                                        "move it away, or choose another --out")
+    created = [p for p in (out, *out.parents) if not p.exists()]
+    probe = out / '.dlcourse-write-test'
+    try: write_atomic(probe, lambda f: [f.write(bytes(min(1 << 20, nbytes - i))) for i in range(0, nbytes, 1 << 20)])
+    except OSError as e:
+        _remove_empty(created)                              # leave nothing behind: the folders made for the test too
+        raise _out_error(out, e) from None
+    finally:
+        try: probe.unlink(missing_ok=True)
+        except OSError: pass                                # no folder to hold it: the error above says why
+    return created
+
+class _Busy(BlockingIOError):
+    "The output folder is locked by another run"
+
+def _lock(out):
+    """Hold an exclusive lock on the folder `out` while this run uses it (released by the system when the process ends, even
+    killed); a second run into it is refused. Returns the descriptor to close, or None where the system has no locks"""
+    try: import fcntl
+    except ImportError: return None
+    fd = os.open(out, os.O_RDONLY)
+    try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        os.close(fd)
+        if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN): return None      # a file system without locks
+        raise _Busy(errno.EWOULDBLOCK, f"--out {out} is in use by another `dlcourse train` that is still running: "
+                                                 "wait for it to end, or choose another --out") from None
+    return fd
+
+def _remove_stale(out):
+    "Remove the temporary files that a killed run (SIGKILL, power loss) left in `out`; only called while holding its lock"
+    prefixes = tuple(f'.{name}.' for name in OUTPUTS + ('.dlcourse-write-test',))
+    for entry in os.scandir(out):
+        if entry.name.startswith(prefixes) and entry.name.endswith('.tmp') and entry.is_file(follow_symlinks=False):
+            try: os.unlink(entry.path)
+            except OSError: pass
+
+def _remove_empty(folders):
+    "Remove `folders` (deepest first) as long as they are empty"
+    for p in folders:
+        try: p.rmdir()
+        except OSError: break
+
+def _checkpoint_bytes(net, momentum):
+    "About the size of a checkpoint of `net` with SGD (a momentum buffer per parameter), plus room for the plots"
+    params = sum(p.data.nbytes for p in net.parameters())
+    return params * (2 if momentum else 1) + sum(b.nbytes for _, b in net.named_buffers()) + (1 << 20)
+
+# ------------------------------------------------------------------------------------------------------------- training
+def train(data=None,        # data set: IMAGES or TOY (default 'sample'; resuming: the checkpoint's)
+          model=None,       # 'mlp' or 'lenet5' (default: lenet5 for images, mlp for toy problems)
+          epochs=None,      # total epochs (default: 5 for images, 200 for toy problems)
+          lr=None,          # learning rate (default 0.05)
+          momentum=None,    # SGD momentum (default 0.9)
+          batch_size=None,  # examples per step (default: 64 for images, 32 for toy problems)
+          seed=None,        # seed of data split, weights and batch order (default 0)
+          out=None,         # output folder (default runs/MODEL-DATA)
+          resume=False,     # continue the run whose checkpoint is in `out` (see RULES)
+          overwrite=False,  # replace the checkpoint of an earlier run in `out`
+          progress=True,    # a progress bar (on stderr, only if it is a terminal)
+          activation=None): # hidden layers' activation (default: tanh for lenet5, relu for mlp)
+    "Train `model` on `data` with SGD, checkpointing to `out`; returns (learner, test metrics). The rules: `RULES`"
+    from dlcourse.core import as_path, check_bool, check_number, check_positive
+    given = _check_settings(data, model, activation, seed, epochs, batch_size)
+    lr = None if lr is None else check_positive(lr, 'lr')
+    momentum = None if momentum is None else check_number(momentum, 'momentum', low=0)
+    resume, overwrite, progress = (check_bool(v, n) for v, n in ((resume, 'resume'), (overwrite, 'overwrite'), (progress, 'progress')))
+    if resume and overwrite: raise ValueError("--resume and --overwrite exclude each other: continue the run, or replace it")
+    fresh = _defaults(given)
+    if out is not None:
+        as_path(out, 'out')                                # TypeError for anything but a str or a path
+        if not os.fspath(out).strip(): raise ValueError("--out must not be empty")
+    out = Path(out) if out is not None else Path('runs') / f"{fresh['model']}-{fresh['data']}"
+    ckpt = out / 'checkpoint.npz'
+    _check_path(out)
+    if resume and not _exists(ckpt): raise FileNotFoundError(errno.ENOENT, _NO_CHECKPOINT.format(ckpt=ckpt))
+    if not resume and fresh['model'] == 'lenet5' and fresh['data'] in TOY:
+        raise ValueError("model 'lenet5' needs image data (--data sample, fashion-mnist or mnist)")
+    created, lock = _check_out(out), None
+    try:
+        lock = _lock(out)                                   # from here on no other run writes into `out`
+        _remove_stale(out)
+        if resume:
+            if not _exists(ckpt): raise FileNotFoundError(errno.ENOENT, _NO_CHECKPOINT.format(ckpt=ckpt))
+            s, saved, hyper = _resumed(ckpt, given)
+        else:
+            if _exists(ckpt) and not overwrite:
+                raise FileExistsError(errno.EEXIST, f"{ckpt} holds the checkpoint of an earlier run: continue it with "
+                                                    "--resume, replace it with --overwrite, or choose another --out")
+            s, saved, hyper = fresh, None, None
+        if s['model'] == 'lenet5' and s['data'] in TOY:
+            raise ValueError("model 'lenet5' needs image data (--data sample, fashion-mnist or mnist)")
+        changed = None if saved is None else (
+            [f"--{k.replace('_', '-')} {saved[k]} -> {given[k]}" for k in ('epochs', 'batch_size') if given[k] not in (None, saved[k])]
+            + [f"--{k} {hyper.get(k)} -> {v}" for k, v in (('lr', lr), ('momentum', momentum)) if v is not None and v != hyper.get(k)])
+        return _run(s, lr, momentum, out, ckpt, changed, progress)
+    except _Busy: raise                                     # the folder is the other run's: leave it alone
+    except BaseException:
+        _remove_empty(created)                              # a run that wrote nothing leaves no folder either
+        raise
+    finally:
+        if lock is not None: os.close(lock)
+
+_NO_CHECKPOINT = ("--resume: no checkpoint at {ckpt} to continue: give the --out of the run to continue, or leave out "
+                  "--resume to start a new run there")
+
+def _exists(ckpt):
+    "Whether `ckpt` exists (a dangling link or a link loop does not)"
+    try: os.stat(ckpt); return True
+    except FileNotFoundError: return False
+    except OSError as e:
+        if e.errno == errno.ELOOP: return False
+        raise _out_error(ckpt.parent, e) from None
+
+class Terminated(KeyboardInterrupt):
+    "SIGTERM (`kill`, a batch system's time limit): the run stops as for Ctrl-C and says what it leaves"
+
+def _truth(learner, ckpt):
+    "What an interrupted run leaves in `ckpt`"
+    last = learner.last_checkpoint if learner is not None else None
+    if last is not None and last[0] == ckpt: return f"the checkpoint of epoch {last[1]} is {ckpt}; continue with --resume"
+    return "no checkpoint of this run was written yet (one is written after every epoch)" + (
+        f"; {ckpt} still holds the earlier run's" if ckpt.exists() else '')
+
+def _run(s, lr, momentum, out, ckpt, changed, progress):
+    "Load the data, build the model and the learner (from the checkpoint if `changed` is not None), train, test, report"
+    from dlcourse.core import manual_seed
     from dlcourse.data import DataLoader
     from dlcourse.learner import Learner
     from dlcourse.losses import CrossEntropyLoss
     from dlcourse.optim import SGD
-    if data not in IMAGES + TOY: raise ValueError(f"data must be one of {IMAGES + TOY}, got {data!r}")
-    if model not in MODELS: raise ValueError(f"model must be one of {MODELS}, got {model!r}")
-    epochs = epochs if epochs is not None else (200 if data in TOY else 5)
-    batch_size = batch_size if batch_size is not None else (32 if data in TOY else 64)
-    check_positive(epochs, 'epochs', integer=True); check_positive(lr, 'lr'); check_positive(batch_size, 'batch_size', integer=True)
-    out = Path(out if out is not None else Path('runs') / f'{model}-{data}')
-    ckpt = out / 'checkpoint.npz'
-    if resume and not ckpt.exists(): raise FileNotFoundError(f"--resume: no checkpoint at {ckpt}")
-    start = time.perf_counter()
-    (xtr, ytr), (xva, yva), (xte, yte) = load_data(data, seed)
-    num_classes = int(max(ytr.max(), yte.max())) + 1
-    manual_seed(seed)
-    net = build_model(model, xtr, num_classes, activation)
-    learner = Learner(net, CrossEntropyLoss(), SGD(net.parameters(), lr=lr, momentum=momentum),
-                      DataLoader(xtr, ytr, batch_size=batch_size, seed=seed),
-                      DataLoader(xva, yva, batch_size=512, shuffle=False))
-    if resume:
-        learner.load(ckpt)
-        print(f"resumed from {ckpt} after epoch {learner.epoch}")
-    n_params = sum(p.size for p in net.parameters())
-    print(f"data: {data}, {len(xtr):,} training / {len(xva):,} validation / {len(xte):,} test examples, {num_classes} classes")
-    print(f"model: {model}, {n_params:,} parameters; SGD lr {lr}, momentum {momentum}, batch {batch_size}, {epochs} epochs; "
-          f"output in {out}/")
-    remaining = epochs - learner.epoch
+    start, learner, phase, trained = time.perf_counter(), None, 'before training started', False
     try:
-        if remaining > 0: learner.fit(remaining, checkpoint=ckpt, progress=progress, log=True, plot=False)
-    except KeyboardInterrupt:
-        print(f"\ninterrupted: the checkpoint of epoch {learner.epoch} is {ckpt}; continue with --resume", file=sys.stderr)
+        (xtr, ytr), (xva, yva), (xte, yte) = load_data(s['data'], s['seed'])
+        if not (len(xtr) and len(xte)):
+            raise ValueError(f"--data {s['data']} holds {len(xtr)} training and {len(xte)} test examples: there is nothing "
+                             "to train on or to test; check the data set's files")
+        num_classes = int(max(ytr.max(), yte.max())) + 1
+        manual_seed(s['seed'])
+        net = build_model(s['model'], xtr, num_classes, s['activation'])
+        opt = SGD(net.parameters(), lr=0.05 if lr is None else lr, momentum=0.9 if momentum is None else momentum)
+        learner = Learner(net, CrossEntropyLoss(), opt, DataLoader(xtr, ytr, batch_size=s['batch_size'], seed=s['seed']),
+                          DataLoader(xva, yva, batch_size=512, shuffle=False))
+        if changed is not None:
+            try: learner.load(ckpt)                             # the checkpoint's hyper-parameters, then the given ones
+            except ValueError as e: raise _unusable(e) from None
+            if lr is not None: opt.lr = lr
+            if momentum is not None: opt.hyper['momentum'] = momentum
+            print(f"resumed from {ckpt} after epoch {learner.epoch}" +
+                  (f"; changed from the checkpoint: {', '.join(changed)}" if changed else ", with the checkpoint's settings"))
+        learner.info = dict(s)
+        _check_out(out, _checkpoint_bytes(net, opt.hyper['momentum']))
+        n_params, remaining = sum(p.size for p in net.parameters()), s['epochs'] - learner.epoch
+        if remaining > 0: phase = None                          # from the banner on: in the epoch after learner.epoch
+        print(f"data: {s['data']}, {len(xtr):,} training / {len(xva):,} validation / {len(xte):,} test examples, {num_classes} classes")
+        print(f"model: {s['model']}, {n_params:,} parameters, activation {s['activation']}; SGD lr {opt.hyper['lr']}, momentum "
+              f"{opt.hyper['momentum']}, batch {s['batch_size']}, {s['epochs']} epoch{'s' * (s['epochs'] != 1)}; output in {out}/")
+        if remaining > 0:
+            with np.errstate(over='ignore', invalid='ignore', divide='ignore'):   # the divergence guard says it in one line
+                learner.fit(remaining, checkpoint=ckpt, progress=progress, log=True, plot=False)
+        else: print(f"the checkpoint is at epoch {learner.epoch} of {s['epochs']}: nothing to train (a larger --epochs trains on)")
+        trained, phase = True, 'while testing, after training'
+        test = learner.evaluate(DataLoader(xte, yte, batch_size=512, shuffle=False))
+    except KeyboardInterrupt as e:
+        how = 'terminated (SIGTERM)' if isinstance(e, Terminated) else 'interrupted'
+        truth = (f"training is complete; the checkpoint of epoch {learner.epoch} is {ckpt}" if trained else _truth(learner, ckpt))
+        print(f"\n{how} {phase or f'in epoch {learner.epoch + 1}'}: {truth}", file=sys.stderr)
+        e.told = True
         raise
     finally:
-        if len(learner.history):
-            _save_curves(learner.history, out / 'curves.png')
-            _save_history(learner.history, out / 'history.csv')
-    test = learner.evaluate(DataLoader(xte, yte, batch_size=512, shuffle=False))
+        if learner is not None and len(learner.history):
+            try: _save_curves(learner.history, out / 'curves.png'); _save_history(learner.history, out / 'history.csv')
+            except OSError:
+                if trained: raise                              # else the error that stopped training is the one to tell
     print(f"final test accuracy {test.get('accuracy', float('nan')):.2%}, test loss {test['loss']:.4f} on {len(xte):,} "
           f"examples; {time.perf_counter() - start:.0f} s")
     print(f"wrote {ckpt}, {out / 'curves.png'}, {out / 'history.csv'}")
     return learner, test
 
-def _positive(kind):
+# ------------------------------------------------------------------------------------------------------------ the command
+def _number(kind, low=0, low_open=True):
+    "An argparse type: a finite `kind` number above `low` (or at least `low` if not `low_open`)"
     def parse(text):
         try: v = kind(text)
         except ValueError: raise argparse.ArgumentTypeError(f"invalid {kind.__name__} value: {text!r}") from None
-        if not v > 0: raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        if not math.isfinite(v): raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+        if v < low or (low_open and v == low): raise argparse.ArgumentTypeError(
+            f"must be {'positive' if low_open else f'at least {low}'}, got {text}")
         return v
     return parse
 
-def main(argv=None):
-    "The `dlcourse` command"
+class _Parser(argparse.ArgumentParser):
+    "Errors in one line (no usage block): `dlcourse train: error: ...`"
+    def error(self, message): self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+def _parser():
     from dlcourse.activations import ACTIVATIONS
-    parser = argparse.ArgumentParser(prog='dlcourse', description='dlcourse: train the course networks from the command line')
+    parser = _Parser(prog='dlcourse', description='dlcourse: train the course networks from the command line')
     sub = parser.add_subparsers(dest='command', required=True)
     tr = sub.add_parser('train', help='train a network, report its test accuracy, save checkpoint and curves',
                         description='Train a network with mini-batch SGD and save a checkpoint (every epoch), '
-                                    'the learning curves (PNG) and the history (CSV) in --out.')
-    tr.add_argument('--data', default='sample', choices=IMAGES + TOY,
+                                    'the learning curves (PNG) and the history (CSV) in --out.',
+                        epilog=RULES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    tr.add_argument('--data', choices=IMAGES + TOY,
                     help='sample: the Fashion-MNIST sample shipped with the package (default); fashion-mnist, mnist: the '
                          'full data sets; spirals, moons, xor, separable: 2-D toy problems')
-    tr.add_argument('--model', default=None, choices=MODELS, help='network (default: lenet5 for images, mlp for toy problems)')
-    tr.add_argument('--activation', default=None, choices=list(ACTIVATIONS),
+    tr.add_argument('--model', choices=MODELS, help='network (default: lenet5 for images, mlp for toy problems)')
+    tr.add_argument('--activation', choices=list(ACTIVATIONS),
                     help="the hidden layers' activation (default: tanh for lenet5, as LeCun's, relu for mlp)")
-    tr.add_argument('--epochs', type=_positive(int), default=None, help='total epochs (default: 5 for images, 200 for toy problems)')
-    tr.add_argument('--lr', type=_positive(float), default=0.05, help='learning rate (default: 0.05)')
-    tr.add_argument('--momentum', type=float, default=0.9, help='SGD momentum (default: 0.9)')
-    tr.add_argument('--batch-size', type=_positive(int), default=None, help='examples per step (default: 64 for images, 32 for toy problems)')
-    tr.add_argument('--seed', type=int, default=0, help='random seed for data split, weights and batch order (default: 0)')
-    tr.add_argument('--out', default=None, help='output folder (default: runs/MODEL-DATA)')
-    tr.add_argument('--resume', action='store_true', help='continue from the checkpoint in --out')
-    tr.add_argument('--quiet', action='store_true', help='no progress bar')
-    args = parser.parse_args(argv)
-    model = args.model or ('mlp' if args.data in TOY else 'lenet5')
+    tr.add_argument('--epochs', type=_number(int), help='total epochs (default: 5 for images, 200 for toy problems)')
+    tr.add_argument('--lr', type=_number(float), help='learning rate (default: 0.05)')
+    tr.add_argument('--momentum', type=_number(float, low_open=False), help='SGD momentum (default: 0.9)')
+    tr.add_argument('--batch-size', type=_number(int), help='examples per step (default: 64 for images, 32 for toy problems)')
+    tr.add_argument('--seed', type=_number(int, low_open=False), help='random seed for data split, weights and batch order (default: 0)')
+    tr.add_argument('--out', help='output folder (default: runs/MODEL-DATA)')
+    again = tr.add_mutually_exclusive_group()
+    again.add_argument('--resume', action='store_true', help='continue the run whose checkpoint is in --out (see below)')
+    again.add_argument('--overwrite', action='store_true', help='replace the checkpoint of an earlier run in --out')
+    tr.add_argument('--quiet', action='store_true', help='no progress bar (there is none either when stderr is not a terminal)')
+    return parser
+
+class _OutputFailed(OSError):
+    "Writing the standard output failed for another reason than a closed pipe (a full disk behind `> log`)"
+
+class _Stdout:
+    "The standard output of the command: a failed write is reported as the output's (not as --out's), a closed pipe as such"
+    def __init__(self, stream): self._stream = stream
+    def __getattr__(self, name): return getattr(self._stream, name)
+    def write(self, text): return self._do(self._stream.write, text)
+    def flush(self): return self._do(self._stream.flush)
+    def _do(self, f, *args):
+        try: return f(*args)
+        except BrokenPipeError: raise
+        except OSError as e:
+            full = e.errno in (errno.ENOSPC, getattr(errno, 'EDQUOT', errno.ENOSPC))
+            raise _OutputFailed(e.errno, f"could not write the standard output: {os.strerror(e.errno) if e.errno else e} ("
+                                + ('the disk is full: free some space, or ' if full else '') + "send it elsewhere)") from None
+
+def _message(e):
+    "An exception as one line for the user (at most about 1000 characters: a hostile file's name or field is cut short)"
+    if isinstance(e, OSError) and e.strerror:
+        msg = e.strerror + (f": {e.filename}" if e.filename else '')
+        if e.errno in (errno.ENOSPC, getattr(errno, 'EDQUOT', errno.ENOSPC)) and not isinstance(e, _OutputFailed):
+            msg += ' (the disk is full: free some space, or choose another --out)'
+    else: msg = str(e)
+    msg = ' '.join(msg.split())
+    return msg if len(msg) <= 1000 else f"{msg[:600]} [... {len(msg) - 900:,} characters ...] {msg[-300:]}"
+
+def _quiet(*streams):
+    "Send `streams` to /dev/null: nothing more is written to a closed pipe or a full disk (not even at exit)"
+    try: devnull = os.open(os.devnull, os.O_WRONLY)
+    except OSError: return
     try:
-        train(args.data, model, epochs=args.epochs, lr=args.lr, momentum=args.momentum, batch_size=args.batch_size,
-              seed=args.seed, out=args.out, resume=args.resume, progress=not args.quiet, activation=args.activation)
-    except KeyboardInterrupt:
-        return 130
-    except (ValueError, TypeError, FileNotFoundError, FloatingPointError) as e:
-        parser.exit(2, f"dlcourse train: error: {e}\n")
+        for stream in streams: os.dup2(devnull, stream.fileno())
+    except (OSError, ValueError, AttributeError): pass
+    finally: os.close(devnull)
+
+def _terminate(signum, frame): raise Terminated()
+
+def _main(argv):
+    args = _parser().parse_args(argv)
+    if hasattr(sys.stdout, 'reconfigure'): sys.stdout.reconfigure(line_buffering=True)   # a line per epoch, also in a pipe
+    try:
+        train(args.data, args.model, epochs=args.epochs, lr=args.lr, momentum=args.momentum, batch_size=args.batch_size,
+              seed=args.seed, out=args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet,
+              activation=args.activation)
+    except KeyboardInterrupt as e:
+        terminated = isinstance(e, Terminated)
+        if not getattr(e, 'told', False):                   # stopped while checking its arguments and the output folder
+            print(f"\n{'terminated (SIGTERM)' if terminated else 'interrupted'} before training started: nothing was written",
+                  file=sys.stderr)
+        return 143 if terminated else 130
+    except BrokenPipeError:
+        raise                               # main's: the reader of stdout quit
+    except (ValueError, TypeError, OSError, FloatingPointError) as e:
+        return _error(e)
     return 0
+
+def _error(e):
+    "Tell the error `e` in one line on stderr, after what stdout still holds; the exit status 2"
+    try: sys.stdout and sys.stdout.flush()
+    except _OutputFailed: _quiet(sys.stdout)            # a full disk behind stdout: what it holds is lost, the error is told
+    print(f"dlcourse train: error: {_message(e)}", file=sys.stderr)
+    return 2
+
+def main(argv=None):
+    """The `dlcourse` command; returns its exit status (0, 2 for an error, 130 for Ctrl-C, 143 for SIGTERM, 141 when the
+    reader of stdout quit)"""
+    stdout, handler = sys.stdout, None
+    if stdout is not None: sys.stdout = _Stdout(stdout)     # None: stdout closed (`>&-`); print() then writes nothing
+    try: handler = signal.signal(signal.SIGTERM, _terminate)      # only the main thread may; elsewhere SIGTERM stays as it is
+    except (ValueError, AttributeError): pass
+    try:
+        status = _main(argv)
+        try: sys.stdout and sys.stdout.flush()
+        except _OutputFailed as e: status = _error(e)
+        return status
+    except BrokenPipeError:                 # `dlcourse train | head -1`: stop quietly, as a killed pipeline member would
+        _quiet(stdout, sys.stderr)
+        return 141
+    finally:
+        sys.stdout = stdout
+        if handler is not None: signal.signal(signal.SIGTERM, handler)

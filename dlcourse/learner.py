@@ -6,13 +6,14 @@
 __all__ = ['gradient_descent', 'accuracy', 'TrainingDiverged', 'History', 'Learner']
 
 # %% ../nbs/lib/learner.ipynb #c16cf202
+import math
 import sys
 import time
 
 import numpy as np
 
-from .checkpoint import load_checkpoint, save_checkpoint
-from .core import Module, check_array, check_positive, get_rng
+from .checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from .core import Module, as_path, check_array, check_positive, get_rng, is_finite
 from .losses import CrossEntropyLoss, Loss
 from .optim import Optimizer
 
@@ -121,9 +122,194 @@ def _generators(owners):
                 if isinstance(v, np.random.Generator): gens[f"{prefix}.{attr}"] = v
     return gens
 
+# %% ../nbs/lib/learner.ipynb #59bef298
+def _progress_bar(total):
+    "A progress bar: a widget in a notebook, on stderr in a terminal; None when stderr is a file or a pipe"
+    if _in_notebook():
+        from tqdm.auto import tqdm
+        return tqdm(total=total, unit='batch', leave=False)
+    try: tty = sys.stderr is not None and sys.stderr.isatty()
+    except (AttributeError, ValueError): tty = False      # no stderr, or a closed one
+    if not tty: return None
+    from tqdm import tqdm
+    return tqdm(total=total, unit='batch', file=sys.stderr, leave=False, dynamic_ncols=True)
+
+def _plot_live(history, n_metrics, live=None):
+    "Draw the learning curves in the notebook's output, the same figure updated each epoch; returns (axs, display handle)"
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+    if live is None:
+        fig, axs = plt.subplots(1, 1 + n_metrics, figsize=(4.5 * (1 + n_metrics), 3), squeeze=False)
+        plt.close(fig)
+        history.plot(axs)
+        return axs, display(fig, display_id=True)
+    history.plot(live[0]); live[1].update(live[0].flat[0].figure)
+    return live
+
+def _format_record(record):
+    "One epoch's record as the line the learner logs"
+    return '  '.join(f"{k} {v:.1f} s" if k == 'time' else f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                     for k, v in record.items())
+
+def _nonfinite(model, optimizer):
+    "What holds NaN or inf (a parameter, buffer or optimiser state, by name), or None if every value is finite"
+    for name, p in model.named_parameters():
+        if not is_finite(p.data): return f"parameter {name}"
+    for name, b in model.named_buffers():
+        if not is_finite(b): return f"buffer {name}"
+    for i, s in optimizer.state.items():
+        for k, v in s.items():
+            if not is_finite(v): return f"the optimizer's {k} of parameter {i}"
+    return None
+
+# %% ../nbs/lib/learner.ipynb #3f1fb215
+def _is_number(v): return type(v) is int or (type(v) is float and math.isfinite(v))
+
+def _checked_meta(ck, gens):
+    "A Learner checkpoint's epoch, history, random states (tried on fresh generators) and info; ValueError naming the problem"
+    fail = lambda what: ValueError(f"{ck.path}: {what}")
+    meta = ck.meta
+    missing = [k for k in ('epoch', 'history', 'rngs') if k not in meta]
+    if missing: raise fail(f"holds no {' and no '.join(missing)}: it was not written by Learner.save")
+    epoch, history, rngs, info = meta['epoch'], meta['history'], meta['rngs'], meta.get('info', {})
+    if type(epoch) is not int or epoch < 0: raise fail(f"its epoch must be an integer >= 0, got {epoch!r}")
+    if not (isinstance(history, list) and len(history) == epoch      # the length first: the epoch may be 10**30
+            and all(isinstance(r, dict) and r.get('epoch') == i and type(r['epoch']) is int
+                    and all(_is_number(v) for v in r.values()) for i, r in enumerate(history, 1))):
+        raise fail(f"its history must hold one record of finite numbers per epoch, for the epochs 1 to {epoch}")
+    if not isinstance(rngs, dict) or not isinstance(info, dict): raise fail("its rngs and info must be JSON objects")
+    states = []
+    for name, state in rngs.items():
+        if name not in gens: continue                     # a generator this learner does not have
+        try: type(gens[name].bit_generator)().state = state
+        except Exception as e: raise fail(f"its random state {name!r} is invalid ({type(e).__name__}: {e})") from None
+        states.append((gens[name], state))
+    return epoch, history, states, info
+
+# %% ../nbs/lib/learner.ipynb #80823d45
+class _Passes:
+    "One pass over a loader's batches, training (forward, loss, backward, step) or evaluating; `evaluate`, `predict`"
+    def _run_epoch(self, dl, train, name='train_dl'):
+        "One pass over `dl` (the argument `name`); training steps if `train`; returns the mean loss and metrics"
+        self.model.train(train)
+        totals, n = dict.fromkeys(['loss', *self.metrics], 0.0), 0
+        for self.batch, (xb, yb) in enumerate(dl, 1):
+            if len(xb) == 0: raise ValueError(f"{name} yielded an empty batch (batch {self.batch}): every batch needs an example")
+            out = self.model(xb)
+            self.loss = loss = self.loss_fn(out, yb)
+            if not np.isfinite(loss):
+                what = f"epoch {self.epoch + 1}, batch {self.batch}" + ('' if train else ' (validation)')
+                raise TrainingDiverged(f"the loss became {loss} in {what}: training diverged. Try a lower learning rate "
+                                       f"(now {self.optimizer.hyper.get('lr')}), and check the data for NaN or inf if it "
+                                       "happens in the first batches.")
+            if train:
+                self.optimizer.zero_grad()
+                self.model.backward(self.loss_fn.backward())
+                self.optimizer.step()
+            k = len(xb)
+            totals['loss'] += loss * k
+            for m, fn in self.metrics.items(): totals[m] += fn(out, yb) * k
+            n += k
+            if train:
+                for f in self.on_batch_end: f(self)
+                if self._bar is not None: self._bar.update(1); self._bar.set_postfix(epoch=self.epoch + 1, loss=f"{loss:.4f}")
+        if n == 0: raise ValueError(f"{name} yielded no examples: there is nothing to {'train on' if train else 'evaluate'}")
+        return {m: total / n for m, total in totals.items()}
+
+    def evaluate(self, dl):
+        "Mean loss and metrics of the model on the batches of `dl`, without training"
+        self._bar = None
+        try: return self._run_epoch(dl, train=False, name='dl')
+        finally: self.model.train()
+
+    def predict(self, x, batch_size=512):
+        "Model outputs for inputs `x`, in evaluation mode, computed in batches"
+        self.model.eval()
+        try: return np.concatenate([self.model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+        finally: self.model.train()
+
+# %% ../nbs/lib/learner.ipynb #14a62023
+class _Training(_Passes):
+    "`fit`: epochs of training, each checked, validated, recorded, checkpointed and logged"
+    def _fit_epoch(self, checkpoint):
+        "One epoch: train, check the weights, validate, record, checkpoint, hooks; returns the epoch's record"
+        start, record = time.perf_counter(), {'epoch': self.epoch + 1}
+        record.update({f'train_{k}': v for k, v in self._run_epoch(self.train_dl, True).items()})
+        bad = _nonfinite(self.model, self.optimizer)
+        if bad: raise TrainingDiverged(f"{bad} became NaN or infinite in epoch {self.epoch + 1}: training diverged. "
+                                       f"Try a lower learning rate (now {self.optimizer.hyper.get('lr')}).")
+        if self.valid_dl is not None:
+            record.update({f'valid_{k}': v for k, v in self._run_epoch(self.valid_dl, False, 'valid_dl').items()})
+        record['time'] = round(time.perf_counter() - start, 2)
+        self.epoch += 1; self.history.append(record)
+        if checkpoint is not None: self.save(checkpoint)
+        for f in self.on_epoch_end: f(self)
+        return record
+
+    def fit(self, epochs,             # number of epochs to train (continuing from `self.epoch`)
+            checkpoint=None,          # save a checkpoint here after every epoch
+            progress=True,            # show a progress bar (in a notebook, or on stderr if it is a terminal)
+            log=None,                 # print a line of metrics per epoch (default: as `progress`)
+            plot='auto'):             # live learning curves: True, False or 'auto' (in notebooks)
+        "Train for `epochs` epochs; returns the History"
+        check_positive(epochs, 'epochs', integer=True)
+        if checkpoint is not None: checkpoint = as_path(checkpoint, 'checkpoint')
+        plot = _in_notebook() if plot == 'auto' else bool(plot)
+        log, live = progress if log is None else log, None
+        self._bar = _progress_bar(len(self.train_dl) * epochs if hasattr(self.train_dl, '__len__') else None) if progress else None
+        try:
+            for _ in range(epochs):
+                record = self._fit_epoch(checkpoint)
+                if log: (self._bar.write if self._bar is not None else print)(_format_record(record))
+                if plot: live = _plot_live(self.history, len(self.metrics), live)
+        except TrainingDiverged as e: raise TrainingDiverged(f"{e} {self._checkpoint_note(checkpoint)}".strip()) from None
+        finally:
+            self.model.train()
+            if self._bar is not None: self._bar.close()
+            self._bar = None
+        return self.history
+
+# %% ../nbs/lib/learner.ipynb #8f67c1ca
+class _Checkpoints:
+    "Saving and restoring a learner: model, optimiser, epoch, history, random generators and `info`"
+    def _rng_owners(self): return {'model': self.model, 'train_dl': self.train_dl, 'valid_dl': self.valid_dl}
+
+    def save(self, path):
+        "Checkpoint model, optimiser, epoch, history, random states and `info` (atomically); never non-finite weights"
+        path = as_path(path)
+        bad = _nonfinite(self.model, self.optimizer)
+        if bad: raise TrainingDiverged(f"{bad} holds NaN or inf: nothing was saved, {path} keeps its previous contents")
+        rngs = {k: g.bit_generator.state for k, g in _generators(self._rng_owners()).items()}
+        save_checkpoint(path, self.model, self.optimizer, epoch=self.epoch, history=self.history.records, rngs=rngs,
+                        info=self.info)
+        self.last_checkpoint = (path, self.epoch)
+        return path
+
+    def load(self, path):
+        "Restore a checkpoint written by `save`, all or nothing; training then resumes where it stopped"
+        path = as_path(path)
+        ck = read_checkpoint(path)
+        ck.check(self.model, self.optimizer)
+        epoch, history, states, info = _checked_meta(ck, _generators(self._rng_owners()))
+        ck.load_into(self.model, self.optimizer)
+        for g, state in states: g.bit_generator.state = state
+        self.epoch, self.history, self.info, self.last_checkpoint = epoch, History(history), info, (path, epoch)
+        return self
+
+    def _checkpoint_note(self, checkpoint):
+        "What the file `checkpoint` holds after a failed epoch, truthfully"
+        if checkpoint is None: return ''
+        last = self.last_checkpoint
+        if last is not None and last[0].resolve() == checkpoint.resolve():
+            return f"The checkpoint of epoch {last[1]} in {checkpoint} is intact."
+        if checkpoint.exists(): return f"{checkpoint} was not written by this learner and was left as it was."
+        return f"No checkpoint was written to {checkpoint} yet."
+
 # %% ../nbs/lib/learner.ipynb #a810c95d
-class Learner:
-    "The training loop: epochs of mini-batch updates, validation, history, progress, checkpoints"
+class Learner(_Training, _Checkpoints):
+    """The training loop: epochs of mini-batch updates, validation, history, progress, checkpoints. `info`, a dict of
+    JSON values, is saved with every checkpoint and restored by `load`; `last_checkpoint` is (path, epoch) of the
+    checkpoint saved or loaded last, or None"""
     def __init__(self, model,            # the network, a Module
                  loss_fn,                # a loss Module, e.g. CrossEntropyLoss()
                  optimizer,              # e.g. SGD(model.parameters(), lr=0.1)
@@ -140,103 +326,5 @@ class Learner:
         if metrics == 'auto': metrics = {'accuracy': accuracy} if isinstance(loss_fn, CrossEntropyLoss) else {}
         self.model, self.loss_fn, self.optimizer, self.train_dl, self.valid_dl = model, loss_fn, optimizer, train_dl, valid_dl
         self.metrics, self.on_batch_end, self.on_epoch_end = dict(metrics), list(on_batch_end), list(on_epoch_end)
-        self.history, self.epoch = History(), 0
-        self.batch, self.loss = 0, None             # the current batch number and loss, for the hooks
-
-    def _run_epoch(self, dl, train):
-        "One pass over `dl`; training steps if `train`; returns the mean loss and metrics"
-        self.model.train(train)
-        totals, n = dict.fromkeys(['loss', *self.metrics], 0.0), 0
-        for self.batch, (xb, yb) in enumerate(dl, 1):
-            out = self.model(xb)
-            self.loss = loss = self.loss_fn(out, yb)
-            if not np.isfinite(loss):
-                what = f"epoch {self.epoch + 1}, batch {self.batch}" + ('' if train else ' (validation)')
-                raise TrainingDiverged(f"the loss became {loss} in {what}: training diverged. Try a lower learning rate "
-                                       f"(now {self.optimizer.hyper.get('lr')}), and check the data for NaN or inf if it "
-                                       "happens in the first batches; the last checkpoint, if any, is intact.")
-            if train:
-                self.optimizer.zero_grad()
-                self.model.backward(self.loss_fn.backward())
-                self.optimizer.step()
-            k = len(xb)
-            totals['loss'] += loss * k
-            for name, fn in self.metrics.items(): totals[name] += fn(out, yb) * k
-            n += k
-            if train:
-                for f in self.on_batch_end: f(self)
-                if self._bar is not None: self._bar.update(1); self._bar.set_postfix(epoch=self.epoch + 1, loss=f"{loss:.4f}")
-        return {name: total / max(n, 1) for name, total in totals.items()}
-
-    def fit(self, epochs,             # number of epochs to train (continuing from `self.epoch`)
-            checkpoint=None,          # save a checkpoint here after every epoch
-            progress=True,            # show a progress bar
-            log=None,                 # print a line of metrics per epoch (default: as `progress`)
-            plot='auto'):             # live learning curves: True, False or 'auto' (in notebooks)
-        "Train for `epochs` epochs; returns the History"
-        check_positive(epochs, 'epochs', integer=True)
-        plot = _in_notebook() if plot == 'auto' else bool(plot)
-        log = progress if log is None else log
-        self._bar, display_handle, axs = None, None, None
-        if progress:
-            from tqdm.auto import tqdm
-            total = len(self.train_dl) * epochs if hasattr(self.train_dl, '__len__') else None
-            self._bar = tqdm(total=total, unit='batch', file=sys.stdout, leave=False, dynamic_ncols=True)
-        try:
-            for _ in range(epochs):
-                start = time.perf_counter()
-                record = {'epoch': self.epoch + 1}
-                record.update({f'train_{k}': v for k, v in self._run_epoch(self.train_dl, train=True).items()})
-                if self.valid_dl is not None:
-                    record.update({f'valid_{k}': v for k, v in self._run_epoch(self.valid_dl, train=False).items()})
-                record['time'] = round(time.perf_counter() - start, 2)
-                self.epoch += 1
-                self.history.append(record)
-                if checkpoint is not None: self.save(checkpoint)
-                for f in self.on_epoch_end: f(self)
-                if log:
-                    line = '  '.join(f"{k} {v:.1f} s" if k == 'time' else f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
-                                     for k, v in record.items())
-                    (self._bar.write if self._bar is not None else print)(line)
-                if plot:
-                    import matplotlib.pyplot as plt
-                    from IPython.display import display
-                    if axs is None:
-                        fig, axs = plt.subplots(1, 1 + len(self.metrics), figsize=(4.5 * (1 + len(self.metrics)), 3), squeeze=False)
-                        plt.close(fig)
-                    self.history.plot(axs)
-                    if display_handle is None: display_handle = display(fig, display_id=True)
-                    else: display_handle.update(fig)
-        finally:
-            self.model.train()
-            if self._bar is not None: self._bar.close()
-            self._bar = None
-        return self.history
-
-    def evaluate(self, dl):
-        "Mean loss and metrics of the model on the batches of `dl`, without training"
-        self._bar = None
-        try: return self._run_epoch(dl, train=False)
-        finally: self.model.train()
-
-    def predict(self, x, batch_size=512):
-        "Model outputs for inputs `x`, in evaluation mode, computed in batches"
-        self.model.eval()
-        try: return np.concatenate([self.model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
-        finally: self.model.train()
-
-    def _rng_owners(self): return {'model': self.model, 'train_dl': self.train_dl, 'valid_dl': self.valid_dl}
-
-    def save(self, path):
-        "Checkpoint model, optimiser, epoch, history and random states (atomically)"
-        rngs = {k: g.bit_generator.state for k, g in _generators(self._rng_owners()).items()}
-        return save_checkpoint(path, self.model, self.optimizer, epoch=self.epoch, history=self.history.records, rngs=rngs)
-
-    def load(self, path):
-        "Restore a checkpoint written by `save`; training then resumes where it stopped"
-        meta = load_checkpoint(path, self.model, self.optimizer)
-        gens = _generators(self._rng_owners())
-        for name, state in meta.get('rngs', {}).items():
-            if name in gens: gens[name].bit_generator.state = state
-        self.epoch, self.history = int(meta.get('epoch', 0)), History(meta.get('history', []))
-        return self
+        self.history, self.epoch, self.info, self.last_checkpoint = History(), 0, {}, None
+        self.batch, self.loss, self._bar = 0, None, None     # the current batch number and loss, for the hooks

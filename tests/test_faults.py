@@ -1,5 +1,7 @@
-"""Faults: a run killed at any point (also mid-checkpoint-write) resumes to the uninterrupted result; a full disk keeps
-the previous checkpoint; results are bit-identical for a fixed seed, in one process and across processes."""
+"""Faults: a run killed at any point (also mid-checkpoint-write) resumes to the uninterrupted result, with the Learner
+and with `dlcourse train --resume`; a full disk keeps the previous checkpoint; results are bit-identical for a fixed
+seed, in one process and across processes."""
+import json
 import os
 import signal
 import subprocess
@@ -98,3 +100,27 @@ def test_bit_identical_across_processes(tmp_path, reference):
     "The same seed (and thread count) in another process: the same bits"
     run(tmp_path / 'again.npz')
     np.testing.assert_array_equal(np.load(str(tmp_path / 'again.npz') + '.final.npy'), reference[0])
+
+
+CLI = [sys.executable, '-c', 'import sys; from dlcourse.cli import main; sys.exit(main())', 'train']
+
+
+@pytest.mark.parametrize('after', [1, 17])
+def test_cli_killed_then_resumed_equals_uninterrupted(tmp_path, after):
+    "`dlcourse train` killed (SIGKILL: no cleanup) after epoch `after`, then `--resume` and no other flag: the same weights"
+    args = ['--data', 'moons', '--epochs', '40', '--quiet']
+    run = lambda *a: subprocess.run([*CLI, *a], cwd=tmp_path, env=child_env(), capture_output=True, text=True, timeout=300)
+    assert run(*args, '--out', str(tmp_path / 'straight')).returncode == 0
+    p = subprocess.Popen([*CLI, *args, '--out', str(tmp_path / 'killed')], cwd=tmp_path, env=child_env(),
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    for line in p.stdout:                                      # stdout is line-buffered: each epoch's line as it ends
+        if line.startswith(f'epoch {after} '): break
+    p.send_signal(signal.SIGKILL); p.wait(); p.stdout.close()
+    ckpt = tmp_path / 'killed' / 'checkpoint.npz'
+    with np.load(ckpt) as f: epoch = json.loads(str(f['header']))['meta']['epoch']
+    assert after <= epoch < 40                                   # killed while training, a good checkpoint behind
+    r = run('--resume', '--out', str(tmp_path / 'killed'), '--quiet')
+    assert r.returncode == 0 and f'after epoch {epoch}, with the checkpoint\'s settings' in r.stdout, r.stderr
+    with np.load(tmp_path / 'straight' / 'checkpoint.npz') as a, np.load(ckpt) as b:
+        for k in a.files:
+            if k != 'header': np.testing.assert_array_equal(a[k], b[k], err_msg=k)

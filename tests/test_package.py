@@ -89,10 +89,10 @@ def test_cli_trains_on_the_sample_and_writes_its_outputs(tmp_path):
 def test_cli_resume_continues_to_the_total(tmp_path):
     out = str(tmp_path/'run')
     assert run_cli('train', '--data', 'moons', '--epochs', '3', '--out', out, '--quiet').returncode == 0
-    r = run_cli('train', '--data', 'moons', '--epochs', '5', '--out', out, '--resume', '--quiet')
+    r = run_cli('train', '--epochs', '5', '--out', out, '--resume', '--quiet')     # --data: the checkpoint's
     assert r.returncode == 0, r.stderr
-    assert 'resumed from' in r.stdout and 'after epoch 3' in r.stdout
-    assert sum(l.startswith('epoch ') for l in r.stdout.splitlines()) == 2
+    assert r.stdout.splitlines()[0] == f"resumed from {tmp_path/'run'/'checkpoint.npz'} after epoch 3; changed from the checkpoint: --epochs 3 -> 5"
+    assert [l.split()[1] for l in r.stdout.splitlines() if l.startswith('epoch ')] == ['4', '5']
 
 
 def test_cli_toy_problem_is_deterministic(tmp_path):
@@ -108,12 +108,22 @@ def test_cli_toy_problem_is_deterministic(tmp_path):
     (['train', '--lr', '-1'], 'must be positive, got -1'),
     (['train', '--batch-size', 'x'], "invalid int value: 'x'"),
     (['train', '--data', 'spirals', '--model', 'lenet5'], "model 'lenet5' needs image data"),
-    (['train', '--resume', '--out', '/nonexistent/run'], '--resume: no checkpoint at'),
+    (['train', '--resume', '--out', '/nonexistent/run'], '--resume: no checkpoint at /nonexistent/run/checkpoint.npz'),
     (['train', '--activation', 'swish'], "invalid choice: 'swish'"),
+    (['train', '--lr', 'inf'], 'must be a finite number, got inf'),
+    (['train', '--momentum', '-0.5'], 'must be at least 0, got -0.5'),
+    (['train', '--seed', '-1'], 'must be at least 0, got -1'),
+    (['train', '--resume', '--overwrite'], 'argument --overwrite: not allowed with argument --resume'),
+    (['train', '--out', ''], '--out must not be empty'),
+    (['train', '--out', '/dev/null'], '--out /dev/null is a file, not a folder'),
+    (['train', '--frobnicate'], 'unrecognized arguments: --frobnicate'),
+    (['fly'], "invalid choice: 'fly'"),
 ])
-def test_cli_rejects_bad_arguments(args, fragment):
-    r = run_cli(*args)
-    assert r.returncode == 2 and fragment in r.stderr, r.stderr
+def test_cli_rejects_bad_arguments(args, fragment, tmp_path):
+    "One line on stderr, exit 2, nothing on stdout and nothing written (in a fresh folder: no default runs/ either)"
+    r = run_cli(*args, cwd=tmp_path)
+    assert r.returncode == 2 and r.stdout == '' and len(r.stderr.splitlines()) == 1 and fragment in r.stderr, r.stderr
+    assert r.stderr.startswith(('dlcourse train: error: ', 'dlcourse: error: ')) and list(tmp_path.iterdir()) == []
 
 
 def test_cli_activation_choices_are_the_registry():
@@ -134,7 +144,7 @@ def test_cli_activation_choices_are_the_registry():
 def test_console_script_installed(tmp_path):
     exe = Path(sys.executable).parent / 'dlcourse'
     r = subprocess.run([str(exe), 'train', '--data', 'separable', '--epochs', '3', '--quiet', '--out', str(tmp_path)],
-                       capture_output=True, text=True)
+                       capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and 'final test accuracy' in r.stdout, r.stderr
 
 
