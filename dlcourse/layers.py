@@ -10,7 +10,7 @@ import numpy as np
 
 from .core import (DEFAULT_DTYPE, Module, as_float_dtype, check_array, check_backward, check_grad, check_positive,
                            get_rng, uniform_parameter)
-from .engine.matmul import matmul_nt
+from .engine.matmul import matmul_nn, matmul_nt, matmul_tn
 
 # %% ../nbs/02_backprop.ipynb #af3461a2
 class Linear(Module):
@@ -41,10 +41,9 @@ class Linear(Module):
     def backward(self, dout):
         dout = check_backward(self, dout, self._out)      # (N, out)
         w = self.weight
-        matmul_nt(np.ascontiguousarray(dout.T), np.ascontiguousarray(self._x.T), check_grad(w.grad, 'weight.grad', w.data),
-                  accumulate=True)                        # dE/dW += doutᵀ x: (out, in)
+        matmul_tn(dout, self._x, check_grad(w.grad, 'weight.grad', w.data), accumulate=True)   # dE/dW += doutᵀ x: (out, in)
         if self.bias is not None: self.bias.grad += dout.sum(0)
-        return matmul_nt(dout, np.ascontiguousarray(w.data.T))   # dE/dx = dout W: (N, in)
+        return matmul_nn(dout, w.data)                    # dE/dx = dout W: (N, in)
 
     def extra_repr(self): return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
