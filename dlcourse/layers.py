@@ -10,7 +10,7 @@ import numpy as np
 
 from .core import (DEFAULT_DTYPE, Module, as_float_dtype, check_array, check_backward, check_grad, check_parameter,
                            check_positive, get_rng, uniform_parameter)
-from .engine.matmul import matmul_nt
+from .engine.matmul import matmul_nn, matmul_nt, matmul_tn
 
 # %% ../nbs/02_backprop.ipynb #af3461a2
 class Linear(Module):
@@ -45,9 +45,9 @@ class Linear(Module):
         w = check_parameter(self, 'weight', (n_out, n_in), dout.dtype)
         b = check_parameter(self, 'bias', (n_out,), dout.dtype, optional=True)
         gw, gb = check_grad(self.weight.grad, 'weight.grad', w), None if b is None else check_grad(self.bias.grad, 'bias.grad', b)
-        matmul_nt(np.ascontiguousarray(dout.T), np.ascontiguousarray(self._x.T), gw, accumulate=True)   # dE/dW += doutᵀ x
+        matmul_tn(dout, self._x, gw, accumulate=True)     # dE/dW += doutᵀ x: (out, in)
         if gb is not None: gb += dout.sum(0)
-        return matmul_nt(dout, np.ascontiguousarray(w.T))   # dE/dx = dout W: (N, in)
+        return matmul_nn(dout, w)                         # dE/dx = dout W: (N, in)
 
     def extra_repr(self): return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 

@@ -83,9 +83,12 @@ def random_case(case, dtype, seed, bias=True):
 
 @pytest.fixture(params=['auto', 'direct', 'im2col', 'im2col-chunked', 'im2col-per-image', 'im2col-per-image-chunked'])
 def method(request, monkeypatch):
-    """Run a test with the automatic choice of kernels, or force one family (direct kernels only run with stride 1):
-    im2col with one GEMM for the batch, one image per chunk, or one GEMM per image (bias inside the product)"""
-    if request.param != 'auto': monkeypatch.setattr(engine, 'use_direct', lambda *a: request.param == 'direct')
+    """Run a test with the automatic choice of kernels (1x1 filters without padding: pointwise), or force one family
+    (direct kernels only run with stride 1): im2col with one GEMM for the batch, one image per chunk, or one GEMM per
+    image (bias inside the product)"""
+    if request.param != 'auto':                       # a 1x1 filter without padding runs pointwise only in 'auto'
+        monkeypatch.setattr(engine, 'use_direct', lambda *a: request.param == 'direct')
+        monkeypatch.setattr(engine, 'use_pointwise', lambda *a: False)
     if request.param.endswith('chunked'): monkeypatch.setattr(config, 'PATCH_BUDGET', 1)   # one image per chunk
     if 'per-image' in request.param: monkeypatch.setattr(config, 'GEMM_PER_IMAGE', 1)        # one GEMM per image
     return request.param
@@ -97,6 +100,8 @@ def method(request, monkeypatch):
 @example(case=dict(x=(1, 1, 5, 9), w=(2, 1, 5, 9), stride=(1, 1), padding=(0, 0)), dtype=np.float32, bias=True, seed=1)
 @example(case=dict(x=(1, 2, 4, 3), w=(3, 2, 10, 9), stride=(3, 2), padding=(3, 3)), dtype=np.float32, bias=False, seed=2)
 @example(case=dict(x=(2, 3, 9, 6), w=(4, 3, 1, 1), stride=(2, 3), padding=(0, 1)), dtype=np.float64, bias=True, seed=3)
+@example(case=dict(x=(3, 4, 7, 6), w=(2, 4, 1, 1), stride=(2, 3), padding=(0, 0)), dtype=np.float32, bias=False, seed=4)
+@example(case=dict(x=(2, 3, 5, 5), w=(4, 3, 1, 1), stride=(1, 1), padding=(0, 0)), dtype=np.float64, bias=True, seed=5)
 def test_conv2d_matches_torch(torch, method, case, dtype, bias, seed):
     x, w, b, dout = random_case(case, dtype, seed, bias)
     (out_t, dx_t, dw_t, db_t), scales = torch_conv(torch, x, w, b, case['stride'], case['padding'], dout)
@@ -136,7 +141,10 @@ def test_layer_matches_torch(torch, case, dtype, bias, seed):
 
 @pytest.mark.parametrize('name,N,C,K,H,F,S,P', [('LeNet-5 conv1', 4, 1, 6, 32, 5, 1, 0), ('LeNet-5 conv2', 4, 6, 16, 14, 5, 1, 0),
                                                ('AlexNet conv1', 1, 3, 96, 227, 11, 4, 0), ('AlexNet conv2', 1, 96, 256, 27, 5, 1, 2),
-                                               ('AlexNet conv3', 1, 256, 384, 13, 3, 1, 1)])
+                                               ('AlexNet conv3', 1, 256, 384, 13, 3, 1, 1),
+                                               ('GoogLeNet 1x1', 8, 192, 64, 28, 1, 1, 0),
+                                               ('ResNet shortcut 1x1/2', 2, 64, 128, 56, 1, 2, 0),
+                                               ('ResNet 3x3/2', 2, 64, 128, 56, 3, 2, 1)])
 def test_benchmark_shapes_match_torch(torch, name, N, C, K, H, F, S, P):
     "The layers that bench/bench_conv.py times, in float32, checked once at full size"
     layer = Conv2d(C, K, F, S, P, rng=0)

@@ -1,8 +1,9 @@
-"""The convolution engine: argument checks, reusable buffers, the choice among four algorithms, and the one forward and
+"""The convolution engine: argument checks, reusable buffers, the choice among five algorithms, and the one forward and
 backward step of a convolution, used by `Conv2d`, `conv2d` and the fused layers alike.
 
 Algorithms, chosen from the shapes alone (no API change): a *dense* layer (the filter covers the whole padded input: one
-matrix product per batch), the *direct* kernels (stride 1 and few weights, LeNet-5's layers: convolve on wide rows,
+matrix product per batch), a *pointwise* layer (1x1 filters, no padding, any stride: one matrix product per image on the
+input as it is, no patch matrix), the *direct* kernels (stride 1 and few weights, LeNet-5's layers: convolve on wide rows,
 no patch matrix), and *im2col* (any stride: a patch matrix and one BLAS product, per image for layers with many
 output positions)."""
 import numpy as np
@@ -10,7 +11,8 @@ import numpy as np
 from ..core import as_pair, check_allocation, check_array, check_grad
 from ..kernels import config
 from ..kernels.conv import (col2im, conv_direct_backward_input, conv_direct_backward_weight, conv_direct_forward,
-                            gemm_nt, gemm_to_nchw, im2col, matmul_nt_split, nchw_to_gemm, to_wide_rows)
+                            gemm_to_nchw, im2col, matmul_nt_split, nchw_to_gemm, to_wide_rows)
+from .matmul import matmul_nn, matmul_nt, matmul_tn
 
 
 def check_conv(x,        # input (N, C, H, W)
@@ -47,6 +49,11 @@ def use_direct(C, K, kh, kw):  # the filters' shape
     return K * C * kh * kw <= config.DIRECT_MAX_WEIGHTS
 
 
+def use_pointwise(kh, kw, ph, pw):  # the filters' size, the padding
+    "Compute a 1x1 convolution without padding as a matrix product per image (any stride)?"
+    return kh == kw == 1 and ph == pw == 0
+
+
 class ConvEngine:
     "Forward and backward step of one convolution with reusable buffers; forward keeps what backward needs"
     def __init__(self): self._buffers, self.saved = {}, None
@@ -72,32 +79,41 @@ class ConvEngine:
         x, w, b, (sh, sw), (ph, pw), (OH, OW) = check_conv(x, w, b, stride, padding)
         (N, C, H, W), (K, _, kh, kw) = x.shape, w.shape
         xp = self.pad(x, ph, pw)
-        b = np.zeros(K, x.dtype) if b is None else b
         out = np.empty((N, K, OH, OW), x.dtype)
         direct, L = (sh, sw) == (1, 1) and use_direct(C, K, kh, kw), OH * OW
         chunk = max(1, config.PATCH_BUDGET // (C * kh * kw * L))        # images per patch matrix
         dense = xp.shape[2] == kh and xp.shape[3] == kw                   # the filter covers the padded input
-        if dense:                                                         # Y = X W^T: each image is its own patch
-            y = out.reshape(N, K)
-            gemm_nt(xp.reshape(N, C * kh * kw), w.reshape(K, C * kh * kw), y, False)
-            y += b
-        elif direct: conv_direct_forward(xp, w, b, out)
+        pointwise = use_pointwise(kh, kw, ph, pw) and not dense           # 1x1 filters: a matrix product per image
+        if pointwise:                                                     # Y_n = W X_n, X_n (C, L): no patch matrix
+            if (sh, sw) != (1, 1):                                        # stride: every sh-th row, sw-th column
+                xp = self.buffer('xs', (N, C, OH, OW), x.dtype)
+                xp[...] = x[:, :, ::sh, ::sw]
+            y = out.reshape(N, K, L)
+            np.matmul(w.reshape(K, C), xp.reshape(N, C, L), out=y)
+            if b is not None: y += b[:, None]
+        elif dense:                                                       # Y = X W^T: each image is its own patch
+            y = matmul_nt(xp.reshape(N, C * kh * kw), w.reshape(K, C * kh * kw), out.reshape(N, K))
+            if b is not None: y += b
         else:
-            w2, per_image = w.reshape(K, C * kh * kw), L >= config.GEMM_PER_IMAGE
-            if per_image: w2 = np.concatenate((w2, b[:, None]), axis=1)       # the bias as one more weight...
-            for n0 in range(0, N, chunk):
-                xs = xp[n0:n0 + chunk]
-                cols = self.buffer('cols', (C * kh * kw + int(per_image), len(xs) * L), x.dtype)
-                im2col(xs, kh, kw, sh, sw, cols[:C * kh * kw])
-                if per_image:                                             # ...times a row of ones
-                    cols[-1] = 1
-                    for j in range(len(xs)):                              # one GEMM per image, into its output
-                        np.matmul(w2, cols[:, j * L:(j + 1) * L], out=out[n0 + j].reshape(K, L))
-                else:
-                    y = np.matmul(w2, cols, out=self.buffer('y', (K, len(xs) * L), x.dtype))   # the GEMM
-                    gemm_to_nchw(y, b, out[n0:n0 + chunk].reshape(len(xs), K, L))
+            b = np.zeros(K, x.dtype) if b is None else b                  # the kernels below add a bias
+            if direct: conv_direct_forward(xp, w, b, out)
+            else:
+                w2, per_image = w.reshape(K, C * kh * kw), L >= config.GEMM_PER_IMAGE
+                if per_image: w2 = np.concatenate((w2, b[:, None]), axis=1)       # the bias as one more weight...
+                for n0 in range(0, N, chunk):
+                    xs = xp[n0:n0 + chunk]
+                    cols = self.buffer('cols', (C * kh * kw + int(per_image), len(xs) * L), x.dtype)
+                    im2col(xs, kh, kw, sh, sw, cols[:C * kh * kw])
+                    if per_image:                                             # ...times a row of ones
+                        cols[-1] = 1
+                        for j in range(len(xs)):                              # one GEMM per image, into its output
+                            np.matmul(w2, cols[:, j * L:(j + 1) * L], out=out[n0 + j].reshape(K, L))
+                    else:
+                        y = np.matmul(w2, cols, out=self.buffer('y', (K, len(xs) * L), x.dtype))   # the GEMM
+                        gemm_to_nchw(y, b, out[n0:n0 + chunk].reshape(len(xs), K, L))
         self.saved = dict(x_shape=x.shape, xp=xp, w=w, stride=(sh, sw), padding=(ph, pw), direct=direct, dense=dense,
-                          chunk=chunk, cols_valid=chunk >= N, out_shape=out.shape)   # backward may reuse the patch matrix
+                          pointwise=pointwise, chunk=chunk, out_shape=out.shape,
+                          cols_valid=chunk >= N)                          # backward may reuse the patch matrix
         return out
 
     def direct_backward(self, gw,  # dE/dy on wide rows (N, K, M), from `to_wide_rows` or the fused pooling backward
@@ -133,11 +149,19 @@ class ConvEngine:
         if db is not None:
             check_grad(db, 'bias.grad', w[:, 0, 0, 0])                    # (K,) in w's dtype, before anything is written
             db += dout.sum((0, 2, 3))
+        if s['pointwise']:                                               # dE/dW += sum_n G_n X_n^T, dE/dX_n = W^T G_n
+            g, x3, w2 = dout.reshape(N, K, -1), xp.reshape(N, C, -1), w.reshape(K, C)
+            dw.reshape(K, C)[...] += np.matmul(g, x3.transpose(0, 2, 1)).sum(0)
+            dxs = np.matmul(w2.T, g).reshape(xp.shape)
+            if (sh, sw) == (1, 1): return dxs
+            dx = np.zeros(s['x_shape'], xp.dtype)
+            dx[:, :, ::sh, ::sw] = dxs
+            return dx
         dxp = self.input_grad_buffer(xp, padding)
         if s['dense']:                                                    # dE/dW += G^T X, dE/dX = G W
             g, x2, w2 = dout.reshape(N, K), xp.reshape(N, C * kh * kw), w.reshape(K, C * kh * kw)
-            gemm_nt(np.ascontiguousarray(g.T), np.ascontiguousarray(x2.T), dw.reshape(K, -1), True)
-            gemm_nt(g, np.ascontiguousarray(w2.T), dxp.reshape(N, C * kh * kw), False)   # (N may be 0)
+            matmul_tn(g, x2, dw.reshape(K, -1), accumulate=True)
+            matmul_nn(g, w2, dxp.reshape(N, C * kh * kw))                 # (N may be 0)
         elif s['direct']:
             gw = self.buffer('gw', (N, K, (dout.shape[2] - 1) * xp.shape[3] + dout.shape[3]), xp.dtype)
             to_wide_rows(dout, xp.shape[3], gw)

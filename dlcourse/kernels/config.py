@@ -28,3 +28,4 @@ DIRECT_BATCH_SLICES = 4    # slices of the batch whose filter gradients the dire
 
 # Matrix products of the fully connected layers
 BLAS_MIN_MACS = 1 << 22    # multiply-adds from which a @ b.T goes to BLAS (below: the course's gemm_nt)
+RANK_UPDATE_MAX = 16       # batch up to which a large weight gradient a.T @ b is rank-one updates in Numba (else BLAS)

@@ -156,6 +156,26 @@ def gemm_nt(a,            # (I, Q)
     else:
         for it in prange(blocks): _gemm_nt_blocks(a, b, out, accumulate, it, it + 1)
 
+@jit(parallel=True)
+def rank_update(a,            # (Q, I), Q small (a batch)
+                b,            # (Q, J)
+                out,          # out: (I, J)
+                accumulate):  # add to out instead of overwriting it?
+    """out (+)= a.T @ b for a short Q: Q rank-one updates of `out`, row by row. Each row of `out` is read and written once
+    (it stays in cache while the Q updates pass over it), so a large, memory-bound product like a fully connected layer's
+    weight gradient at batch 1-16 costs one pass over `out`, and no transposed copies or temporary. Parallel over rows;
+    every element is summed in the order q = 0, 1, ... whatever the number of threads."""
+    Q, I = a.shape
+    J = b.shape[1]
+    zero = out.dtype.type(0)
+    for i in prange(I):
+        row = out[i]
+        if not accumulate:
+            for j in range(J): row[j] = zero
+        for q in range(Q):
+            s, bq = a[q, i], b[q]
+            for j in range(J): row[j] += s * bq[j]
+
 @jit()
 def tap_offsets(C, kh, kw, Hp, Wp):
     "Offset o_t = (c*Hp + r)*Wp + s of every filter tap t = (c, r, s) in a flattened (C, Hp, Wp) image"

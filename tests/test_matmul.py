@@ -1,0 +1,66 @@
+"""The fully connected layers' matrix products (dlcourse.engine.matmul) in each of their regimes: the course's kernel for
+small products, rank-one updates for a weight gradient over a short batch, and BLAS on transposed views, each against
+the product computed in float64."""
+import numpy as np
+import pytest
+
+from dlcourse.engine import matmul
+from dlcourse.kernels import config
+
+
+@pytest.fixture(params=['kernel', 'rank-update', 'blas'])
+def regime(request, monkeypatch):
+    "Force one regime by moving the thresholds (the shapes below are small in every regime)"
+    monkeypatch.setattr(config, 'BLAS_MIN_MACS', 1 << 40 if request.param == 'kernel' else 0)
+    monkeypatch.setattr(config, 'RANK_UPDATE_MAX', 1 << 30 if request.param == 'rank-update' else 0)
+    return request.param
+
+
+def bound(a, b, dtype):
+    "Error bound of a sum of Q products in `dtype`: Q * eps * sum |a_q| |b_q| (a loose, order-independent bound)"
+    return a.shape[-1] * np.finfo(dtype).eps * (np.abs(a.astype(np.float64)) @ np.abs(b.astype(np.float64)))
+
+
+@pytest.mark.parametrize('dtype', [np.float32, np.float64])
+@pytest.mark.parametrize('Q,I,J', [(1, 1, 1), (3, 17, 5), (16, 33, 70), (17, 8, 9), (40, 3, 129)])
+@pytest.mark.parametrize('accumulate', [False, True])
+def test_products_match_float64(regime, dtype, Q, I, J, accumulate):
+    rng = np.random.default_rng(Q * 1000 + I * 10 + J)
+    a, b = rng.normal(size=(Q, I)).astype(dtype), rng.normal(size=(Q, J)).astype(dtype)
+    start = rng.normal(size=(I, J)).astype(dtype)
+    out = start.copy()
+    assert matmul.matmul_tn(a, b, out, accumulate=accumulate) is out
+    want = a.T.astype(np.float64) @ b + (start if accumulate else 0)
+    assert (np.abs(out - want) <= bound(a.T, b, dtype) + np.finfo(dtype).eps * np.abs(want)).all()
+    c = rng.normal(size=(I, J)).astype(dtype)          # matmul_nn: (Q, I) @ (I, J)
+    got = matmul.matmul_nn(a, c)
+    assert got.shape == (Q, J) and got.dtype == dtype
+    assert (np.abs(got - a.astype(np.float64) @ c) <= bound(a, c, dtype)).all()
+    d = rng.normal(size=(J, I)).astype(dtype)          # matmul_nt: (Q, I) @ (J, I).T
+    got = matmul.matmul_nt(a, d)
+    assert (np.abs(got - a.astype(np.float64) @ d.T) <= bound(a, d.T, dtype)).all()
+
+
+def test_rank_update_sums_in_batch_order():
+    "Each element of a rank update is the sum over q = 0, 1, ... in that order: the result is the same for any threads"
+    a = np.array([[1.0], [1e8], [-1e8]], np.float32)             # (Q=3, I=1)
+    b = np.array([[1.0], [1.0], [1.0]], np.float32)              # (Q=3, J=1)
+    out = np.zeros((1, 1), np.float32)
+    from dlcourse.kernels.conv import rank_update
+    rank_update(a, b, out, False)
+    assert out[0, 0] == np.float32((np.float32(1.0) + np.float32(1e8)) - np.float32(1e8))   # 0: the 1 is absorbed
+
+
+def test_large_layer_gradients_take_no_transposed_copies():
+    "A Linear layer's backward at batch 2 with a large weight gives the float64 gradients (the rank-update path)"
+    from dlcourse.layers import Linear
+    layer = Linear(3000, 1500, rng=0)                              # 4.5M weights: above BLAS_MIN_MACS at batch 2
+    assert 2 * 3000 * 1500 >= config.BLAS_MIN_MACS and 2 <= config.RANK_UPDATE_MAX
+    rng = np.random.default_rng(1)
+    x, dout = rng.normal(size=(2, 3000)).astype(np.float32), rng.normal(size=(2, 1500)).astype(np.float32)
+    layer(x)
+    dx = layer.backward(dout)
+    w = layer.weight.data.astype(np.float64)
+    assert (np.abs(dx - dout.astype(np.float64) @ w) <= bound(dout, w, np.float32)).all()
+    gw = dout.T.astype(np.float64) @ x
+    assert (np.abs(layer.weight.grad - gw) <= bound(dout.T, x, np.float32)).all()
