@@ -118,6 +118,72 @@ def test_sdist_builds_the_wheel_and_has_no_tests(dist):
     assert not any(n.startswith('tests/') for n in names), sorted(n for n in names if n.startswith('tests/'))
 
 
+# -------------------------------------------------------------------------------------------------- dlcourse notebooks
+def _snapshot(folder): return {p.relative_to(folder): p.read_bytes() for p in folder.rglob('*') if p.is_file()}
+
+
+def test_notebooks_copies_the_course(tmp_path):
+    from dlcourse.notebooks import copy_notebooks, course_dir, course_files
+    files = course_files()
+    assert {Path('index.ipynb'), Path('00_core.ipynb'), Path('glossary.md'), Path('lib/learner.ipynb'),
+            Path('data/relu_vs_tanh.json')} <= set(files)
+    written = copy_notebooks(tmp_path/'new'/'course')
+    assert written == [tmp_path/'new'/'course'/f for f in files]
+    assert _snapshot(tmp_path/'new'/'course') == {f: (course_dir()/f).read_bytes() for f in files}   # nothing else
+
+
+def test_notebooks_refuses_to_overwrite_unless_forced(tmp_path):
+    from dlcourse.notebooks import copy_notebooks
+    (tmp_path/'index.ipynb').write_text('my own notes')
+    (tmp_path/'mine.txt').write_text('kept')
+    with pytest.raises(FileExistsError, match=r'already holds 1 of the course.s \d+ files \(index.ipynb\): nothing was copied'):
+        copy_notebooks(tmp_path)
+    assert _snapshot(tmp_path) == {Path('index.ipynb'): b'my own notes', Path('mine.txt'): b'kept'}
+    copy_notebooks(tmp_path, force=True)
+    assert (tmp_path/'index.ipynb').read_bytes() != b'my own notes' and (tmp_path/'mine.txt').read_text() == 'kept'
+
+
+def test_notebooks_failure_changes_nothing(tmp_path, monkeypatch):
+    "A copy that fails halfway (here: the disk fills up at the fifth file) leaves the folder as it was, and no new folder"
+    import errno
+    import shutil
+    from dlcourse import notebooks
+    copy, calls = shutil.copyfile, []
+    def full_disk(src, dst):
+        calls.append(dst)
+        if len(calls) == 5: raise OSError(errno.ENOSPC, 'No space left on device')
+        return copy(src, dst)
+    monkeypatch.setattr(notebooks.shutil, 'copyfile', full_disk)
+    (tmp_path/'mine.txt').write_text('kept')
+    with pytest.raises(OSError, match='No space left'): notebooks.copy_notebooks(tmp_path)
+    assert _snapshot(tmp_path) == {Path('mine.txt'): b'kept'} and [p.name for p in tmp_path.iterdir()] == ['mine.txt']
+    calls.clear()
+    with pytest.raises(OSError, match='No space left'): notebooks.copy_notebooks(tmp_path/'new')
+    assert not (tmp_path/'new').exists()
+
+
+def test_notebooks_bad_arguments(tmp_path):
+    from dlcourse.notebooks import copy_notebooks
+    (tmp_path/'file').write_text('')
+    (tmp_path/'dir'/'index.ipynb').mkdir(parents=True)
+    for call, exc, message in [(lambda: copy_notebooks(3), TypeError, 'dest must be a str or os.PathLike, got int'),
+                               (lambda: copy_notebooks(tmp_path, force='yes'), TypeError, "force must be True or False"),
+                               (lambda: copy_notebooks(tmp_path/'file'), NotADirectoryError, 'is a file, not a folder'),
+                               (lambda: copy_notebooks(tmp_path/'dir', force=True), IsADirectoryError, 'index.ipynb is a folder')]:
+        with pytest.raises(exc, match=re.escape(message)): call()
+
+
+def test_notebooks_command(tmp_path):
+    cmd = [sys.executable, '-c', 'import sys; from dlcourse.cli import main; sys.exit(main())', 'notebooks']
+    r = subprocess.run([*cmd, str(tmp_path/'course')], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.splitlines()[-1] == f"open the course with: jupyter lab {tmp_path/'course'}", r.stderr
+    r = subprocess.run([*cmd, str(tmp_path/'course')], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and r.stdout == '' and len(r.stderr.splitlines()) == 1, r.stderr
+    assert r.stderr.startswith('dlcourse notebooks: error: ') and 'replace them with --force' in r.stderr
+    r = subprocess.run([*cmd, '--force', str(tmp_path/'course')], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+
+
 # ------------------------------------------------------------------------------------- the README's PyTorch-style script
 DLCOURSE_IMPORTS = ('from dlcourse import manual_seed, Sequential, Conv2d, Tanh, AvgPool2d, Flatten, Linear, '
                     'CrossEntropyLoss, SGD, DataLoader')
