@@ -246,7 +246,9 @@ def _venv_env(venv, **extra):
 
 def _run(cmd, venv, cwd, timeout=1200):
     r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, cwd=cwd, env=_venv_env(venv), timeout=timeout)
-    print(f"$ {' '.join(map(str, cmd))}\n{r.stdout}{r.stderr}")      # the transcript, shown by pytest -s or on failure
+    noise = re.compile(r"^WARNING: Location '.*' is ignored", re.M)   # pip, about index folders of this machine's config
+    output = '\n'.join(l for l in (r.stdout + r.stderr).splitlines() if not noise.match(l))
+    print(f"$ {' '.join(map(str, cmd))}\n{output}")         # the transcript, shown by pytest -s or on failure
     return r
 
 
@@ -265,6 +267,7 @@ def test_the_users_path(dist, tmp_path):
     r = _run([py, '-c', 'import importlib.util as u, dlcourse; print(dlcourse.__file__); print(u.find_spec("torch"))'],
              venv, home)
     where, torch_spec = r.stdout.split()
+    _run([py, '-m', 'pip', 'show', 'dlcourse'], venv, home)
     assert Path(where).is_relative_to(venv) and torch_spec == 'None', r.stdout     # the installed package; no PyTorch
 
     r = _run([exe/'dlcourse', 'train', '--epochs', '1', '--out', 'run', '--quiet'], venv, home)
