@@ -33,7 +33,7 @@ def pytest_addoption(parser):
 
 
 def pytest_collection_modifyitems(config, items):
-    "Skip the tests marked slow, with the reason, unless --slow is given or this is the test command (DLCOURSE_REQUIRE_ALL=1)"
+    "Skip the tests marked slow, saying why, unless --slow is given or this is the test command (DLCOURSE_REQUIRE_ALL=1)"
     if REQUIRE_ALL or config.getoption('--slow'): return
     skip = pytest.mark.skip(reason='slow (minutes): run with --slow; the test command (DLCOURSE_REQUIRE_ALL=1) runs it')
     for item in items:

@@ -638,7 +638,8 @@ def test_dataset_items_are_collated_as_pytorch_does():
     (b,) = list(DataLoader(list(np.zeros((2, 3), np.float32)), batch_size=2))    # items are arrays, not pairs
     assert isinstance(b, np.ndarray) and b.shape == (2, 3) and b.dtype == np.float32
     with pytest.raises(ValueError, match='tuples of 2 values'): list(DataLoader([(1, 2), (3,)], batch_size=2))
-    with pytest.raises(ValueError, match='cannot be stacked into a batch'): list(DataLoader([(np.zeros(2), 0), (np.zeros(3), 1)], batch_size=2))
+    ragged = [(np.zeros(2), 0), (np.zeros(3), 1)]
+    with pytest.raises(ValueError, match='cannot be stacked into a batch'): list(DataLoader(ragged, batch_size=2))
 
 
 DATALOADER_BAD = [

@@ -55,7 +55,8 @@ def requirements(meta):
 def test_build_is_clean(dist):
     "No setuptools warning about the package layout (data folders taken for packages, files left out)"
     log = dist[2]
-    assert 'is absent from the `packages` configuration' not in log and 'SetuptoolsDeprecationWarning' not in log, log[-3000:]
+    assert 'is absent from the `packages` configuration' not in log, log[-3000:]
+    assert 'SetuptoolsDeprecationWarning' not in log, log[-3000:]
 
 
 def test_wheel_metadata(dist):
@@ -105,7 +106,8 @@ def test_wheel_holds_the_package_and_the_course(dist):
     course = {f'dlcourse/course/{f.as_posix()}' for f in course_files(ROOT/'nbs')}
     assert 'dlcourse/course/index.ipynb' in course and 'dlcourse/course/lib/learner.ipynb' in course
     assert course - names == set() and {n for n in names if n.startswith('dlcourse/course/')} == course
-    shipped = {p.relative_to(ROOT).as_posix() for folder in ('data', 'widgets/static') for p in (ROOT/'dlcourse'/folder).iterdir()}
+    shipped = {p.relative_to(ROOT).as_posix() for folder in ('data', 'widgets/static')
+               for p in (ROOT/'dlcourse'/folder).iterdir()}
     assert shipped - names == set()
     assert not any(n.startswith('tests/') for n in names)
 
@@ -136,7 +138,8 @@ def test_notebooks_refuses_to_overwrite_unless_forced(tmp_path):
     from dlcourse.notebooks import copy_notebooks
     (tmp_path/'index.ipynb').write_text('my own notes')
     (tmp_path/'mine.txt').write_text('kept')
-    with pytest.raises(FileExistsError, match=r'already holds 1 of the course.s \d+ files \(index.ipynb\): nothing was copied'):
+    refused = r'already holds 1 of the course.s \d+ files \(index.ipynb\): nothing was copied'
+    with pytest.raises(FileExistsError, match=refused):
         copy_notebooks(tmp_path)
     assert _snapshot(tmp_path) == {Path('index.ipynb'): b'my own notes', Path('mine.txt'): b'kept'}
     copy_notebooks(tmp_path, force=True)
@@ -169,14 +172,16 @@ def test_notebooks_bad_arguments(tmp_path):
     for call, exc, message in [(lambda: copy_notebooks(3), TypeError, 'dest must be a str or os.PathLike, got int'),
                                (lambda: copy_notebooks(tmp_path, force='yes'), TypeError, "force must be True or False"),
                                (lambda: copy_notebooks(tmp_path/'file'), NotADirectoryError, 'is a file, not a folder'),
-                               (lambda: copy_notebooks(tmp_path/'dir', force=True), IsADirectoryError, 'index.ipynb is a folder')]:
+                               (lambda: copy_notebooks(tmp_path/'dir', force=True), IsADirectoryError,
+                                'index.ipynb is a folder')]:
         with pytest.raises(exc, match=re.escape(message)): call()
 
 
 def test_notebooks_command(tmp_path):
     cmd = [sys.executable, '-c', 'import sys; from dlcourse.cli import main; sys.exit(main())', 'notebooks']
     r = subprocess.run([*cmd, str(tmp_path/'course')], capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0 and r.stdout.splitlines()[-1] == f"open the course with: jupyter lab {tmp_path/'course'}", r.stderr
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[-1] == f"open the course with: jupyter lab {tmp_path/'course'}"
     r = subprocess.run([*cmd, str(tmp_path/'course')], capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and r.stdout == '' and len(r.stderr.splitlines()) == 1, r.stderr
     assert r.stderr.startswith('dlcourse notebooks: error: ') and 'replace them with --force' in r.stderr
