@@ -349,6 +349,8 @@ def _parser():
     from dlcourse.activations import ACTIVATIONS
     parser = _Parser(prog='dlcourse', description='dlcourse: train the course networks from the command line')
     sub = parser.add_subparsers(dest='command', required=True)
+    from dlcourse import notebooks
+    notebooks.add_parser(sub)                                  # dlcourse notebooks DIR: the course, out of the package
     tr = sub.add_parser('train', help='train a network, report its test accuracy, save checkpoint and curves',
                         description='Train a network with mini-batch SGD and save a checkpoint (every epoch), '
                                     'the learning curves (PNG) and the history (CSV) in --out.',
@@ -411,6 +413,9 @@ def _terminate(signum, frame): raise Terminated()
 
 def _main(argv):
     args = _parser().parse_args(argv)
+    if args.command == 'notebooks':
+        from dlcourse import notebooks
+        return notebooks.run(args)
     if hasattr(sys.stdout, 'reconfigure'): sys.stdout.reconfigure(line_buffering=True)   # a line per epoch, also in a pipe
     try:
         train(args.data, args.model, epochs=args.epochs, lr=args.lr, momentum=args.momentum, batch_size=args.batch_size,

@@ -32,6 +32,9 @@ def as_float_dtype(dtype,          # a dtype-like: np.float32, 'float64', np.dty
 # %% ../nbs/00_core.ipynb #ead09e4e
 def _fmt_shape(shape): return '(' + ', '.join(str(s) for s in shape) + (',)' if len(shape) == 1 else ')')
 
+_IMAGES_HINT = ("; uint8 images (raw pixels 0 to 255) become a network's input with dlcourse.data.preprocess(images): "
+                "float32, normalised, with the channel axis (N, 1, H, W) the course's models expect")
+
 def is_finite(x):
     "True if the float array `x` holds no NaN or inf (one reduction in the common case, no temporary array)"
     with np.errstate(over='ignore', invalid='ignore'):
@@ -49,7 +52,8 @@ def check_array(x,             # the argument to check
         raise TypeError(f"{name} must be a numpy.ndarray, got {type(x).__name__}")
     if x.dtype not in FLOAT_DTYPES:
         raise TypeError(f"{name} must have dtype float32 or float64, got {x.dtype}"
-                        + ("; convert it first, e.g. x.astype(np.float32)" if x.dtype.kind in 'iub' else ''))
+                        + (_IMAGES_HINT if x.dtype == np.uint8 else
+                           "; convert it first, e.g. x.astype(np.float32)" if x.dtype.kind in 'iub' else ''))
     if dtype is not None and x.dtype != dtype:
         raise TypeError(f"{name} has dtype {x.dtype}, expected {np.dtype(dtype)}")
     if shape is not None:
@@ -187,6 +191,7 @@ class Parameter:
     shape = property(lambda self: self.data.shape)
     dtype = property(lambda self: self.data.dtype)
     size = property(lambda self: self.data.size)
+    def numel(self): return self.data.size   # PyTorch's name: sum(p.numel() for p in model.parameters())
 
     def zero_grad(self):
         "Set the gradient to zero, in place"
@@ -238,6 +243,17 @@ class _Tree:
         for name, m in self.named_children(): yield from m.named_modules(f"{prefix}.{name}" if prefix else name)
 
     def modules(self): return [m for _, m in self.named_modules()]
+
+    def apply(self, fn):  # a function of one module, e.g. one that initialises the weights of some layer types
+        "Call `fn` on every sub-module, children first, then on this module, as PyTorch's `apply`; returns this module"
+        if not callable(fn): raise TypeError(f"fn must be a function of a module, got {type(fn).__name__}")
+        for m in self.children(): m.apply(fn)
+        fn(self)
+        return self
+
+    def num_parameters(self):
+        "The number of trained values: the sizes of all parameters added up (`summary`'s total)"
+        return sum(p.size for p in self.parameters())
 
     def named_parameters(self):
         "All parameters, recursively, as (dotted name, Parameter), in a stable order"

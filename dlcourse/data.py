@@ -493,36 +493,61 @@ def preprocess(images): # uint8 (N, 28, 28), as fashion_mnist returns them
     return x
 
 # %% ../nbs/07a_data.ipynb #d6240d50
+def _is_dataset(a):
+    "Anything with len() and indexing, other than an array or a string: a dataset of examples"
+    return hasattr(a, '__len__') and hasattr(a, '__getitem__') and not isinstance(a, (np.ndarray, str, bytes))
+
+def _collate(items):
+    "The items of a batch stacked into arrays, as PyTorch's default_collate does: a tuple of arrays for (x, y) items"
+    first = items[0]
+    if not isinstance(first, (tuple, list)): return np.stack([np.asarray(it) for it in items])
+    if any(not isinstance(it, (tuple, list)) or len(it) != len(first) for it in items):
+        raise ValueError(f"the dataset's items must all be tuples of {len(first)} values, like its first one, e.g. (x, y)")
+    try: return tuple(np.stack([np.asarray(it[k]) for it in items]) for k in range(len(first)))
+    except ValueError as e: raise ValueError(f"the dataset's items cannot be stacked into a batch: {e}") from None
+
 class DataLoader:
-    "Mini-batches (xb, yb) of (x, y): every example once per epoch, in a fresh random order each epoch if `shuffle`"
-    def __init__(self, x, y,        # arrays with one example per row (first axis), e.g. images (N, 28, 28), labels (N,)
-                 batch_size:int,    # examples per batch
-                 shuffle=True,      # a new random order every epoch? (else the order of x)
+    "Mini-batches (xb, yb) of arrays (x, y) or of a dataset of pairs: each example once per epoch, shuffled each epoch"
+    def __init__(self, x,           # inputs, one example per row (first axis), e.g. images (N, 28, 28); or a dataset
+                 y=None,            # targets, one per row of x, e.g. labels (N,); left out for a dataset
+                 batch_size:int=None,  # examples per batch (must be given: PyTorch's default is 1)
+                 shuffle=True,      # a new random order every epoch? (else the order of x; PyTorch's default is False)
                  seed=None,         # None (the package generator, see manual_seed), an int seed or a numpy Generator
                  drop_last=False):  # drop the last batch if it is smaller than batch_size?
-        for name, a in (('x', x), ('y', y)):
-            if not isinstance(a, np.ndarray): raise TypeError(f"{name} must be a numpy.ndarray, got {type(a).__name__}")
-            if a.ndim == 0: raise ValueError(f"{name} must hold one example per row, got a 0-d array")
-        if len(x) != len(y): raise ValueError(f"x and y must hold the same number of examples, got {len(x)} and {len(y)}")
-        if len(x) == 0: raise ValueError("x and y are empty: there is nothing to load")
+        self.dataset = x if _is_dataset(x) else None
+        if self.dataset is not None and y is not None:
+            by_name = f"; the batch size goes by name: DataLoader(dataset, batch_size={y})" if isinstance(y, int) else ''
+            raise TypeError(f"x is a dataset ({type(x).__name__}), whose items hold the targets: leave y out{by_name}")
+        if self.dataset is None:
+            if not isinstance(x, np.ndarray):
+                raise TypeError(f"x must be a numpy.ndarray or a dataset (len() and indexing), got {type(x).__name__}")
+            if y is None: raise TypeError("y is missing: pass the targets, DataLoader(x, y, batch_size=...), or a dataset "
+                                          "of (x, y) pairs alone, DataLoader(dataset, batch_size=...)")
+            if not isinstance(y, np.ndarray): raise TypeError(f"y must be a numpy.ndarray, got {type(y).__name__}")
+            for name, a in (('x', x), ('y', y)):
+                if a.ndim == 0: raise ValueError(f"{name} must hold one example per row, got a 0-d array")
+            if len(x) != len(y): raise ValueError(f"x and y must hold the same number of examples, got {len(x)} and {len(y)}")
+        self._n = len(x)
+        if self._n == 0:
+            raise ValueError(f"{'x and y are' if self.dataset is None else 'the dataset is'} empty: there is nothing to load")
         check_bool(shuffle, 'shuffle'), check_bool(drop_last, 'drop_last')
         self.batch_size = check_positive(batch_size, 'batch_size', integer=True)
-        if drop_last and self.batch_size > len(x):
-            raise ValueError(f"batch_size {self.batch_size} is larger than the {len(x)} examples: with drop_last=True "
+        if drop_last and self.batch_size > self._n:
+            raise ValueError(f"batch_size {self.batch_size} is larger than the {self._n} examples: with drop_last=True "
                              "there would be no batch at all")
         self.x, self.y, self.shuffle, self.drop_last = x, y, bool(shuffle), bool(drop_last)
         self._rng = None if seed is None else get_rng(seed, 'seed')   # one generator for all epochs: a fresh order each epoch
 
     def __len__(self):
         "The number of batches per epoch"
-        n, b = len(self.x), self.batch_size
+        n, b = self._n, self.batch_size
         return n // b if self.drop_last else -(-n // b)
     def __iter__(self):
-        n = len(self.x)
-        order = (self._rng or get_rng()).permutation(n) if self.shuffle else np.arange(n)
+        order = (self._rng or get_rng()).permutation(self._n) if self.shuffle else np.arange(self._n)
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             idx = order[start:start + self.batch_size]
-            yield self.x[idx], self.y[idx]
+            if self.dataset is None: yield self.x[idx], self.y[idx]
+            else: yield _collate([self.dataset[int(i)] for i in idx])
     def __repr__(self):
-        return (f"DataLoader({len(self.x)} examples, batch_size={self.batch_size}, {len(self)} batches, "
+        return (f"DataLoader({self._n} examples, batch_size={self.batch_size}, {len(self)} batches, "
                 f"shuffle={self.shuffle}, drop_last={self.drop_last})")

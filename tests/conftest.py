@@ -1,7 +1,9 @@
 """Shared test setup.
 
 Under the test command (tools/test sets DLCOURSE_REQUIRE_ALL=1) a missing test dependency, such as PyTorch for the oracle
-tests, is an error, never a skip: CI must not go green by silently testing less.
+tests, is an error, never a skip: CI must not go green by silently testing less. Run by hand, a test whose dependency is
+missing is skipped with the reason (`require`), and the tests marked `slow` (the wheel installed into a fresh virtual
+environment) run only with --slow; the test command runs them all.
 """
 import importlib
 import os
@@ -20,10 +22,22 @@ REQUIRE_ALL = os.environ.get('DLCOURSE_REQUIRE_ALL') == '1'
 TESTS = Path(__file__).resolve().parent
 
 
-def require(module_name):
-    "Import a test dependency: a failure under the test command, a skip when running pytest by hand"
+def require(module_name, extra='dev'):  # the module, and the extra of pyproject.toml that installs it
+    "Import a test dependency: a failure under the test command, a skip (naming the extra) when running pytest by hand"
     if REQUIRE_ALL: return importlib.import_module(module_name)
-    return pytest.importorskip(module_name)
+    return pytest.importorskip(module_name, reason=f"needs {module_name}: pip install -e '.[{extra}]'")
+
+
+def pytest_addoption(parser):
+    parser.addoption('--slow', action='store_true', help='also run the tests marked slow (the test command always does)')
+
+
+def pytest_collection_modifyitems(config, items):
+    "Skip the tests marked slow, saying why, unless --slow is given or this is the test command (DLCOURSE_REQUIRE_ALL=1)"
+    if REQUIRE_ALL or config.getoption('--slow'): return
+    skip = pytest.mark.skip(reason='slow (minutes): run with --slow; the test command (DLCOURSE_REQUIRE_ALL=1) runs it')
+    for item in items:
+        if 'slow' in item.keywords: item.add_marker(skip)
 
 
 @pytest.fixture(scope='session')

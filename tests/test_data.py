@@ -609,9 +609,47 @@ def test_dataloader_with_images():
     assert repr(dl) == 'DataLoader(2000 examples, batch_size=128, 16 batches, shuffle=True, drop_last=False)'
 
 
+class Pairs:
+    "A dataset as PyTorch users write one: len() and indexing, items (x, y)"
+    def __init__(self, x, y): self.x, self.y = x, y
+    def __len__(self): return len(self.x)
+    def __getitem__(self, i): return self.x[i], self.y[i]
+
+
+@given(n=st.integers(1, 60), batch_size=st.integers(1, 16), shuffle=st.booleans(), drop_last=st.booleans(),
+       seed=st.integers(0, 2**32 - 1))
+def test_a_dataset_gives_the_batches_of_its_arrays(n, batch_size, shuffle, drop_last, seed):
+    "A dataset of (x, y) pairs: the same batches, in the same order, as the arrays it holds, with the same seed"
+    assume(not (drop_last and batch_size > n))
+    x = np.arange(n * 2, dtype=np.float32).reshape(n, 1, 2)
+    y = np.arange(n, dtype=np.int64)
+    kw = dict(batch_size=batch_size, shuffle=shuffle, drop_last=drop_last)
+    arrays, dataset = DataLoader(x, y, seed=seed, **kw), DataLoader(Pairs(x, y), seed=seed, **kw)
+    assert len(dataset) == len(arrays) and repr(dataset) == repr(arrays)
+    for (xa, ya), (xd, yd) in zip(arrays, dataset, strict=True):
+        assert xd.dtype == xa.dtype and yd.dtype == ya.dtype
+        np.testing.assert_array_equal(xd, xa); np.testing.assert_array_equal(yd, ya)
+
+
+def test_dataset_items_are_collated_as_pytorch_does():
+    "Python numbers become int64 / float64 arrays, arrays are stacked; items that are not tuples give one array per batch"
+    xb, yb = next(iter(DataLoader([(0.5, 1), (1.5, 0), (2.5, 1)], batch_size=3, shuffle=False)))
+    assert xb.dtype == np.float64 and yb.dtype == np.int64 and xb.tolist() == [0.5, 1.5, 2.5] and yb.tolist() == [1, 0, 1]
+    (b,) = list(DataLoader(list(np.zeros((2, 3), np.float32)), batch_size=2))    # items are arrays, not pairs
+    assert isinstance(b, np.ndarray) and b.shape == (2, 3) and b.dtype == np.float32
+    with pytest.raises(ValueError, match='tuples of 2 values'): list(DataLoader([(1, 2), (3,)], batch_size=2))
+    ragged = [(np.zeros(2), 0), (np.zeros(3), 1)]
+    with pytest.raises(ValueError, match='cannot be stacked into a batch'): list(DataLoader(ragged, batch_size=2))
+
+
 DATALOADER_BAD = [
-    (lambda x: DataLoader(list(x), x, 2), TypeError, 'x must be a numpy.ndarray, got list'),
-    (lambda x: DataLoader(x, None, 2), TypeError, 'y must be a numpy.ndarray, got NoneType'),
+    (lambda x: DataLoader(list(x), x, 2), TypeError, 'x is a dataset (list), whose items hold the targets: leave y out'),
+    (lambda x: DataLoader(list(zip(x, x)), 2), TypeError, 'the batch size goes by name: DataLoader(dataset, batch_size=2)'),
+    (lambda x: DataLoader(3, x, 2), TypeError, 'x must be a numpy.ndarray or a dataset (len() and indexing), got int'),
+    (lambda x: DataLoader(x, None, 2), TypeError, 'y is missing: pass the targets'),
+    (lambda x: DataLoader(x, list(x), 2), TypeError, 'y must be a numpy.ndarray, got list'),
+    (lambda x: DataLoader([], batch_size=2), ValueError, 'the dataset is empty'),
+    (lambda x: DataLoader(list(zip(x, x)), batch_size=None), TypeError, 'batch_size must be a positive integer, got None'),
     (lambda x: DataLoader(np.array(1), x, 2), ValueError, 'x must hold one example per row, got a 0-d array'),
     (lambda x: DataLoader(x, x[:-1], 2), ValueError, 'same number of examples, got 10 and 9'),
     (lambda x: DataLoader(x[:0], x[:0], 2), ValueError, 'x and y are empty'),

@@ -15,10 +15,11 @@ import sys
 import time
 from pathlib import Path
 
-import nbformat
 import pytest
+from conftest import require
 
-import exercise_tool as et
+nbformat = require('nbformat')           # tools/exercises reads and writes notebooks with it
+import exercise_tool as et  # noqa: E402
 from dlcourse.exercises import SOLUTION_BEGIN, SOLUTION_END, exercise_name, solution_regions, strip_solution_markers
 from exercises_planted import PLANTED
 
@@ -129,6 +130,7 @@ def test_package_markers_are_balanced_comments():
 
 
 def test_docs_drop_markers_and_check_cells():
+    require('yaml', 'docs')
     import docsite
     from fastcore.nbio import mk_cell
     sol = mk_cell(f'#| exercise: f\ndef f(x):\n    {SOLUTION_BEGIN}\n    return x\n    {SOLUTION_END}', 'code')
@@ -146,6 +148,7 @@ TOOL_ENV = dict(os.environ, VIRTUAL_ENV=str(Path(sys.executable).parents[1]),
 @pytest.fixture(scope='module')
 def built(tmp_path_factory):
     "The student notebooks of every lesson, built by the command line"
+    require('nbgrader')                  # tools/exercises build runs nbgrader's preprocessors
     out = tmp_path_factory.mktemp('exercises')
     r = subprocess.run([str(ROOT/'tools'/'exercises'), 'build', '--out', str(out)], capture_output=True, text=True,
                        env=TOOL_ENV)

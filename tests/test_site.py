@@ -24,9 +24,11 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import pytest
-import yaml
-import docsite
 from conftest import REQUIRE_ALL, require
+
+yaml = require('yaml', 'docs')       # the site build's own dependencies (docsite imports yaml, and nbdev as it builds)
+require('nbdev', 'docs')
+import docsite  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
