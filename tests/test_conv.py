@@ -295,11 +295,13 @@ def test_non_contiguous_inputs_work(method_, monkeypatch):
     np.testing.assert_array_equal(layer.backward(dout), dx_ref)
 
 
-def test_empty_batch(method):
+@pytest.mark.parametrize('filters,stride', [((3, 3), 1), ((1, 1), 1), ((1, 1), 2)])   # 1x1: the pointwise path
+def test_empty_batch(method, filters, stride):
     "A batch of 0 images gives an empty output and empty input gradient, and zero filter gradients"
-    x, w = np.ones((0, 2, 5, 5), np.float32), np.ones((3, 2, 3, 3), np.float32)
-    assert conv2d(x, w, np.ones(3, np.float32)).shape == (0, 3, 3, 3)
-    dx, dw, db = conv2d_backward(np.ones((0, 3, 3, 3), np.float32), x, w)
+    x, w = np.ones((0, 2, 5, 5), np.float32), np.ones((3, 2) + filters, np.float32)
+    out = conv2d(x, w, np.ones(3, np.float32), stride)
+    assert out.shape == (0, 3) + out.shape[2:] and out.shape[2] == (5 - filters[0]) // stride + 1
+    dx, dw, db = conv2d_backward(np.ones(out.shape, np.float32), x, w, stride)
     assert dx.shape == x.shape and not dw.any() and not db.any()
 
 

@@ -150,7 +150,8 @@ class ConvEngine:
             check_grad(db, 'bias.grad', w[:, 0, 0, 0])                    # (K,) in w's dtype, before anything is written
             db += dout.sum((0, 2, 3))
         if s['pointwise']:                                               # dE/dW += sum_n G_n X_n^T, dE/dX_n = W^T G_n
-            g, x3, w2 = dout.reshape(N, K, -1), xp.reshape(N, C, -1), w.reshape(K, C)
+            L = dout.shape[2] * dout.shape[3]                             # (N may be 0)
+            g, x3, w2 = dout.reshape(N, K, L), xp.reshape(N, C, L), w.reshape(K, C)
             dw.reshape(K, C)[...] += np.matmul(g, x3.transpose(0, 2, 1)).sum(0)
             dxs = np.matmul(w2.T, g).reshape(xp.shape)
             if (sh, sw) == (1, 1): return dxs
