@@ -169,6 +169,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                     'dlcourse.exercises.SolutionHidden': ('exercises.html#solutionhidden', 'dlcourse/exercises.py'),
                                     'dlcourse.exercises._args_text': ('exercises.html#_args_text', 'dlcourse/exercises.py'),
                                     'dlcourse.exercises._call_text': ('exercises.html#_call_text', 'dlcourse/exercises.py'),
+                                    'dlcourse.exercises._decode': ('exercises.html#_decode', 'dlcourse/exercises.py'),
                                     'dlcourse.exercises._difference': ('exercises.html#_difference', 'dlcourse/exercises.py'),
                                     'dlcourse.exercises._dtype': ('exercises.html#_dtype', 'dlcourse/exercises.py'),
                                     'dlcourse.exercises._equals': ('exercises.html#_equals', 'dlcourse/exercises.py'),

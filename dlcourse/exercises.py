@@ -192,9 +192,11 @@ def encode(v, _depth=0):
     "`v` as JSON-able data, without pickle: numbers, strings, None, arrays of numbers and lists, tuples, dicts of them"
     if _depth > 32: raise PlainDataError("nested more than 32 levels deep")
     if v is None or isinstance(v, (bool, str)): return v
+    if isinstance(v, np.generic):                                         # before float: np.float64 is a float
+        if v.dtype.kind not in _KINDS: raise PlainDataError(f"a scalar of dtype {v.dtype}")
+        return {'scalar': v.dtype.str, 'data': encode(v.item())}
     if isinstance(v, int): return v if abs(v) < 2 ** 53 else {'int': str(v)}
-    if isinstance(v, float): return {'float': repr(v)}                    # repr: exact, and nan/inf survive
-    if isinstance(v, np.generic) and v.dtype.kind in _KINDS: return {'scalar': v.dtype.str, 'data': encode(v.item())}
+    if isinstance(v, float): return {'float': repr(float(v))}             # repr: exact, and nan/inf survive
     if isinstance(v, complex): return {'complex': [repr(v.real), repr(v.imag)]}
     if isinstance(v, np.ndarray):
         if v.dtype.kind not in _KINDS: raise PlainDataError(f"an array of dtype {v.dtype}")
@@ -207,13 +209,19 @@ def encode(v, _depth=0):
 
 def decode(d, limit=10 ** 8):
     "The value `encode` made; PlainDataError for anything else (the grader reads what a student's process wrote)"
+    try: return _decode(d, limit)
+    except PlainDataError: raise
+    except (ValueError, TypeError, KeyError, IndexError, OverflowError) as e:   # a damaged or forged record
+        raise PlainDataError(f"not a plain value: {str(d)[:80]} ({type(e).__name__})") from None
+
+def _decode(d, limit):
     if d is None or isinstance(d, (bool, int, str)): return d
     if isinstance(d, dict) and len(d) in (1, 2, 3):
         (tag, body), *rest = d.items()
         if tag == 'float' and isinstance(body, str): return float(body)
         if tag == 'int' and isinstance(body, str) and len(body) < 400: return int(body)
         if tag == 'complex': return complex(float(body[0]), float(body[1]))
-        if tag == 'scalar': return _dtype(body).type(decode(d['data']))
+        if tag == 'scalar': return _dtype(body).type(_decode(d['data'], limit))
         if tag == 'array':
             dt, shape = _dtype(body), tuple(d['shape'])
             if not all(isinstance(n, int) and n >= 0 for n in shape): raise PlainDataError(f"shape {shape}")
@@ -222,9 +230,9 @@ def decode(d, limit=10 ** 8):
             if len(raw) != dt.itemsize * int(np.prod(shape, dtype=np.int64)): raise PlainDataError("array data of the wrong length")
             return np.frombuffer(raw, dt).reshape(shape).copy()
         if tag in ('list', 'tuple') and isinstance(body, list):
-            out = [decode(e, limit) for e in body]
+            out = [_decode(e, limit) for e in body]
             return out if tag == 'list' else tuple(out)
-        if tag == 'dict' and isinstance(body, dict): return {k: decode(e, limit) for k, e in body.items()}
+        if tag == 'dict' and isinstance(body, dict): return {k: _decode(e, limit) for k, e in body.items()}
         if tag == 'callable' and isinstance(body, str): return Callable(body)
     raise PlainDataError(f"not a plain value: {str(d)[:80]}")
 
@@ -242,7 +250,6 @@ class Callable:
 def fingerprint(v):
     "A short hash of a case, to check that a submission's check ran on the lesson's inputs"
     return hashlib.sha256(json.dumps(encode(v), sort_keys=True).encode()).hexdigest()[:16]
-
 
 # %% ../nbs/11_exercises.ipynb #917bf44d
 def _args_text(f, args, skip=0):

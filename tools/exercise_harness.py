@@ -18,7 +18,12 @@ import ast
 import json
 import signal
 import sys
+import time
 import traceback
+
+
+T0 = time.monotonic()
+_UNSET = object()
 
 
 def main(spec_path):
@@ -85,7 +90,7 @@ def main(spec_path):
             emit(dict(head, package=f"{module}.{getattr(student, '__qualname__', '')}"))
             return
         if expect:
-            ref = dx._resolve(reference)[2] if isinstance(reference, str) else reference
+            with Disarmed(): ref = dx._resolve(reference)[2] if isinstance(reference, str) else reference
             hidden_names = ((reference,) if isinstance(reference, str) and not isinstance(ref, type) else ()) + tuple(hide)
             emit(dict(head, hint=hint, names=list(names) if names else None, rtol=rtol, atol=atol, hide=list(hidden_names),
                       mistakes=list(mistakes or {})))
@@ -120,7 +125,7 @@ def main(spec_path):
     def test_eq(a, b): record('test_eq', a, b)
     def test_ne(a, b): record('test_ne', a, b)
     def test_is(a, b): record('test_is', a is b)
-    def test_close(a, b, eps=1e-5): record('test_close', a, b, eps=eps)
+    def test_close(a, b, eps=1e-5): record('test_close', a, b, eps=value(eps))
     def test_fail(f, msg='', contains='', exc=Exception, args=None, kwargs=None):
         try: f(*(args or []), **(kwargs or {}))
         except exc as e: return record('test_fail', type(e).__name__, bool(not contains or contains in str(e)))
@@ -143,24 +148,31 @@ def main(spec_path):
     def on_alarm(signum, frame): raise CellTimeout()
     signal.signal(signal.SIGALRM, on_alarm)
 
-    emit(dict(k='ready'))
+    emit(dict(k='ready', seconds=round(time.monotonic() - T0, 3)))
     for cell in spec['cells']:
         i, role, src = cell['index'], cell['role'], cell['source']
         state.update(cell=i, n=0)
         emit(dict(k='start', cell=i))
-        if role == 'check': ns['check'] = check
-        elif role == 'test':
+        restore = {}
+        if role == 'check': restore, ns['check'] = {'check': ns.get('check', _UNSET)}, check
+        elif role == 'test':                             # the recorders for this cell only: other cells test as usual
+            restore = {n: ns.get(n, _UNSET) for n in recorders}
             ns.update(recorders)
             src = _asserts_recorded(shell.transform_cell(src))
+        t0, c0 = time.monotonic(), time.process_time()
         signal.setitimer(signal.ITIMER_REAL, spec['cell_timeout'])
         try: result = shell.run_cell(src, store_history=False, silent=True)
         except CellTimeout: result = None
         finally: signal.setitimer(signal.ITIMER_REAL, 0)
+        for n, v in restore.items():
+            if v is _UNSET: ns.pop(n, None)
+            else: ns[n] = v
         err = None if result is None else (result.error_before_exec or result.error_in_exec)
         if result is None or isinstance(err, CellTimeout):
             emit(dict(k='cell', cell=i, error={'type': 'CellTimeout', 'message': '', 'where': []}))
             continue
-        emit(dict(k='cell', cell=i, error=None if err is None else raised(err)))
+        emit(dict(k='cell', cell=i, error=None if err is None else raised(err), seconds=round(time.monotonic() - t0, 3),
+                  cpu=round(time.process_time() - c0, 3)))
     emit(dict(k='done'))
     out.close()
 

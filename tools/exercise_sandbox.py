@@ -132,7 +132,7 @@ def command(mode, scratch, argv, limits=None, env=None):
         for p in [scratch, *scratch.rglob('*')]: os.lchown(p, NOBODY, NOBODY)
     nproc = ['prlimit', f'--nproc={limits.processes}', '--'] if root else []
     if mode == 'bwrap':
-        cmd, made = [shutil.which('bwrap')], set()
+        cmd, made = [shutil.which('bwrap'), '--tmpfs', '/tmp'], {Path('/tmp')}
         for p in readable() + [scratch]:
             for parent in reversed(p.parents):           # folders bwrap would otherwise make mode 0700
                 if str(parent) != '/' and parent not in made:
@@ -140,7 +140,7 @@ def command(mode, scratch, argv, limits=None, env=None):
                     cmd += ['--perms', '0755', '--dir', str(parent)]
         for p in readable(): cmd += ['--ro-bind', str(p), str(p)]
         for copy, orig in cache.items(): cmd += ['--bind', str(copy), str(orig)]
-        cmd += ['--bind', str(scratch), str(scratch), '--proc', '/proc', '--dev', '/dev', '--tmpfs', '/tmp',
+        cmd += ['--bind', str(scratch), str(scratch), '--proc', '/proc', '--dev', '/dev',
                 '--unshare-net', '--unshare-pid', '--unshare-ipc', '--unshare-uts', '--unshare-cgroup-try',
                 '--die-with-parent', '--new-session', '--chdir', str(scratch), '--clearenv']
         if not root: cmd.insert(1, '--unshare-user')
