@@ -15,6 +15,7 @@ mode and the file to append records to (one JSON line each, values written by `d
 Whatever a student's cell redefines, only values leave this process; the grader compares them with the lesson's.
 """
 import ast
+import inspect
 import json
 import signal
 import sys
@@ -47,6 +48,16 @@ def main(spec_path):
             raw = owner.__dict__.get(attr, obj) if isinstance(owner, type) else obj
             if expect: saved.append((owner, attr, raw))
             setattr(owner, attr, dx._hidden_stub)
+            for mod in list(sys.modules.values()):     # the same object imported elsewhere in the package
+                if mod is owner or not getattr(mod, '__name__', '').startswith('dlcourse'): continue
+                for a, v in list(vars(mod).items()):
+                    if v is obj:
+                        if expect: saved.append((mod, a, v))
+                        setattr(mod, a, dx._hidden_stub)
+            py = getattr(obj, 'py_func', None)        # a Numba kernel: its Python function too
+            if inspect.isfunction(py) and not py.__code__.co_freevars:
+                if expect: saved.append((py, '__code__', py.__code__))
+                py.__code__ = dx._hidden_stub.__code__
             fn = dx._function_of(obj)
             if fn is not None and not fn.__code__.co_freevars:
                 if expect: saved.append((fn, '__code__', fn.__code__)); saved.append((fn, '__kwdefaults__', fn.__kwdefaults__))
@@ -106,7 +117,7 @@ def main(spec_path):
                     rec['mistakes'] = []
                     for h, wrong in (mistakes or {}).items():
                         w = dx._outcome(wrong, None, case)
-                        rec['mistakes'].append(None if isinstance(w, BaseException) else value(w))
+                        rec['mistakes'].append({'raised': type(w).__name__} if isinstance(w, BaseException) else value(w))
             else:
                 try:
                     got = student(*case) if run is None else run(student, *case)

@@ -523,10 +523,13 @@ def _verdict_check(plan, name, call, case_recs, exp):
             return 'failed', (f"{e['call_text']} calls the package's own solution ({', '.join(meta['hide'])}): the "
                               "exercise is to write it yourself")
         want = e['expected']
+        mistakes = list(zip(meta['mistakes'], e['mistakes']))
         if 'raised' in s:
             if 'raised' in want and s['raised']['type'] == want['raised']['type']: continue
             shown = '' if 'raised' in want else f"\n  expected: {_show(_value(want['value']))}"
-            return 'failed', f"{e['call_text']} raised {s['raised']['type']}: {s['raised']['message']}{shown}{with_hint(hint)}"
+            known = [h for h, m in mistakes if isinstance(m, dict) and m.get('raised') == s['raised']['type']]
+            return 'failed', (f"{e['call_text']} raised {s['raised']['type']}: {s['raised']['message']}{shown}"
+                              + with_hint(known[0] if known else hint))
         got = _value(s['got'])
         if 'raised' in want:
             return 'failed', (f"{e['call_text']} returned {_show(got)}, expected it to raise {want['raised']['type']} "
@@ -534,8 +537,8 @@ def _verdict_check(plan, name, call, case_recs, exp):
         expv, names = _value(want['value']), meta.get('names')
         diff = _differs(got, expv, meta['rtol'], meta['atol'], names)
         if diff is None: continue
-        known = [h for h, m in zip(meta['mistakes'], e['mistakes'])
-                 if m is not None and _differs(got, _value(m), meta['rtol'], meta['atol'], names) is None]
+        known = [h for h, m in mistakes if m is not None and not (isinstance(m, dict) and 'raised' in m)
+                 and _differs(got, _value(m), meta['rtol'], meta['atol'], names) is None]
         shown = (got, expv)
         if isinstance(expv, tuple) and isinstance(got, tuple) and len(got) == len(expv):
             shown = next(((g, x) for g, x in zip(got, expv) if _differs(g, x, meta['rtol'], meta['atol']) is not None), shown)
