@@ -2,14 +2,19 @@
 
     tools/exercises list                                  the marked exercises, by lesson
     tools/exercises build [LESSON ...] [--out exercises]  student notebooks: solutions replaced by stubs, checks kept
-    tools/exercises grade SUBMISSIONS [--out grades.csv] [--full] [--cell-timeout 60] [--timeout 600] [--jobs 2]
+    tools/exercises grade SUBMISSIONS [--out grades.csv] [--feedback DIR] [--full] [--cell-timeout 60] [--timeout 600]
+                          [--jobs 2] [--sandbox auto|bwrap|unshare|none] [--no-sandbox]
 
 The instructor marks an exercise in a lesson with nbgrader's solution markers inside cells that carry `#| exercise NAME`,
 and adds a check cell with the same directive (`dlcourse.exercises` reads the markers). `build` gives the
 cells nbgrader's metadata and runs nbgrader's own preprocessors (ClearSolutions, ClearHiddenTests, ClearOutput, LockCells,
-ComputeChecksums). `grade` runs every submission in a child process of its own, with nbclient and a fresh kernel, the
-lesson's check cells put back in place of the submitted ones, and writes one CSV row per student and exercise; a
-submission that runs too long or kills its kernel gets `timeout` or `crashed` rows, never a crashed grader.
+ComputeChecksums). `grade` runs every
+submission in a sandbox of its own (tools/exercise_sandbox.py: no access to your files, no network, limits on CPU time,
+memory and processes) through tools/exercise_harness.py, which only records what the student's code returns for the
+lesson's check cases and test cells, as plain data. The lesson itself runs the same way once, for the expected values;
+the comparison happens here, in the grader's process, so nothing a submission redefines can change a verdict. It
+writes one CSV row per student and exercise, the totals per student (OUT-totals.csv) and a feedback page per student;
+a submission that runs too long or kills its process gets `timeout` or `crashed` rows, never a crashed grader.
 """
 import argparse
 import ast
@@ -134,13 +139,18 @@ def intro_cell(nb, found):
         + items)
 
 
+_FASTCORE = re.compile(r'^([ \t]*)from fastcore\.test import', re.MULTILINE)   # a development tool: students get the same
+                                                                            # test functions from dlcourse.exercises
+
 def student_version(nb):
     "The student notebook of an instructor notebook `nb`: nbgrader's stubs for every solution region, outputs cleared"
     from nbgrader.preprocessors import ClearHiddenTests, ClearOutput, ClearSolutions, ComputeChecksums, LockCells
     found = exercises(nb)
     nb = mark(nb)
     nb.metadata.pop('widgets', None)
-    for cell in nb.cells: cell.metadata.pop('execution', None)      # nbclient's timings of the lesson's own run
+    for cell in nb.cells:
+        cell.metadata.pop('execution', None)                            # nbclient's timings of the lesson's own run
+        if cell.cell_type == 'code': cell.source = _FASTCORE.sub(r'\1from dlcourse.exercises import', cell.source)
     resources = {}
     for pp in (ClearSolutions(), ClearHiddenTests(), ClearOutput(), LockCells(), ComputeChecksums()):
         nb, resources = pp.preprocess(nb, resources)
@@ -666,7 +676,9 @@ class Grader:
         with self.lock:
             if path not in self.plans:
                 p = plan(path)
-                self.expected[path] = expected(p, self.sandbox, self.cell_timeout, self.timeout, self.cache, self.workdir)
+                # the lesson is trusted: the time limits are the submissions' or more, never less
+                self.expected[path] = expected(p, self.sandbox, max(self.cell_timeout, 300), max(self.timeout, 1800),
+                                               self.cache, self.workdir)
                 self.plans[path] = p
             return self.plans[path], self.expected[path]
 
@@ -830,10 +842,6 @@ def summary(rows):
 # -------------------------------------------------------------------------------------------------------------- main
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ['_run']:                      # the child process of `grade`
-        _, spec, results, cell_timeout, cwd = argv
-        _worker(spec, results, int(cell_timeout), cwd)
-        return 0
     ap = argparse.ArgumentParser(prog='tools/exercises', description=__doc__.split('\n\n')[0])
     sub = ap.add_subparsers(dest='cmd', required=True)
     sub.add_parser('list', help='the marked exercises, by lesson')
@@ -847,7 +855,14 @@ def main(argv=None):
     g.add_argument('--cell-timeout', type=int, default=60, help='seconds one cell may run (default 60)')
     g.add_argument('--timeout', type=int, default=600, help='seconds one notebook may run (default 600)')
     g.add_argument('--jobs', type=int, default=2, help='submissions graded at once (default 2)')
+    g.add_argument('--sandbox', choices=('auto', 'bwrap', 'unshare', 'none'), default='auto',
+                   help='how to isolate each submission (default auto: bubblewrap, else unshare as root)')
+    g.add_argument('--no-sandbox', dest='sandbox', action='store_const', const='none',
+                   help='grade without isolation (a submission can then read and write your files): only for '
+                        'submissions you trust, where no sandbox is available')
+    g.add_argument('--feedback', help="folder for the students' feedback pages (default: feedback/ beside --out)")
     args = ap.parse_args(argv)
+    import exercise_sandbox as sb
     try:
         if args.cmd == 'list':
             for name, path in lessons().items():
@@ -857,10 +872,12 @@ def main(argv=None):
         else:
             if not Path(args.submissions).is_dir(): ap.error(f"{args.submissions} is not a folder")
             rows = grade(args.submissions, args.out, full=args.full, cell_timeout=args.cell_timeout,
-                         timeout=args.timeout, jobs=args.jobs)
+                         timeout=args.timeout, jobs=args.jobs, sandbox=args.sandbox, feedback=args.feedback,
+                         log=lambda m: print(m, file=sys.stderr))
             print(summary(rows))
-            print(f"wrote {args.out}: {len(rows)} rows")
-    except ExerciseError as e:
+            out = Path(args.out)
+            print(f"wrote {out}: {len(rows)} rows, {out.with_name(out.stem + '-totals.csv')} and the feedback pages")
+    except (ExerciseError, sb.SandboxUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0
