@@ -151,7 +151,8 @@ def command(mode, scratch, argv, limits=None, env=None):
     new = scratch.parent/(scratch.name + '.root')
     new.mkdir(exist_ok=True)
     q = lambda p: "'" + str(p).replace("'", "'\\''") + "'"
-    lines = ['set -e', f'mount -t tmpfs -o mode=0755 tmpfs {q(new)}']
+    lines = ['set -e', f'mount -t tmpfs -o mode=0755 tmpfs {q(new)}',      # /tmp first: the scratch folder may lie in it
+             f'mkdir -p {q(new / "tmp")}', f'mount -t tmpfs -o mode=1777 tmpfs {q(new / "tmp")}']
     for p in readable() + [scratch]:
         kind = 'file' if p.is_file() else 'dir'
         lines.append(f'mkdir -p {q(new / str(p.parent)[1:])}')
@@ -159,8 +160,8 @@ def command(mode, scratch, argv, limits=None, env=None):
     for p in readable():
         lines += [f'mount --rbind {q(p)} {q(new / str(p)[1:])}', f'mount -o remount,bind,ro {q(new / str(p)[1:])}']
     for copy, orig in cache.items(): lines.append(f'mount --bind {q(copy)} {q(new / str(orig)[1:])}')
-    lines += [f'mount --bind {q(scratch)} {q(new / str(scratch)[1:])}', f'mkdir -p {q(new / "tmp")} {q(new / "proc")} {q(new / "dev")}',
-              f'mount -t tmpfs -o mode=1777 tmpfs {q(new / "tmp")}', f'mount -t proc proc {q(new / "proc")}',
+    lines += [f'mount --bind {q(scratch)} {q(new / str(scratch)[1:])}', f'mkdir -p {q(new / "proc")} {q(new / "dev")}',
+              f'mount -t proc proc {q(new / "proc")}',
               f'for d in null zero random urandom; do touch {q(new / "dev")}/$d; mount --bind /dev/$d {q(new / "dev")}/$d; done',
               f'cd {q(new)}',
               'exec chroot . env -i ' + ' '.join(q(f'{k}={v}') for k, v in env.items()) + ' sh -c ' +
