@@ -17,6 +17,7 @@ import nbformat
 import pytest
 
 import exercise_tool as et
+from conftest import require
 from dlcourse.exercises import SOLUTION_BEGIN, SOLUTION_END, exercise_name, solution_regions, strip_solution_markers
 from exercises_planted import CHEATS, KINDS, PLANTED
 
@@ -430,3 +431,42 @@ def test_command_line(tmp_path):
     r = subprocess.run([str(ROOT/'tools'/'exercises'), 'grade', '--help'], capture_output=True, text=True, env=env)
     assert '--no-sandbox' in r.stdout and '--sandbox' in r.stdout
     assert 'exercises/' in (ROOT/'.gitignore').read_text().split()
+
+
+# ------------------------------------------------------------------------------------------------------ nbgrader
+def test_nbgrader_round_trip(built, tmp_path):
+    """nbgrader's own workflow on a lesson marked by `tools/exercises`: generate_assignment gives the release version
+    (the same graded cells, with the same checksums, as `tools/exercises build`), autograde scores a solved submission
+    fully and a planted mistake with 0 for that check, generate_feedback writes the students' pages"""
+    require('nbgrader')
+    lesson = SPECIAL
+    exe = Path(sys.executable).parent/'nbgrader'
+    course = tmp_path/'course'
+    source = et.mark(et.read_nb(LESSONS[lesson]))
+    for c in source.cells:
+        if c.cell_type == 'code': c.outputs, c.execution_count = [], None
+    (course/'source'/'ps01').mkdir(parents=True)
+    nbformat.write(source, str(course/'source'/'ps01'/f'{lesson}.ipynb'))
+    (course/'nbgrader_config.py').write_text("c = get_config()\nc.CourseDirectory.course_id = 'dlcourse'\n")
+    env = dict(TOOL_ENV, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get('PYTHONPATH', '')]))
+    def run(*args):
+        r = subprocess.run([str(exe), *args], cwd=course, capture_output=True, text=True, env=env, timeout=600)
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    run('generate_assignment', 'ps01', '--force')
+    release = et.read_nb(course/'release'/'ps01'/f'{lesson}.ipynb')
+    graded = lambda nb: {c.metadata['nbgrader']['grade_id']: (c.source, c.metadata['nbgrader'].get('checksum'))
+                         for c in nb.cells if c.metadata.get('nbgrader', {}).get('grade')}
+    assert graded(release) == graded(built[lesson])
+    instructor = et.read_nb(LESSONS[lesson])
+    for student, nb in (('ada', fill(release, instructor)), ('bob', fill(release, instructor, planted=['sigmoid_grad']))):
+        (course/'submitted'/student/'ps01').mkdir(parents=True)
+        nbformat.write(nb, str(course/'submitted'/student/'ps01'/f'{lesson}.ipynb'))
+    run('autograde', 'ps01', '--create')
+    from nbgrader.api import Gradebook
+    with Gradebook(f"sqlite:///{course/'gradebook.db'}") as gb:
+        scores = {s: {g.name: g.score for g in gb.find_submission_notebook(lesson, 'ps01', s).grades} for s in ('ada', 'bob')}
+    assert scores['ada'] == {'sigmoid_grad-check': 1, 'delta_rule-check': 1}
+    assert scores['bob'] == {'sigmoid_grad-check': 0, 'delta_rule-check': 1}
+    run('generate_feedback', 'ps01')
+    page = (course/'feedback'/'bob'/'ps01'/f'{lesson}.html').read_text(encoding='utf-8')
+    assert 'Exercise sigmoid_grad' in page and PLANTED['sigmoid_grad'][1] in page
