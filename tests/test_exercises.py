@@ -4,6 +4,7 @@ Every test runs over the lessons that have marked exercises, so a lesson is cove
 runs execute only what grading executes (import cells, exported cells, exercise cells: `tools/exercises grade` without
 `--full`), so the slow lessons (07 trains for a while) cost a few seconds each; one lesson also runs top to bottom.
 """
+import ast
 import csv
 import json
 import os
@@ -413,10 +414,14 @@ def _cmdline(p):
 
 
 def test_solved_student_notebook_runs_top_to_bottom(built, cache, tmp_path):
-    "With `--full` every cell runs; a solved student notebook passes, with the package's solutions hidden in its checks"
+    """With `--full` every cell runs; a solved student notebook passes, with the package's solutions hidden in its checks,
+    and without the development tools (what `pip install "dlcourse[course]"` leaves out cannot be imported)"""
     lesson = '06_softmax' if '06_softmax' in LESSONS else next(iter(LESSONS))
     (tmp_path/'ada').mkdir()
-    nbformat.write(fill(built[lesson], et.read_nb(LESSONS[lesson])), str(tmp_path/'ada'/f'{lesson}.ipynb'))
+    nb = fill(built[lesson], et.read_nb(LESSONS[lesson]))
+    nb.cells.insert(1, nbformat.v4.new_code_cell(
+        "import sys\nfor m in ('fastcore', 'nbdev', 'nbgrader', 'execnb', 'torch', 'pytest'): sys.modules[m] = None"))
+    nbformat.write(nb, str(tmp_path/'ada'/f'{lesson}.ipynb'))
     rows = et.grade(tmp_path, None, full=True, cell_timeout=120, timeout=300, jobs=1, log=lambda *a: None, cache=cache)
     assert {r['status'] for r in rows} == {'passed'}
 
@@ -470,3 +475,27 @@ def test_nbgrader_round_trip(built, tmp_path):
     run('generate_feedback', 'ps01')
     page = (course/'feedback'/'bob'/'ps01'/f'{lesson}.html').read_text(encoding='utf-8')
     assert 'Exercise sigmoid_grad' in page and PLANTED['sigmoid_grad'][1] in page
+
+
+def test_student_install_needs_no_development_tools(built):
+    "The course extra brings JupyterLab and the widgets, not nbgrader; the student notebooks import only what it installs"
+    import tomllib
+    meta = tomllib.loads((ROOT/'pyproject.toml').read_text(encoding='utf-8'))['project']
+    name = lambda req: re.split(r'[<>=!~;\[ ]', req, maxsplit=1)[0].lower()
+    course = {name(r) for r in meta['optional-dependencies']['course']}
+    assert {'jupyterlab', 'ipywidgets'} <= course and not course & {'nbgrader', 'fastcore', 'nbdev', 'torch', 'pytest'}
+    installed = {name(r) for r in meta['dependencies']} | course | {'ipython'}   # IPython: JupyterLab's kernel
+    modules = {'numpy': 'numpy', 'matplotlib': 'matplotlib', 'ipywidgets': 'ipywidgets', 'IPython': 'ipython',
+               'numba': 'numba', 'tqdm': 'tqdm', 'anywidget': 'anywidget', 'dlcourse': None}
+    for lesson, nb in built.items():
+        for cell in nb.cells:
+            if cell.cell_type != 'code': continue
+            tree = et._parse(cell.source)
+            for node in ast.walk(tree) if tree else ():
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                        [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else []
+                for n in names:
+                    top = n.split('.')[0]
+                    if top in sys.stdlib_module_names: continue
+                    assert top in modules, f"{lesson}: a student notebook imports {n}, which the course extra does not install"
+                    assert modules[top] is None or modules[top] in installed, (lesson, n)
