@@ -158,10 +158,11 @@ def _difference(got, expected, rtol=1e-6, atol=1e-9, names=None):
     if _is_numeric(expected):
         if not _is_numeric(got): return f"returned {type(got).__name__} {_show(got)}, expected a number or an array"
         g, e = np.asarray(got), np.asarray(expected)
+        kind = _kind_difference(got, expected)
+        if kind and 'dtype' not in kind: return kind                 # an array for a scalar, or the other way round
         if g.shape != e.shape: return f"shape {g.shape}, expected {e.shape}"
         if e.dtype.kind in 'iu' and g.dtype.kind == 'f' and np.ndim(expected) == 0:
             return f"a float ({got!r}), expected an integer: use // (integer division)"
-        kind = _kind_difference(got, expected)
         if kind: return kind
         if np.allclose(g, e, rtol=rtol, atol=atol, equal_nan=True): return None
         if e.ndim == 0: return f"the values differ: got {_exact(g)}, expected {_exact(e)}"

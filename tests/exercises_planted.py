@@ -50,7 +50,7 @@ KINDS = {
     'max_pool_forward-reduce': ('max_pool_forward', 'non-default arguments', [('return [[reduce([', 'return [[max([')],
                                 "`reduce` is ignored"),
     'max_pool_backward-columns': ('max_pool_backward', 'ties', [('for u in range(F) for v in range(F)]', 'for v in range(F) for u in range(F)]')],
-                                  "not down the first column"),
+                                  "at a tie the gradient goes to the first maximum in row-major order"),
     'ce_grad-mean-always': ('ce_grad', 'non-default arguments', [('self._grad = (np.exp(logp) - t) * scale', 'self._grad = (np.exp(logp) - t) / n')],
                             "with reduction='sum' there is no 1/N"),
     'ce_grad-overflow': ('ce_grad', 'large inputs', [('self._grad = (np.exp(logp) - t) * scale',
@@ -82,8 +82,10 @@ CHEATS = {
     'reload-package': (None, [('return s * (1 - s)', 'import importlib, dlcourse.activations as A\n'
                                                     '    return importlib.reload(A).sigmoid_grad(x)')],
                        "cannot be reloaded while a submission is graded"),
-    'import-afresh': (None, [('return s * (1 - s)', "import sys; sys.modules.pop('dlcourse.activations', None)\n"
-                                                   "    import dlcourse.activations as A\n    return A.sigmoid_grad(x)")],
+    'import-afresh': (None, [('return s * (1 - s)', "import sys; loaded = sys.modules.pop('dlcourse.activations')\n"
+                                                   "    try: import dlcourse.activations as A\n"
+                                                   "    finally: sys.modules['dlcourse.activations'] = loaded\n"
+                                                   "    return A.sigmoid_grad(x)")],
                       "cannot be reloaded while a submission is graded"),
     'read-the-lesson': (None, [('return s * (1 - s)', "import json, dlcourse\n"
                                 "    json.load(open(dlcourse.__file__.rsplit('/', 2)[0] + '/nbs/01_sigmoid_neuron.ipynb'))\n"

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 LESSONS = et.lessons()
 EXERCISES = {lesson: list(et.exercises(et.read_nb(path), path.name)) for lesson, path in LESSONS.items()}
-CELL_TIMEOUT = 20
+CELL_TIMEOUT = 60
 
 
 # ------------------------------------------------------------------------------------------------------------ helpers
