@@ -60,9 +60,9 @@ KINDS = {
     'sgd_update-float64': ('sgd_update', 'float32', [("p.data -= p.data.dtype.type(h['lr']) * g", "p.data = p.data - h['lr'] * g.astype(np.float64)")],
                            "dtype float64, expected float32"),
     'lenet5_stack-rng': ('lenet5_stack', 'rng', [('c3=Conv2d(6, 16, 5, dtype=dtype, rng=rng)', 'c3=Conv2d(6, 16, 5, dtype=dtype)')],
-                         "output: the values differ"),
+                         "weights: item 2: the values differ"),
     'lenet5_stack-dtype': ('lenet5_stack', 'dtype', [('f6=Linear(120, 84, dtype=dtype, rng=rng)', 'f6=Linear(120, 84, rng=rng)')],
-                           "dtype=float64"),
+                           "x has dtype float64, expected float32"),
 }
 
 # Cheats on sigmoid_grad (lesson 01), each with the planted mistake `return s`: `key: (cell, replacements, message)`.
