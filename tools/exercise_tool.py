@@ -596,7 +596,7 @@ def _cell_error_verdict(plan, name, where, err):
     return 'error', f"{where} raised {err['type']}: {err['message']}"
 
 
-def verdicts(plan, exp, run, missing_exercises=()):
+def verdicts(plan, exp, run):
     "{exercise: (points, max_points, status, message)} of a submission's run against the lesson's"
     recs = run.records
     started = {r['cell'] for r in recs if r.get('k') == 'start'}
