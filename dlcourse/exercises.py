@@ -4,14 +4,19 @@
 
 # %% auto #0
 __all__ = ['SOLUTION_BEGIN', 'SOLUTION_END', 'ExerciseFailed', 'ExerciseNotDone', 'SolutionHidden', 'strip_solution_markers',
-           'exercise_name', 'solution_regions', 'hidden', 'check']
+           'exercise_name', 'solution_regions', 'hidden', 'PlainDataError', 'encode', 'decode', 'Callable',
+           'fingerprint', 'check', 'test_eq', 'test_ne', 'test_is', 'test_close', 'test_fail']
 
 # %% ../nbs/11_exercises.ipynb #6d205a4d
+import base64
 import contextlib
+import hashlib
 import importlib
 import inspect
+import json
 import numbers
 import re
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -20,6 +25,8 @@ class ExerciseFailed(AssertionError):
     def __init__(self, exercise, message):
         super().__init__(f"Exercise {exercise}: {message}")
         self.exercise = exercise
+    def _render_traceback_(self):   # IPython shows this instead of a traceback through this module
+        return [f"\x1b[0;31m{type(self).__name__}\x1b[0m: {self}"]
 
 class ExerciseNotDone(ExerciseFailed):
     "The exercise still raises the stub's NotImplementedError"
@@ -109,16 +116,34 @@ def _is_numeric(v):
         except ValueError: return False
     return False
 
-def _show(v, width=72):
+def _show(v, width=160):
     "A compact one-line repr of a value for a message"
     if isinstance(v, tuple): return '(' + ', '.join(_show(e, width) for e in v) + ')'
-    if isinstance(v, (numbers.Real, np.floating, np.integer)) and not isinstance(v, bool): return f"{v:.4g}"
+    if isinstance(v, (numbers.Real, np.floating, np.integer)) and not isinstance(v, bool): return f"{v:.6g}"
     if isinstance(v, (np.ndarray, list)) and _is_numeric(v):
-        s = np.array2string(np.asarray(v), precision=4, separator=', ', threshold=40, max_line_width=10**6)
+        s = np.array2string(np.asarray(v), precision=6, separator=', ', threshold=60, max_line_width=10**6)
         s = ' '.join(s.split()).replace(' ,', ',').replace('[ ', '[').replace(' ]', ']')
     elif isinstance(v, BaseException): s = f"raises {type(v).__name__}: {v}"
     else: s = ' '.join(repr(v).split())
     return s if len(s) <= width else s[:width - 3] + '...'
+
+def _exact(x):
+    "A number at full precision (the shortest text that reads back as the same value)"
+    x = np.asarray(x).item()
+    return repr(x) if isinstance(x, (float, complex)) else str(x)
+
+def _kind_difference(got, expected):
+    "None if `got` is the kind of number `expected` is (an array or a scalar, of its float precision), else what differs"
+    arr_g, arr_e = isinstance(got, np.ndarray), isinstance(expected, np.ndarray)
+    if arr_e and not arr_g and not isinstance(got, list):
+        return f"returned a scalar ({type(got).__name__}), expected an array of shape {expected.shape}"
+    if arr_g and not arr_e and not isinstance(expected, list):
+        return f"returned an array of shape {got.shape}, expected a scalar ({type(expected).__name__})"
+    dg = got.dtype if isinstance(got, (np.ndarray, np.generic)) else np.dtype(float) if isinstance(got, float) else None
+    de = expected.dtype if isinstance(expected, (np.ndarray, np.generic)) else None
+    if dg is not None and de is not None and dg.kind == de.kind == 'f' and dg != de:
+        return f"dtype {dg}, expected {de}: compute in the input's precision (float32 stays float32)"
+    return None
 
 def _difference(got, expected, rtol=1e-6, atol=1e-9, names=None):
     "None if `got` matches `expected`, else one line saying how they differ"
@@ -133,14 +158,19 @@ def _difference(got, expected, rtol=1e-6, atol=1e-9, names=None):
     if _is_numeric(expected):
         if not _is_numeric(got): return f"returned {type(got).__name__} {_show(got)}, expected a number or an array"
         g, e = np.asarray(got), np.asarray(expected)
+        kind = _kind_difference(got, expected)
+        if kind and 'dtype' not in kind: return kind                 # an array for a scalar, or the other way round
         if g.shape != e.shape: return f"shape {g.shape}, expected {e.shape}"
         if e.dtype.kind in 'iu' and g.dtype.kind == 'f' and np.ndim(expected) == 0:
             return f"a float ({got!r}), expected an integer: use // (integer division)"
+        if kind: return kind
         if np.allclose(g, e, rtol=rtol, atol=atol, equal_nan=True): return None
-        if e.ndim == 0: return "the values differ"
+        if e.ndim == 0: return f"the values differ: got {_exact(g)}, expected {_exact(e)}"
         err = np.abs(g.astype(complex) - e) if g.dtype.kind == 'c' or e.dtype.kind == 'c' else np.abs(g - e.astype(float))
+        bad = ~np.isclose(g, e, rtol=rtol, atol=atol, equal_nan=True)
         at = tuple(int(i) for i in np.unravel_index(np.nanargmax(np.where(np.isnan(err), np.inf, err)), e.shape))
-        return f"the values differ, the most at index {at[0] if len(at) == 1 else at}: {g[at]:.4g} instead of {e[at]:.4g}"
+        return (f"the values differ at {int(bad.sum())} of {e.size} entries, the most at index "
+                f"{at[0] if len(at) == 1 else at}: got {_exact(g[at])}, expected {_exact(e[at])}")
     if isinstance(expected, list) and isinstance(got, list):
         for i, (g, e) in enumerate(zip(got, expected)):
             d = _difference(g, e, rtol, atol)
@@ -152,6 +182,75 @@ def _difference(got, expected, rtol=1e-6, atol=1e-9, names=None):
     try: equal = bool(got == expected)
     except Exception: equal = False
     return None if equal else "the values differ"
+
+# %% ../nbs/11_exercises.ipynb #c0dec0a2
+_KINDS = 'biufc'    # the dtypes that travel: bool, integers, floats, complex
+
+class PlainDataError(ValueError):
+    "A value that `encode` cannot carry, or a record that `decode` refuses"
+
+def encode(v, _depth=0):
+    "`v` as JSON-able data, without pickle: numbers, strings, None, arrays of numbers and lists, tuples, dicts of them"
+    if _depth > 32: raise PlainDataError("nested more than 32 levels deep")
+    if v is None or isinstance(v, (bool, str)): return v
+    if isinstance(v, np.generic):                                         # before float: np.float64 is a float
+        if v.dtype.kind not in _KINDS: raise PlainDataError(f"a scalar of dtype {v.dtype}")
+        return {'scalar': v.dtype.str, 'data': encode(v.item())}
+    if isinstance(v, int): return v if abs(v) < 2 ** 53 else {'int': str(v)}
+    if isinstance(v, float): return {'float': repr(float(v))}             # repr: exact, and nan/inf survive
+    if isinstance(v, complex): return {'complex': [repr(v.real), repr(v.imag)]}
+    if isinstance(v, np.ndarray):
+        if v.dtype.kind not in _KINDS: raise PlainDataError(f"an array of dtype {v.dtype}")
+        return {'array': v.dtype.str, 'shape': list(v.shape), 'data': base64.b64encode(np.ascontiguousarray(v).tobytes()).decode()}
+    if isinstance(v, (list, tuple)): return {'list' if isinstance(v, list) else 'tuple': [encode(e, _depth + 1) for e in v]}
+    if isinstance(v, dict) and all(isinstance(k, str) for k in v):
+        return {'dict': {k: encode(e, _depth + 1) for k, e in v.items()}}
+    if callable(v): return {'callable': getattr(v, '__qualname__', type(v).__name__)}   # e.g. reduce=max in a case
+    raise PlainDataError(f"a {type(v).__name__}")
+
+def decode(d, limit=10 ** 8):
+    "The value `encode` made; PlainDataError for anything else (the grader reads what a student's process wrote)"
+    try: return _decode(d, limit)
+    except PlainDataError: raise
+    except (ValueError, TypeError, KeyError, IndexError, OverflowError) as e:   # a damaged or forged record
+        raise PlainDataError(f"not a plain value: {str(d)[:80]} ({type(e).__name__})") from None
+
+def _decode(d, limit):
+    if d is None or isinstance(d, (bool, int, str)): return d
+    if isinstance(d, dict) and len(d) in (1, 2, 3):
+        (tag, body), *rest = d.items()
+        if tag == 'float' and isinstance(body, str): return float(body)
+        if tag == 'int' and isinstance(body, str) and len(body) < 400: return int(body)
+        if tag == 'complex': return complex(float(body[0]), float(body[1]))
+        if tag == 'scalar': return _dtype(body).type(_decode(d['data'], limit))
+        if tag == 'array':
+            dt, shape = _dtype(body), tuple(d['shape'])
+            if not all(isinstance(n, int) and n >= 0 for n in shape): raise PlainDataError(f"shape {shape}")
+            if dt.itemsize * int(np.prod(shape, dtype=np.int64)) > limit: raise PlainDataError(f"an array larger than {limit} bytes")
+            raw = base64.b64decode(d['data'], validate=True)
+            if len(raw) != dt.itemsize * int(np.prod(shape, dtype=np.int64)): raise PlainDataError("array data of the wrong length")
+            return np.frombuffer(raw, dt).reshape(shape).copy()
+        if tag in ('list', 'tuple') and isinstance(body, list):
+            out = [_decode(e, limit) for e in body]
+            return out if tag == 'list' else tuple(out)
+        if tag == 'dict' and isinstance(body, dict): return {k: _decode(e, limit) for k, e in body.items()}
+        if tag == 'callable' and isinstance(body, str): return Callable(body)
+    raise PlainDataError(f"not a plain value: {str(d)[:80]}")
+
+def _dtype(s):
+    dt = np.dtype(s) if isinstance(s, str) and len(s) < 8 else None
+    if dt is None or dt.kind not in _KINDS: raise PlainDataError(f"dtype {s!r}")
+    return dt
+
+@dataclass(frozen=True)
+class Callable:
+    "A function that was part of a case (such as `reduce=max`), by name: it is compared, never called"
+    name: str
+    def __repr__(self): return self.name
+
+def fingerprint(v):
+    "A short hash of a case, to check that a submission's check ran on the lesson's inputs"
+    return hashlib.sha256(json.dumps(encode(v), sort_keys=True).encode()).hexdigest()[:16]
 
 # %% ../nbs/11_exercises.ipynb #917bf44d
 def _args_text(f, args, skip=0):
@@ -227,3 +326,40 @@ def check(exercise:str,   # the exercise's name, as in its `#| exercise` cells
         raise ExerciseFailed(exercise, f"wrong result for {call}\n  {diff}{detail}"
                              + (f"\n  hint: {known[0] if known else hint}" if known or hint else ''))
     print(f"exercise {exercise}: correct on {len(cases)} case{'s' if len(cases) > 1 else ''}")
+
+# %% ../nbs/11_exercises.ipynb #7e57a002
+def _equals(a, b):
+    "a == b for numbers, arrays, strings and (nested) lists and tuples of them"
+    if isinstance(a, (np.ndarray, np.generic)) or isinstance(b, (np.ndarray, np.generic)):
+        try: return bool(np.array_equal(np.asarray(a), np.asarray(b)))
+        except Exception: return False
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_equals(x, y) for x, y in zip(a, b))
+    return bool(a == b)
+
+def test_eq(a, b):
+    "Assert a == b (arrays: same shape and entries)"
+    assert _equals(a, b), f"==:\n{a}\n{b}"
+
+def test_ne(a, b):
+    "Assert a != b"
+    assert not _equals(a, b), f"!=:\n{a}\n{b}"
+
+def test_is(a, b):
+    "Assert a is b"
+    assert a is b, f"is:\n{a}\n{b}"
+
+def test_close(a, b, eps=1e-5):
+    "Assert that a and b differ by less than eps everywhere"
+    try: ok = bool(np.all(np.abs(np.asarray(a, dtype=complex if np.iscomplexobj(a) else float) - np.asarray(b)) < eps))
+    except Exception: ok = False
+    assert ok, f"close:\n{a}\n{b}"
+
+def test_fail(f, msg='', contains='', exc=Exception, args=None, kwargs=None):
+    "Assert that f(*args, **kwargs) raises `exc` (with `contains` in its message)"
+    try: f(*(args or []), **(kwargs or {}))
+    except exc as e:
+        assert not contains or contains in str(e), f"the message {str(e)!r} does not contain {contains!r}"
+        return
+    except Exception as e: raise AssertionError(f"expected {exc.__name__}, got {type(e).__name__}: {e}. {msg}") from None
+    raise AssertionError(f"expected {exc.__name__}, none was raised. {msg}")
