@@ -4,7 +4,8 @@ that Quarto or nbconvert wrote, before the offline step):
 - every link into the site lands on an element: nbdev's doc links address names in lower case (`#learner.fit`), and a
   method the page does not document on its own lands on its class's docs; a link whose anchor names nothing on the
   page keeps only the page;
-- long cell outputs (a training log) are folded into a <details> that says how long they are;
+- long cell outputs (a training log) are folded into a <details> that says how long they are; code and output boxes,
+  which scroll sideways on a narrow screen, take the keyboard's focus;
 - a skip link, the favicon, the search box (Pagefind's static index, built after the offline step by `search_index`),
   and each chapter's "Open in JupyterLab" and "Download notebook" links after its title (the notebook is copied into
   `notebooks/`).
@@ -55,6 +56,13 @@ SITE_JS = """// Written by tools/docs/finish.py: the chapter menu on small scree
       bundlePath: root + 'pagefind/', baseUrl: new URL(root).pathname,
       translations: { placeholder: 'Search the course' }
     });
+    // Pagefind's box has a placeholder but no name: give it one as soon as it is drawn
+    var name = function () {
+      var input = box.querySelector('input');
+      if (input && !input.hasAttribute('aria-label')) input.setAttribute('aria-label', 'Search the course');
+    };
+    new MutationObserver(name).observe(box, { childList: true, subtree: true });
+    name();
   }
 })();
 """
@@ -75,7 +83,7 @@ def resolve_anchors(site, pages_html):
     """Make every `page.html#anchor` link of the site land on an element (see the module's docstring); `pages_html`:
     {path: text}, changed in place. Returns the links whose anchor was dropped, as 'page: href'"""
     ids = {p: _ids(t) for p, t in pages_html.items()}
-    lower = {p: {i.lower(): i for i in sorted(s, reverse=True)} for p, s in ids.items()}
+    lower = {p: {i.lower(): i for i in sorted(s)} for p, s in ids.items()}     # an id in lower case wins
     aliases, dropped = {}, []
     link_re = re.compile(r'(<a\b[^>]*?\bhref=")([^"#]*)#([^"]+)(")')
     for page, text in list(pages_html.items()):
@@ -83,7 +91,10 @@ def resolve_anchors(site, pages_html):
             path, raw = m.group(2), html.unescape(m.group(3))
             frag = unquote(raw)
             if urlsplit(path).scheme or urlsplit(path).netloc: return m.group(0)
-            target = (page.parent/unquote(path)).resolve() if path else page
+            # nbdev writes its doc links from the site root (/lib/learner.html#learner.fit); the offline step makes
+            # them relative later
+            base = site if path.startswith('/') else page.parent
+            target = (base/unquote(path.lstrip('/'))).resolve() if path else page
             if target not in ids: return m.group(0)
             if raw in ids[target] or frag in ids[target] or frag in aliases.get(target, {}): return m.group(0)
             owner = frag
@@ -157,6 +168,12 @@ def furnish(text, to_root, notebook=None):
     return text
 
 
+def focusable_code(text):
+    "Code and output boxes scroll sideways on a narrow screen: each <pre> of the page's content can take the focus"
+    head, sep, body = text.partition('<main')
+    return head + sep + re.sub(r'<pre(?![^>]*tabindex)(?=[\s>])', '<pre tabindex="0"', body)
+
+
 def finish(site, pages, nbs):
     """The finishing step (see the module's docstring) on the rendered site `site`; `pages`: docsite's pages (`name`,
     `output`, `src`). Returns the links whose anchor named nothing (they now lead to the page)"""
@@ -177,7 +194,7 @@ def finish(site, pages, nbs):
     dropped = resolve_anchors(site, texts)
     for f, text in texts.items():
         to_root = '../' * (len(f.relative_to(site).parts) - 1)
-        f.write_text(furnish(fold_long_outputs(text), to_root, nb_of.get(f)), encoding='utf-8')
+        f.write_text(furnish(focusable_code(fold_long_outputs(text)), to_root, nb_of.get(f)), encoding='utf-8')
     return dropped
 
 

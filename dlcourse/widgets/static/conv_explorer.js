@@ -367,7 +367,7 @@ function render({ model, el }) {
   const pictures = h("div", { class: "dlw-row" });
   const examples = h("div", { class: "dlw-controls" }, [
     h("span", { class: "dlw-label", text: "examples (I, F, S, P):" }),
-    ...EXAMPLES.map(([text, what, I, F, S, P]) => button(text, `${what}: I = ${I}, F = ${F}, S = ${S}, P = ${P}`, () => {
+    ...EXAMPLES.map(([text, what, I, F, S, P]) => button(text, `${text}: ${what}, I = ${I}, F = ${F}, S = ${S}, P = ${P}`, () => {
       for (const [k, v] of Object.entries({ I, F, S, P })) model.set(k, v);
       model.set("position", 0);
       model.save_changes();
