@@ -690,7 +690,7 @@ def test_every_internal_link_lands_on_an_element(course_site):
 def test_api_links_land_on_the_api_docs(course_site):
     "nbdev's lower-case address of a class is on its API docs (show_doc's heading), not on a section of the same name"
     text = (course_site/html_name('00_core')).read_text(encoding='utf-8')
-    m = re.search(r'<h3[^>]*>\s*<span id="module"></span>', text)
+    m = re.search(r'<h3[^>]*>\s*<span id="module">', text)
     assert m, 'core.html#module is not on the API docs of Module'
     learner = (course_site/'lib'/'learner.html').read_text(encoding='utf-8')
     assert 'id="learner.fit"' in learner
@@ -908,3 +908,66 @@ def test_axe_finds_no_serious_violation(open_page, course_site, serve, node_modu
         if violations: found[name] = violations
         page.close()
     assert not found, '\n'.join(f'{k}:\n  ' + '\n  '.join(v) for k, v in found.items())
+
+
+# ------------------------------------------------------------------------- the same site from both render paths
+def test_quarto_navbar_is_the_top_bar():
+    "nbs/_quarto.yml's navbar (the Quarto path) lists what the nbconvert path's top bar lists, in the same order"
+    quarto = yaml.safe_load((NBS/'_quarto.yml').read_text(encoding='utf-8'))['website']['navbar']
+    pages = docsite.collect_pages(NBS)
+    for p in pages: p.output = html_name(p.name)
+    ours = [(t['text'], t['name']) for t in docsite.top_navigation(pages)]
+    assert [(i['text'], i['href'].rsplit('.', 1)[0]) for i in quarto['left']] == ours
+    assert quarto['search'] is False, 'the search is Pagefind on both paths (tools/docs/finish.py)'
+
+
+QUARTO_PAGE = """<!DOCTYPE html><html lang="en"><head><title>{title}</title></head><body class="nav-sidebar floating">
+<div id="quarto-content"><main class="content" id="quarto-document-content">
+<header id="title-block-header" class="quarto-title-block default"><h1 class="title">{title}</h1></header>
+{body}</main></div></body></html>"""
+
+
+def test_finishing_step_on_what_quarto_writes(tmp_path):
+    "The finishing step gives a page as Quarto writes it what it gives the nbconvert path's pages"
+    (tmp_path/'lib').mkdir()
+    log = '\n'.join(f'epoch {i}  loss 0.{i:03d}' for i in range(1, 41))
+    (tmp_path/'widgets.html').write_text(QUARTO_PAGE.format(title='Widgets', body=(
+        '<p><a href="/lib/learner.html#learner.fit"><code>Learner.fit</code></a> <a href="/lib/learner.html#_private">p</a></p>'
+        f'<div class="cell-output cell-output-stdout"><pre><code>{log}</code></pre></div>')), encoding='utf-8')
+    (tmp_path/'lib'/'learner.html').write_text(QUARTO_PAGE.format(title='Learner', body=(
+        '<section id="learner" class="level3"><h3 class="anchored" data-anchor-id="learner">Learner</h3></section>')),
+        encoding='utf-8')
+    nbs = tmp_path/'nbs'
+    (nbs/'lib').mkdir(parents=True)
+    for n in ('10_widgets', 'lib/learner'): (nbs/f'{n}.ipynb').write_text('{}', encoding='utf-8')
+    pages = [docsite.Page(src=nbs/'10_widgets.ipynb', name='10_widgets', output='widgets.html'),
+             docsite.Page(src=nbs/'lib'/'learner.ipynb', name='lib/learner', output='lib/learner.html')]
+    dropped = docsite.finish.finish(tmp_path, pages, nbs)
+    assert dropped == ['widgets.html: /lib/learner.html#_private']
+    learner = (tmp_path/'lib'/'learner.html').read_text(encoding='utf-8')
+    assert '<section id="learner" class="level3"><span id="learner.fit"></span>' in learner
+    assert 'href="#quarto-document-content">Skip to content' in learner and '<main data-pagefind-body' in learner
+    assert 'href="../site_libs/dlcourse/favicon.svg"' in learner and 'href="../notebooks/lib/learner.ipynb" download' in learner
+    assert '<script src="../pagefind/pagefind-ui.js"></script>' in learner and 'id="dl-search"' in learner
+    widgets = (tmp_path/'widgets.html').read_text(encoding='utf-8')
+    assert '<details class="dl-long-output"><summary>Output: 40 lines' in widgets
+    assert 'href="/lib/learner.html"' in widgets and '</header><p class="dl-notebook-links">' in widgets
+    assert (tmp_path/'notebooks'/'10_widgets.ipynb').is_file() and (tmp_path/'site_libs'/'dlcourse'/'site.js').is_file()
+
+
+def test_checks_and_figures_are_marked_for_both_paths():
+    "The processing step marks test cells and figures with Quarto's own cell options, which the nbconvert template reads"
+    assert docsite.is_check_cell("x = conv_output_size(7, 3, 1)\ntest_eq(x, 5)\nassert x > 0")
+    assert docsite.is_check_cell("for s in (1, 2):\n    test_fail(lambda: f(s), contains='stride')")
+    assert not docsite.is_check_cell("test_eq(f(1), 2)\nplt.plot(x)")            # a plot teaches: it stays open
+    assert not docsite.is_check_cell("x = 1")
+    assert not docsite.is_check_cell("test_eq(1, 1)", [{'output_type': 'display_data', 'data': {}}])
+    prose = 'The sigmoid has a derivative. The derivative of $\\sigma$ and [its graph](x.ipynb), for $x$ from -6 to 6:'
+    assert docsite.figure_alt('plt.plot(x, y)', prose) == 'The derivative of $\\sigma$ and its graph, for $x$ from -6 to 6'
+    assert docsite.figure_alt('#| fig-cap: "Loss per epoch"\nplt.plot(x)', prose) == 'Loss per epoch'
+    nb = __import__('nbformat').v4.new_notebook(cells=[__import__('nbformat').v4.new_code_cell(
+        '#| code-fold: true\n#| code-summary: "Checks"\n#| fig-alt: "A plot of σ"\ntest_eq(1, 1)')])
+    docsite.apply_quarto_directives(nb)
+    c = nb.cells[0]
+    assert c.source == 'test_eq(1, 1)' and 'dl-fold' in c.metadata.tags
+    assert c.metadata.dl_summary == 'Checks' and c.metadata.dl_alt == 'A plot of σ'

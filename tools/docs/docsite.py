@@ -637,11 +637,12 @@ def api_anchors(page_html):
 
 
 def top_navigation(pages):
-    "The top bar's links: the course (front page), the first library page, the glossary, the contributor guide"
+    """The top bar's links: the course (front page), the first library page, the glossary, the contributor guide (the
+    Quarto path's navbar in nbs/_quarto.yml lists the same)"""
     by_name = {p.name: p for p in pages}
     links = [('index', 'Course')] + [(p.name, 'Library') for p in pages if p.section][:1] + \
             [('glossary', 'Glossary'), ('contributing', 'Contributing')]
-    return [dict(href=by_name[n].output, text=t) for n, t in links if n in by_name]
+    return [dict(href=by_name[n].output, text=t, name=n) for n, t in links if n in by_name]
 
 
 _TOC_HEADING_RE = re.compile(r'(<hr\s*/?>\s*)?<h([23]) id="([^"]+)">(.*?)</h\2>', re.S)
