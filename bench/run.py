@@ -2,7 +2,7 @@
 
     python bench/run.py                     # everything, both libraries with their default threads (a few minutes)
     python bench/run.py --threads 1         # both libraries on one thread: steadier on a busy machine
-    python bench/run.py --only step,infer   # some sections: step, epoch, infer, conv, cold, memory
+    python bench/run.py --only step,infer   # some sections: step, epoch, infer, zoo, conv, cold, memory
     python bench/run.py --quick             # fewer repeats (a rough table in about a minute, no epoch)
     python bench/run.py --record bench/results/default.json      # also write every number as JSON
 
@@ -14,6 +14,9 @@ Sections (all in float32, the same shapes and, where it matters, the same weight
 - epoch: one epoch over the 60,000 Fashion-MNIST training images (batch 128), reading the files, shuffling and
   preprocessing included, each library's own data loader;
 - infer: inference throughput of LeNet-5 (batch 1000) and AlexNet (batch 8, 227x227);
+- zoo: a training step of ResNet-18 (small-input stem on 1x28x28, and 3x64x64), GoogLeNet (3x96x96), AlexNet and VGG-16
+  (ImageNet-sized), PyTorch training `to_torch` of the same model, each with the time per layer type of both libraries
+  (dlcourse timed around its layers, PyTorch from its profiler);
 - conv: every convolution of LeNet-5 and AlexNet, forward and forward + backward, in GFLOP/s and as a fraction of the
   roof (and LeNet-5's fused convolution + tanh + max-pooling blocks);
 - cold: a fresh process that imports the library and runs the first LeNet-5 step, with Numba's cache warm and empty;
@@ -47,9 +50,9 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from worker import CONV_CASES, conv_flop        # noqa: E402
+from worker import CONV_CASES, ZOO_CASES, conv_flop        # noqa: E402
 
-SECTIONS = ('step', 'epoch', 'infer', 'conv', 'cold', 'memory')
+SECTIONS = ('step', 'epoch', 'infer', 'zoo', 'conv', 'cold', 'memory')
 LENET_STEP_FLOP = None   # filled in by lenet_flop()
 
 
@@ -214,6 +217,21 @@ class Suite:
         self.compare('infer', 'AlexNet, batch 8, 227x227', 'inference', lambda v: dict(name='alexnet', batch=8, variant=v),
                      3 if q else 5, 2, variants=('lenet5()',), per_item=('images/s', 8))
 
+    def zoo(self):
+        q = self.quick
+        self.heading('The zoo: a training step of each network (forward, cross-entropy, backward, SGD with momentum); '
+                     'PyTorch trains to_torch of the same model')
+        for i, (label, builder, kwargs, shape, target) in enumerate(ZOO_CASES):
+            rounds, n = (2, 2) if q else ((4, 3) if shape[0] * shape[2] * shape[3] < 300_000 else (3, 2))
+            self.compare('zoo', label, 'zoo_step', lambda v: dict(case=i), rounds, n, variants=('dlcourse',),
+                         per_item=('images/s', shape[0]))
+            self.rows[-2]['target'] = target
+            mine, theirs = self.dl.ask('zoo_profile', case=i)['ms'], self.torch.ask('zoo_profile', case=i)['ms']
+            for kind in sorted(set(mine) | set(theirs), key=lambda k: (k.startswith('rest'), -mine.get(k, 0))):
+                a, b = mine.get(kind), theirs.get(kind)
+                self.row('zoo', f"  {kind}", 's', None if a is None else a / 1e3, None if b is None else b / 1e3,
+                         a / b if a and b else None)
+
     def conv(self):
         q = self.quick
         self.heading('Convolution layers against the roof (GFLOP/s = 2 x multiply-adds / time; backward counts 2 more products)')
@@ -270,6 +288,7 @@ class Suite:
                   ('LeNet-5 epoch (lenet5())', find('epoch', 'one epoch (lenet5())'), 1.0),
                   ('AlexNet inference', find('infer', 'AlexNet'), 1.5),
                   ('peak memory', find('memory', 'peak RSS'), 2.0)]
+        checks += [(r['case'][:34], r, r['target']) for r in self.rows if r['section'] == 'zoo' and 'target' in r]
         warm = find('cold', 'warm Numba cache (lenet5())')
         print('\nTargets (ratio dlcourse / PyTorch, this run):')
         for name, r, limit in checks:

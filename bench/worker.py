@@ -31,7 +31,36 @@ CONV_CASES = [
     ('AlexNet conv3 256->384 3x3 p1', 8, 256, 384, 13, 3, 1, 1),
     ('AlexNet conv4 384->384 3x3 p1', 8, 384, 384, 13, 3, 1, 1),
     ('AlexNet conv5 384->256 3x3 p1', 8, 384, 256, 13, 3, 1, 1),
+    ('1x1 conv 192->64, 28x28', 8, 192, 64, 28, 1, 1, 0),
+    ('3x3/2 conv 64->128, 56x56', 8, 64, 128, 56, 3, 2, 1),
 ]
+# label, zoo builder, its arguments, input shape (N, C, H, W), target ratio: the zoo's networks, trained the same way in
+# both libraries (PyTorch gets `dlcourse.interop.to_torch` of the same dlcourse model, so the networks are identical)
+ZOO_CASES = [
+    ('ResNet-18 w8 small stem, 1x28x28, batch 128', 'resnet18', dict(num_classes=10, in_channels=1, small_input=True, width=8),
+     (128, 1, 28, 28), 1.0),
+    ('GoogLeNet, 3x96x96, batch 4', 'googlenet', dict(num_classes=10), (4, 3, 96, 96), 1.0),
+    ('ResNet-18, 3x64x64, batch 8', 'resnet18', dict(num_classes=10), (8, 3, 64, 64), 1.2),
+    ('AlexNet, 3x227x227, batch 4', 'alexnet', dict(), (4, 3, 227, 227), 1.2),
+    ('VGG-16, 3x224x224, batch 1', 'vgg16', dict(), (1, 3, 224, 224), 1.2),
+]
+# what a layer type is called in the breakdown, by layer class (the same names in dlcourse and torch.nn)
+LAYER_TYPES = {'Conv2d': 'convolution', 'ConvActPool': 'convolution', 'Linear': 'fully connected',
+               'BatchNorm2d': 'batch norm', 'ReLU': 'activation', 'Tanh': 'activation', 'Sigmoid': 'activation',
+               'MaxPool2d': 'pooling', 'AvgPool2d': 'pooling', 'GlobalAvgPool2d': 'pooling', 'AdaptiveAvgPool2d': 'pooling',
+               'LocalResponseNorm': 'LRN', 'Flatten': 'other', 'Identity': 'other',
+               'Dropout': 'dropout'}
+
+
+def zoo_model(case):
+    "The dlcourse network of ZOO_CASES[case] (seeded: the same weights in both processes) and its input batch"
+    from dlcourse import zoo
+    label, builder, kwargs, shape, _ = ZOO_CASES[case]
+    model = getattr(zoo, builder)(rng=0, **kwargs).train()
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=shape).astype(np.float32)
+    y = rng.integers(0, 10 if 'num_classes' in kwargs else 1000, shape[0])
+    return model, x, y
 
 
 def conv_flop(N, C, K, H, F, S, P):
@@ -162,6 +191,48 @@ class Dlcourse:
             layer.backward(dout)
         return both
 
+    def zoo_step(self, case, variant=None):
+        "A training step of a zoo network: forward, cross-entropy, backward, SGD with momentum"
+        from dlcourse.losses import CrossEntropyLoss
+        from dlcourse.optim import SGD
+        model, x, y = zoo_model(case)
+        loss_fn, opt = CrossEntropyLoss(), SGD(model.parameters(), lr=0.01, momentum=0.9)
+        def step():
+            loss_fn(model(x), y)
+            opt.zero_grad()
+            model.backward(loss_fn.backward())
+            opt.step()
+        return step
+
+    def zoo_profile(self, case, steps=3):
+        "Milliseconds per training step spent in each layer type (forward + backward), timed around every layer"
+        import collections
+        from dlcourse.losses import CrossEntropyLoss
+        from dlcourse.optim import SGD
+        model, x, y = zoo_model(case)
+        loss_fn, opt = CrossEntropyLoss(), SGD(model.parameters(), lr=0.01, momentum=0.9)
+        spent = collections.defaultdict(float)
+        def timed_method(obj, name, kind):
+            f = getattr(obj, name)
+            def run(*a):
+                t0 = time.perf_counter(); r = f(*a); spent[kind] += time.perf_counter() - t0; return r
+            setattr(obj, name, run)
+        model(x)                                                       # the network decides its (fused) steps
+        fused = [s for _, m in model.named_modules() for s in (getattr(m, '_steps', None) or ())
+                 if type(s).__name__ == 'ConvActPool']
+        for s in fused + [m for _, m in model.named_modules() if not list(m.named_children())]:
+            kind = LAYER_TYPES.get(type(s).__name__, 'other')
+            timed_method(s, 'forward', kind); timed_method(s, 'backward', kind)
+        def step():
+            loss_fn(model(x), y); opt.zero_grad(); model.backward(loss_fn.backward()); opt.step()
+        step(); spent.clear()
+        t0 = time.perf_counter()
+        for _ in range(steps): step()
+        total = (time.perf_counter() - t0) / steps
+        out = {k: 1e3 * v / steps for k, v in spent.items()}
+        out['rest (loss, optimizer, bookkeeping)'] = 1e3 * total - sum(out.values())
+        return dict(ms=out, total=1e3 * total)
+
     def matmul(self):
         a = np.random.default_rng(0).normal(size=(2048, 2048)).astype(np.float32)
         out = np.empty_like(a)
@@ -264,6 +335,51 @@ class Torch:
             layer(xg).backward(dout)
         return both
 
+    def zoo_model(self, case):
+        "ZOO_CASES[case] as dlcourse builds it, converted with dlcourse.interop.to_torch (the same network and weights)"
+        from dlcourse.interop import to_torch
+        model, x, y = zoo_model(case)
+        return to_torch(model).train(), self.torch.from_numpy(x), self.torch.from_numpy(y)
+
+    def zoo_step(self, case, variant=None):
+        torch = self.torch
+        model, x, y = self.zoo_model(case)
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        def step():
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return step
+
+    def zoo_profile(self, case, steps=3):
+        "Milliseconds per training step spent in each layer type, forward (module hooks) and backward (backward hooks)"
+        import collections
+        torch = self.torch
+        model, x, y = self.zoo_model(case)
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        spent, started = collections.defaultdict(float), {}
+        for m in model.modules():
+            if list(m.children()): continue
+            kind = LAYER_TYPES.get(type(m).__name__, 'other')
+            def start(key): started[key] = time.perf_counter()
+            def stop(key, kind=kind): spent[kind] += time.perf_counter() - started.pop(key, time.perf_counter())
+            m.register_forward_pre_hook(lambda mod, inp, k=(id(m), 'f'): start(k))
+            m.register_forward_hook(lambda mod, inp, out, k=(id(m), 'f'), s=stop: s(k))
+            m.register_full_backward_pre_hook(lambda mod, g, k=(id(m), 'b'): start(k))
+            m.register_full_backward_hook(lambda mod, gi, go, k=(id(m), 'b'), s=stop: s(k))
+        def step():
+            loss = torch.nn.functional.cross_entropy(model(x), y); opt.zero_grad(); loss.backward(); opt.step()
+        import warnings
+        warnings.filterwarnings('ignore', message='Full backward hook is firing')   # the first layer: no input gradient
+        step(); spent.clear()
+        t0 = time.perf_counter()
+        for _ in range(steps): step()
+        total = (time.perf_counter() - t0) / steps
+        out = {k: 1e3 * v / steps for k, v in spent.items()}
+        out['rest (loss, optimizer, bookkeeping)'] = 1e3 * total - sum(out.values())
+        return dict(ms=out, total=1e3 * total)
+
     def matmul(self):
         a = self.torch.from_numpy(np.random.default_rng(0).normal(size=(2048, 2048)).astype(np.float32))
         out = self.torch.empty_like(a)
@@ -295,6 +411,8 @@ def serve(lib):
             elif op == 'epoch':
                 seconds, loss, n = lib.epoch(**req)
                 ans = dict(seconds=seconds, loss=loss, images=n)
+            elif op == 'zoo_profile':
+                ans = lib.zoo_profile(**req)
             elif op == 'peak':
                 ans = dict(gflops=matmul_gflops(lib.matmul()))
             else: raise ValueError(f"unknown request {op!r}")

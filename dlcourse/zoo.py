@@ -161,7 +161,7 @@ def alexnet(num_classes=1000, dtype=DEFAULT_DTYPE, rng=None):
     dtype, rng = as_float_dtype(dtype), get_rng(rng)
     _check_head(num_classes, 4096, dtype)
     conv = lambda c, k, f, stride=1, pad=0: Conv2d(c, k, f, stride=stride, padding=pad, dtype=dtype, rng=rng)
-    norm = lambda: LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0)
+    norm = lambda: LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2.0)   # the paper's α = 1e-4 (no /n) in the α/n convention
     return named(conv1=conv(3, 96, 11, stride=4), relu1=ReLU(), pool1=MaxPool2d(3, 2), norm1=norm(),
                  conv2=conv(96, 256, 5, pad=2), relu2=ReLU(), pool2=MaxPool2d(3, 2), norm2=norm(),
                  conv3=conv(256, 384, 3, pad=1), relu3=ReLU(),

@@ -123,7 +123,7 @@ def tv_vgg16(num_classes=1000):
 
 # ---------------------------------------------------------------- the lecture's AlexNet and LeNet-5
 def ref_alexnet(num_classes=1000):
-    lrn = lambda: nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0)
+    lrn = lambda: nn.LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2.0)   # the paper's alpha = 1e-4 without /n
     return nn.Sequential(OrderedDict(
         conv1=nn.Conv2d(3, 96, 11, 4), relu1=nn.ReLU(), pool1=nn.MaxPool2d(3, 2), norm1=lrn(),
         conv2=nn.Conv2d(96, 256, 5, padding=2), relu2=nn.ReLU(), pool2=nn.MaxPool2d(3, 2), norm2=lrn(),
