@@ -123,8 +123,10 @@ def fold_long_outputs(text, limit=LONG_OUTPUT_LINES):
         pre = m.group(2)
         lines = re.sub(r'<[^>]+>', '', pre).strip('\n').split('\n')
         if len(lines) <= limit: return m.group(0)
-        last = html.escape(html.unescape(lines[-1]).strip()[:90])
-        summary = f'Output: {len(lines)} lines <span class="dl-fold-last">(last: <code>{last}</code>)</span>'
+        last = html.unescape(lines[-1]).strip()
+        summary = f'Output: {len(lines)} lines'
+        if len(re.findall(r'\w', last)) >= 3:              # a last line that says something (not a closing bracket)
+            summary += f' <span class="dl-fold-last">(last: <code>{html.escape(last[:90])}</code>)</span>'
         return f'{m.group(1)}<details class="dl-long-output"><summary>{summary}</summary>{pre}</details>'
     return _OUTPUT_PRE_RE.sub(sub, text)
 
