@@ -665,3 +665,311 @@ def test_offline_step_refuses_what_it_cannot_vendor(tmp_path, node_modules):
                                        '</head><body><img src="https://example.org/x.png"></body></html>', encoding='utf-8')
     with pytest.raises(docsite.BuildError, match='plotly'):
         docsite.make_offline(tmp_path, node_modules)
+
+
+# ------------------------------------------------------------------- what a student expects of a course website
+CHAPTER_PAGES = [n for n in COURSE_PAGES if re.match(r'^\d', n)]
+PHONE = {'width': 375, 'height': 740}
+SHOT_PAGES = {'front': 'index.html', 'lesson': html_name('03_convolution'), 'model-zoo': html_name('08_model_zoo')}
+
+
+def _site_pages(site):
+    return sorted(p for p in site.rglob('*.html') if not {'site_libs', 'pagefind'} & set(p.relative_to(site).parts))
+
+
+def test_every_internal_link_lands_on_an_element(course_site):
+    "Every link with an anchor, nbdev's API links among them (`lib/learner.html#learner.fit`), reaches an id on its page"
+    site, broken = course_site.resolve(), []
+    for page, links in _site_links(site).items():
+        for href, target, fragment in links:
+            target = target or page
+            if fragment and target.suffix == '.html' and target.exists() and \
+                    fragment not in _ids(target) and unquote(fragment) not in _ids(target):
+                broken.append(f'{page.relative_to(site).as_posix()}: {href}')
+    assert not broken, 'links whose anchor names no element:\n' + '\n'.join(sorted(broken))
+
+
+def test_api_links_land_on_the_api_docs(course_site):
+    "nbdev's lower-case address of a class is on its API docs (show_doc's heading), not on a section of the same name"
+    text = (course_site/html_name('00_core')).read_text(encoding='utf-8')
+    m = re.search(r'<h3[^>]*>\s*<span id="module">', text)
+    assert m, 'core.html#module is not on the API docs of Module'
+    learner = (course_site/'lib'/'learner.html').read_text(encoding='utf-8')
+    assert 'id="learner.fit"' in learner
+
+
+def test_ids_are_unique(course_site):
+    dups = {}
+    for page in _site_pages(course_site):
+        ids = re.findall(r'\bid="([^"]*)"', page.read_text(encoding='utf-8'))
+        if (d := sorted({i for i in ids if ids.count(i) > 1})): dups[page.name] = d
+    assert not dups, dups
+
+
+def test_api_signatures_read_as_python(course_site):
+    "A class's API docs say `class Module()`, not `def Module():`; no `rng:NoneType=None` clutter on any page"
+    clutter = [p.name for p in _site_pages(course_site)
+               if re.search(r'\w:\s*NoneType\b', re.sub(r'<[^>]+>', '', p.read_text(encoding='utf-8')))]
+    assert not clutter, f'NoneType in the API docs of {clutter}'
+    core = re.sub(r'<[^>]+>', '', (course_site/html_name('00_core')).read_text(encoding='utf-8'))
+    assert 'class Module()' in core and 'def Module(' not in core
+    neuron = re.sub(r'<[^>]+>', '', (course_site/html_name('01_sigmoid_neuron')).read_text(encoding='utf-8'))
+    assert 'class SigmoidNeuron(' in neuron and 'def SigmoidNeuron(' not in neuron
+
+
+def test_checks_are_folded_below_the_prose(course_site):
+    "Cells that only test (`test_eq`, `assert`) are folded away under 'Checks'; code that teaches stays open"
+    text = (course_site/html_name('03_convolution')).read_text(encoding='utf-8')
+    folds = re.findall(r'<details class="dl-fold"><summary>([^<]*)</summary>(.*?)</details>', text, re.S)
+    assert len(folds) >= 5 and {s for s, _ in folds} == {'Checks'}
+    assert all(re.search(r'test_\w+|assert', body) for _, body in folds)
+    assert 'conv_output_size' in re.sub(r'<details class="dl-fold">.*?</details>', '', text, flags=re.S)
+
+
+def test_long_outputs_are_folded(course_site):
+    "The training log of the train command (200 epochs) is folded into one line that says how long it is"
+    text = (course_site/html_name('07_sgd')).read_text(encoding='utf-8')
+    folds = re.findall(r'<details class="dl-long-output"><summary>Output: (\d+) lines', text)
+    assert folds and max(map(int, folds)) > 200, folds
+
+
+def test_every_page_has_the_furniture(course_site):
+    "Favicon, skip link, top navigation, search box on every page; a table of contents on the long ones; each chapter's notebook links"
+    for page in _site_pages(course_site):
+        text, name = page.read_text(encoding='utf-8'), page.relative_to(course_site).as_posix()
+        assert re.search(r'<link rel="icon" href="[^"]*favicon\.svg"', text), name
+        assert 'class="dl-skip" href="#dl-main"' in text and 'id="dl-main"' in text, name
+        assert 'id="dl-search"' in text and 'pagefind-ui.js' in text, name
+        assert re.search(r'<nav\b[^>]*class="dl-topnav"', text), name
+    for n in CHAPTER_PAGES:
+        text = (course_site/html_name(n)).read_text(encoding='utf-8')
+        assert f'href="notebooks/{n}.ipynb" download' in text and f'/lab/tree/{n}.ipynb"' in text, n
+        assert (course_site/'notebooks'/f'{n}.ipynb').read_bytes() == (NBS/f'{n}.ipynb').read_bytes()
+    assert 'id="TOC"' in (course_site/html_name('03_convolution')).read_text(encoding='utf-8')
+    assert (course_site/'pagefind'/'pagefind-ui.js').is_file()
+
+
+def test_front_page_is_for_students(course_site):
+    "What the course is, one picture, the course map linked to every chapter; the developer material on its own page"
+    text = (course_site/'index.html').read_text(encoding='utf-8')
+    links = set(re.findall(r'<a\b[^>]*?href="([^"#]+\.html)"', text.split('<main', 1)[1]))
+    assert {html_name(n) for n in CHAPTER_PAGES} <= links, sorted({html_name(n) for n in CHAPTER_PAGES} - links)
+    imgs = re.findall(r'<img\b[^>]*>', text.split('<main', 1)[1])
+    assert len(imgs) == 1 and 'lenet5.svg' in imgs[0] and re.search(r'alt="LeNet-5 [^"]{20,}"', imgs[0]), imgs
+    assert (course_site/'images'/'lenet5.svg').is_file()
+    for dev in ('Working on the course', 'Benchmarks', 'tools/js/build'): assert dev not in text, dev
+    contributing = (course_site/'contributing.html').read_text(encoding='utf-8')
+    for dev in ('Working on the course', 'Benchmarks', 'tools/js/build', 'tools/docs/build'): assert dev in contributing, dev
+
+
+def test_front_picture_is_what_model_svg_draws_now():
+    from dlcourse.diagram import model_svg
+    from dlcourse.zoo import lenet5
+    drawn = model_svg(lenet5(rng=0), (1, 1, 28, 28), title='LeNet-5 for a 28×28 Fashion-MNIST image: its layers and the '
+                                                          'shape after each').svg
+    assert (NBS/'images'/'lenet5.svg').read_text(encoding='utf-8') == drawn + '\n', \
+        'nbs/images/lenet5.svg is out of date: save model_svg(lenet5(rng=0), (1, 1, 28, 28), title=...) there again'
+
+
+def test_readme_keeps_the_quick_start_and_a_docs_command_for_a_fresh_clone():
+    import tomllib
+    readme = (ROOT/'README.md').read_text(encoding='utf-8')
+    quick = readme.split('## Quick start', 1)[1].split('\n## ', 1)[0]
+    assert re.search(r'```sh\ntools/quickstart\b.*\ntools/test\b', quick), quick
+    assert re.search(r'```sh\ntools/docs/build\b', readme)
+    assert 'pip_install -e ".[docs]"' in (ROOT/'tools'/'docs'/'build').read_text(encoding='utf-8')
+    docs = tomllib.loads((ROOT/'pyproject.toml').read_text(encoding='utf-8'))['project']['optional-dependencies']['docs']
+    names = {re.match(r'[\w-]+', d).group(0).lower() for d in docs}
+    assert {'nbdev', 'nbconvert', 'pyyaml', 'execnb'} <= names, names
+
+
+def test_lessons_show_the_architecture_diagrams(course_site):
+    "The diagrams drawn from the models, with what they show as their alt text"
+    def alts(n): return re.findall(r'<img\b[^>]*?alt="([^"]*)"', (course_site/html_name(n)).read_text(encoding='utf-8'))
+    zoo = ' | '.join(alts('08_model_zoo'))
+    for what in ('LeNet-5', 'AlexNet', 'Inception module', 'residual block'): assert what in zoo, what
+    assert any('gradients backward' in a for a in alts('02_backprop'))
+    assert any(a.startswith('Zero padding') for a in alts('03_convolution'))
+
+
+# ------------------------------------------------------------------------------------------------ in the browser
+def _open(open_page, base, name, viewport=None):
+    page = open_page()
+    if viewport: page.set_viewport_size(viewport)
+    page.goto(base + name, wait_until='load')
+    page.evaluate(WAIT_JS)
+    return page
+
+
+@pytest.mark.parametrize('term,where', [('Faltungsschicht', html_name('03_convolution')),
+                                        ('Passt nicht', html_name('03_convolution'))])
+def test_search_finds_the_lecture_terms(open_page, course_site, serve, term, where):
+    "The search box finds the lecture's terms offline, from the static index, and links the pages that hold them"
+    page = _open(open_page, serve(course_site), 'lib/learner.html')     # from a page in lib/ too
+    box = page.locator('#dl-search input')
+    box.fill(term)
+    page.wait_for_selector('#dl-search .pagefind-ui__result-link', timeout=15000)
+    def page_of(url):
+        path = urlsplit(url).path.lstrip('/')
+        return path + 'index.html' if path == '' or path.endswith('/') else path
+    hrefs = [page_of(h) for h in page.locator('#dl-search .pagefind-ui__result-link').evaluate_all('l => l.map(a => a.href)')]
+    assert where in hrefs, (term, hrefs)
+    page.locator(f'#dl-search .pagefind-ui__result-link[href*="{where}"]').first.click()
+    page.wait_for_load_state('load')
+    assert page_of(page.url) == where and term.split()[0] in page.inner_text('main')
+    assert not page.blocked, page.blocked
+    page.close()
+
+
+def test_no_page_scrolls_sideways_on_a_phone(open_page, course_site, serve):
+    """At 375 px every page fits the screen's width (equations, tables, code and widgets scroll in their own box); the
+    chapter list is behind the menu button, and the skip link is the first thing to tab to"""
+    base, wide = serve(course_site), {}
+    for p in _site_pages(course_site):
+        name = p.relative_to(course_site).as_posix()
+        page = _open(open_page, base, name, PHONE)
+        width = page.evaluate('() => document.documentElement.scrollWidth')
+        if width > PHONE['width']:
+            wide[name] = (width, page.evaluate("""() => [...document.querySelectorAll('main *')]
+              .filter(e => e.getBoundingClientRect().right > innerWidth + 1).slice(0, 3).map(e => e.outerHTML.slice(0, 120))"""))
+        if name == 'index.html':
+            assert not page.locator('#dl-sidebar').is_visible(), 'the chapter list is folded away on a phone'
+            page.keyboard.press('Tab')
+            assert page.evaluate('() => document.activeElement.className') == 'dl-skip'
+            page.evaluate('() => document.activeElement.blur()')     # the focused skip link covers the top bar
+            button = page.locator('.dl-menu-button')
+            button.click()
+            assert page.locator('#dl-sidebar').is_visible() and button.get_attribute('aria-expanded') == 'true'
+            button.click()
+            assert not page.locator('#dl-sidebar').is_visible()
+        if name in SHOT_PAGES.values():
+            key = next(k for k, v in SHOT_PAGES.items() if v == name)
+            page.screenshot(path=str(SCREENSHOTS/'pages'/f'{key}-phone.png'), full_page=False)
+        page.close()
+    assert not wide, f'pages wider than {PHONE["width"]} px: {wide}'
+
+
+FIGURES_JS = """() => [...document.querySelectorAll('main img, main svg[role="img"], main canvas')]
+  .filter(e => !e.closest('.dlw-root'))        // the widgets' own drawings: tests/test_widgets_site.py
+  .map(e => ({tag: e.tagName.toLowerCase(), alt: e.tagName === 'IMG' ? e.getAttribute('alt') : e.getAttribute('aria-label')}))"""
+
+
+def test_every_figure_has_meaningful_alt_text(open_page, course_site, serve):
+    "Every figure says what it shows: its caption (a plot) or its title (a diagram), never nbconvert's placeholder"
+    base, bad, n = serve(course_site), [], 0
+    for p in _site_pages(course_site):
+        name = p.relative_to(course_site).as_posix()
+        page = _open(open_page, base, name)
+        for f in page.evaluate(FIGURES_JS):
+            n += 1
+            alt = (f['alt'] or '').strip()
+            if len(alt.split()) < 4 or 'No description' in alt: bad.append(f'{name}: <{f["tag"]}> alt={alt!r}')
+        if name in SHOT_PAGES.values():
+            key = next(k for k, v in SHOT_PAGES.items() if v == name)
+            page.screenshot(path=str(SCREENSHOTS/'pages'/f'{key}-desktop.png'), full_page=False)
+        page.close()
+    assert n > 30, f'only {n} figures on the site'
+    assert not bad, 'figures without a meaningful alt text:\n' + '\n'.join(bad)
+
+
+def _contrast(fg, bg):
+    def lum(rgb):
+        c = [v / 255 for v in rgb]
+        c = [v / 12.92 if v <= 0.03928 else ((v + 0.055) / 1.055) ** 2.4 for v in c]
+        return 0.2126 * c[0] + 0.7152 * c[1] + 0.0722 * c[2]
+    a, b = sorted((lum(fg), lum(bg)), reverse=True)
+    return (a + 0.05) / (b + 0.05)
+
+
+def test_active_sidebar_entry_is_readable(open_page, course_site, serve):
+    page = _open(open_page, serve(course_site), html_name('03_convolution'))
+    colors = page.evaluate("""() => [...document.querySelectorAll('.dl-nav-link.active, .dl-nav-link.active *')].map(e => {
+      let b = e, bg; do { bg = getComputedStyle(b).backgroundColor; b = b.parentElement; } while (bg === 'rgba(0, 0, 0, 0)' && b);
+      return [getComputedStyle(e).color, bg, getComputedStyle(e).opacity]; })""")
+    page.close()
+    assert colors
+    for fg, bg, opacity in colors:
+        rgb = lambda s: [int(v) for v in re.findall(r'\d+', s)[:3]]
+        assert float(opacity) == 1 and _contrast(rgb(fg), rgb(bg)) >= 4.5, (fg, bg, opacity)
+
+
+AXE_PAGES = ['index.html', html_name('03_convolution'), html_name('05_pooling'), html_name('07_sgd'),
+             html_name('08_model_zoo'), html_name('10_widgets'), 'lib/learner.html', 'glossary.html', 'contributing.html']
+
+
+def test_axe_finds_no_serious_violation(open_page, course_site, serve, node_modules):
+    "axe-core (pinned in tools/docs/package-lock.json) on the front page, lessons with widgets, a library page, glossary"
+    axe = node_modules/'axe-core'/'axe.min.js'
+    base, found = serve(course_site), {}
+    for name in AXE_PAGES:
+        page = _open(open_page, base, name)
+        page.add_script_tag(path=str(axe))
+        violations = page.evaluate("""async () => (await axe.run(document, {resultTypes: ['violations']})).violations
+          .filter(v => ['serious', 'critical'].includes(v.impact))
+          .map(v => `${v.id} (${v.impact}): ${v.nodes.length}× e.g. ${v.nodes[0].target.join(' ')}: ${v.nodes[0].failureSummary.split('\\n')[1] || ''}`)""")
+        if violations: found[name] = violations
+        page.close()
+    assert not found, '\n'.join(f'{k}:\n  ' + '\n  '.join(v) for k, v in found.items())
+
+
+# ------------------------------------------------------------------------- the same site from both render paths
+def test_quarto_navbar_is_the_top_bar():
+    "nbs/_quarto.yml's navbar (the Quarto path) lists what the nbconvert path's top bar lists, in the same order"
+    quarto = yaml.safe_load((NBS/'_quarto.yml').read_text(encoding='utf-8'))['website']['navbar']
+    pages = docsite.collect_pages(NBS)
+    for p in pages: p.output = html_name(p.name)
+    ours = [(t['text'], t['name']) for t in docsite.top_navigation(pages)]
+    assert [(i['text'], i['href'].rsplit('.', 1)[0]) for i in quarto['left']] == ours
+    assert quarto['search'] is False, 'the search is Pagefind on both paths (tools/docs/finish.py)'
+
+
+QUARTO_PAGE = """<!DOCTYPE html><html lang="en"><head><title>{title}</title></head><body class="nav-sidebar floating">
+<div id="quarto-content"><main class="content" id="quarto-document-content">
+<header id="title-block-header" class="quarto-title-block default"><h1 class="title">{title}</h1></header>
+{body}</main></div></body></html>"""
+
+
+def test_finishing_step_on_what_quarto_writes(tmp_path):
+    "The finishing step gives a page as Quarto writes it what it gives the nbconvert path's pages"
+    (tmp_path/'lib').mkdir()
+    log = '\n'.join(f'epoch {i}  loss 0.{i:03d}' for i in range(1, 41))
+    (tmp_path/'widgets.html').write_text(QUARTO_PAGE.format(title='Widgets', body=(
+        '<p><a href="/lib/learner.html#learner.fit"><code>Learner.fit</code></a> <a href="/lib/learner.html#_private">p</a></p>'
+        f'<div class="cell-output cell-output-stdout"><pre><code>{log}</code></pre></div>')), encoding='utf-8')
+    (tmp_path/'lib'/'learner.html').write_text(QUARTO_PAGE.format(title='Learner', body=(
+        '<section id="learner" class="level3"><h3 class="anchored" data-anchor-id="learner">Learner</h3></section>')),
+        encoding='utf-8')
+    nbs = tmp_path/'nbs'
+    (nbs/'lib').mkdir(parents=True)
+    for n in ('10_widgets', 'lib/learner'): (nbs/f'{n}.ipynb').write_text('{}', encoding='utf-8')
+    pages = [docsite.Page(src=nbs/'10_widgets.ipynb', name='10_widgets', output='widgets.html'),
+             docsite.Page(src=nbs/'lib'/'learner.ipynb', name='lib/learner', output='lib/learner.html')]
+    dropped = docsite.finish.finish(tmp_path, pages, nbs)
+    assert dropped == ['widgets.html: /lib/learner.html#_private']
+    learner = (tmp_path/'lib'/'learner.html').read_text(encoding='utf-8')
+    assert '<section id="learner" class="level3"><span id="learner.fit"></span>' in learner
+    assert 'href="#quarto-document-content">Skip to content' in learner and '<main data-pagefind-body' in learner
+    assert 'href="../site_libs/dlcourse/favicon.svg"' in learner and 'href="../notebooks/lib/learner.ipynb" download' in learner
+    assert '<script src="../pagefind/pagefind-ui.js"></script>' in learner and 'id="dl-search"' in learner
+    widgets = (tmp_path/'widgets.html').read_text(encoding='utf-8')
+    assert '<details class="dl-long-output"><summary>Output: 40 lines' in widgets
+    assert 'href="/lib/learner.html"' in widgets and '</header><p class="dl-notebook-links">' in widgets
+    assert (tmp_path/'notebooks'/'10_widgets.ipynb').is_file() and (tmp_path/'site_libs'/'dlcourse'/'site.js').is_file()
+
+
+def test_checks_and_figures_are_marked_for_both_paths():
+    "The processing step marks test cells and figures with Quarto's own cell options, which the nbconvert template reads"
+    assert docsite.is_check_cell("x = conv_output_size(7, 3, 1)\ntest_eq(x, 5)\nassert x > 0")
+    assert docsite.is_check_cell("for s in (1, 2):\n    test_fail(lambda: f(s), contains='stride')")
+    assert not docsite.is_check_cell("test_eq(f(1), 2)\nplt.plot(x)")            # a plot teaches: it stays open
+    assert not docsite.is_check_cell("x = 1")
+    assert not docsite.is_check_cell("test_eq(1, 1)", [{'output_type': 'display_data', 'data': {}}])
+    prose = 'The sigmoid has a derivative. The derivative of $\\sigma$ and [its graph](x.ipynb), for $x$ from -6 to 6:'
+    assert docsite.figure_alt('plt.plot(x, y)', prose) == 'The derivative of $\\sigma$ and its graph, for $x$ from -6 to 6'
+    assert docsite.figure_alt('#| fig-cap: "Loss per epoch"\nplt.plot(x)', prose) == 'Loss per epoch'
+    nb = __import__('nbformat').v4.new_notebook(cells=[__import__('nbformat').v4.new_code_cell(
+        '#| code-fold: true\n#| code-summary: "Checks"\n#| fig-alt: "A plot of σ"\ntest_eq(1, 1)')])
+    docsite.apply_quarto_directives(nb)
+    c = nb.cells[0]
+    assert c.source == 'test_eq(1, 1)' and 'dl-fold' in c.metadata.tags
+    assert c.metadata.dl_summary == 'Checks' and c.metadata.dl_alt == 'A plot of σ'

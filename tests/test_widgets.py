@@ -100,7 +100,7 @@ BAD = [
     (lambda: NeuronTrainer(lr=-1), ValueError, 'lr must be a number in (0, 100]'),
     (lambda: NeuronTrainer(np.ones((1001, 2)), np.ones(1001)), ValueError, 'X must hold 1 to 1000 patterns'),
     (lambda: NeuronTrainer(lr='fast'), TypeError, "lr must be a number in (0, 100], got 'fast' (str)"),
-    (lambda: ConvExplorer(I=41), ValueError, 'I must be an integer in [1, 40], got 41'),
+    (lambda: ConvExplorer(I=257), ValueError, 'I must be an integer in [1, 256], got 257'),
     (lambda: ConvExplorer(P=-1), ValueError, 'P must be an integer in [0, 8], got -1'),
     (lambda: ConvExplorer(F='3'), TypeError, "F must be an integer in [1, 15], got '3' (str)"),
     (lambda: ConvExplorer(filter='emboss'), ValueError, 'filter must be one of'),
@@ -199,7 +199,7 @@ def _conv_loops(x, w, S, P):
 
 def test_conv_explorer_is_conv2d(made):
     conv = made[ConvExplorer]
-    for I, F, S, P in [(7, 3, 1, 0), (7, 3, 2, 0), (7, 3, 3, 0), (7, 3, 3, 1), (32, 5, 1, 0), (39, 11, 4, 0), (40, 11, 4, 0),
+    for I, F, S, P in [(7, 3, 1, 0), (7, 3, 2, 0), (7, 3, 3, 0), (7, 3, 3, 1), (32, 5, 1, 0), (39, 11, 4, 0), (40, 11, 4, 0), (227, 11, 4, 0), (256, 11, 4, 0),
                        (5, 7, 1, 0), (5, 7, 1, 1), (28, 5, 2, 2)]:
         conv.I, conv.F, conv.S, conv.P = I, F, S, P
         try: expected = conv_output_size(I, F, S, P)
@@ -332,6 +332,22 @@ def test_js_random_numbers_and_sgd_equal_python(tmp_path, made):
         np.testing.assert_allclose(js['losses'], py['losses'], rtol=1e-12)
 
 
+def test_js_sgd_verdict_reads_the_last_steps(tmp_path, made):
+    "Converged only when the loss stays near its minimum over the last steps: with momentum 0.9 it still swings at step 100"
+    sgd = made[SGDExplorer]
+    cases = [(0.05, 8, 0.9, 100, 0), (0.05, 8, 0.0, 100, 0), (0.1, 64, 0.0, 100, 0), (0.01, 64, 0.0, 300, 0),
+             (0.3, 64, 0.0, 100, 0)]
+    out = run_js(tmp_path, SGDExplorer, ['sgd', 'verdict'], f"""
+      const X = {json.dumps(sgd.X)}, y = {json.dumps(sgd.y)}, w0 = {json.dumps(sgd.w0)}, Emin = {sgd.minimum[1]!r};
+      console.log(JSON.stringify({json.dumps(cases)}.map(([lr, B, mu, steps, seed]) => {{
+        const run = sgd(X, y, w0, lr, B, mu, steps, seed), ex = run.losses.map((v) => v - Emin);
+        return verdict(run, ex, ex[0], steps); }})));""")
+    assert [kind for kind, _ in out] == ['oscillating', 'converged', 'converged', 'running', 'diverged'], out
+    swing = sgd.run(lr=0.05, batch_size=8, momentum=0.9, steps=100, seed=0)['losses'][-20:] - sgd.minimum[1]
+    assert swing.max() > 100 * swing.min(), 'the case the verdict must not call converged does swing'
+    assert 'swings between' in out[0][1]
+
+
 def test_js_convolution_and_pooling_equal_the_package(tmp_path, made):
     conv = made[ConvExplorer]
     x, w = conv.input(2), np.array(conv.filters['LeNet-5 C1 filter 3'])
@@ -339,10 +355,10 @@ def test_js_convolution_and_pooling_equal_the_package(tmp_path, made):
     out = run_js(tmp_path, ConvExplorer, ['convolve', 'geometry'], f"""
       const x = {json.dumps(x.tolist())}, w = {json.dumps(w.tolist())};
       console.log(JSON.stringify({{maps: {json.dumps(cases)}.map(([S, P]) => convolve(x, w, S, P)),
-                                   sizes: [[32, 5, 1, 0], [7, 3, 3, 0], [7, 3, 3, 1], [3, 5, 1, 0]].map((a) => geometry(...a))}}));""")
+                                   sizes: [[32, 5, 1, 0], [7, 3, 3, 0], [7, 3, 3, 1], [3, 5, 1, 0], [227, 11, 4, 0]].map((a) => geometry(...a))}}));""")
     for (S, P), js in zip(cases, out['maps']):
         np.testing.assert_allclose(js, conv2d(x[None, None], w[None, None], stride=S, padding=P)[0, 0], rtol=1e-12, atol=1e-12)
-    assert [(g['O'], g['fits']) for g in out['sizes']] == [(28, True), (2, False), (3, True), (0, False)]
+    assert [(g['O'], g['fits']) for g in out['sizes']] == [(28, True), (2, False), (3, True), (0, False), (55, True)]
     pool = made[PoolingExplorer]
     m = pool.input(2)
     out = run_js(tmp_path, PoolingExplorer, ['pool'], f"""

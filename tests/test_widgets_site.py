@@ -17,6 +17,7 @@ browser call there. (With the fixtures in tests/conftest.py both modules would s
 """
 import base64
 import json
+import re
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -187,6 +188,22 @@ def check_conv_explorer(w, state):
     assert w.value('output-size') == 3 and w.value('fit') is True
     size(7, 9, 1, 0)
     assert w.value('fit') is False and 'larger than the padded input' in w.text('fit')
+    size(7, 5, 3, 0)                                               # one position, 2 pixels left over: singular
+    assert w.value('output-size') == pytest.approx(5 / 3) and 'after 1 position ' in w.text('fit')
+    # AlexNet's first layer, one click away: 227 is beyond the slider, in the number box (up to 256)
+    w.click("AlexNet 227, 11, 4, 0: AlexNet's first layer, I = 227, F = 11, S = 4, P = 0")
+    assert (w.value('I-value'), w.value('output-size'), w.value('fit')) == (227, 55, True)
+    assert w.text('output-size').endswith('= 55')
+    w.set('input size I, typed (1 to 256)', 256)
+    assert w.value('I-value') == 256 and w.value('output-size') == 62.25 and w.value('fit') is False   # (256 - 11)/4 + 1
+    w.set('input size I, typed (1 to 256)', 300)                   # refused out loud, the widget keeps 256
+    assert w.control('input size I, typed (1 to 256)').get_attribute('aria-invalid') == 'true'
+    assert w.value('I-value') == 256
+    play = w.root.locator('button.dlw-button', has_text=re.compile(r'^(play|pause)$')).first     # its text changes
+    play.click()
+    assert play.inner_text() == 'pause' and play.get_attribute('aria-label').startswith('pause')
+    play.click()
+    assert play.inner_text() == 'play' and play.get_attribute('aria-label').startswith('play')
     lenet = [k for k in state['filters'] if k.startswith('LeNet-5')]
     for image, name, S, P in ((3, 'vertical edges', 1, 0), (5, 'sharpen', 2, 1), (1, lenet[1] if lenet else 'blur', 1, 2),
                               (8, lenet[-1] if lenet else 'blur', 3, 0)):
@@ -210,6 +227,13 @@ def check_pooling_explorer(w, state):
     assert w.value('overlap') is True and 'Overlapping' in w.text('overlap')
     w.set('stride S', 3)
     assert w.value('overlap') is False
+    w.choose('pooling function', 'max'); w.set('window size F', 3); w.set('stride S', 2)   # 4 x 4: one window, a row left
+    assert w.value('output') == [[7]] and w.value('fit') is False and 'Passt nicht!' in w.text('fit')
+    assert 'the last 1 row and 1 column' in w.text('fit')
+    assert w.value('overlap') is False and 'only 1 window fits' in w.text('overlap')
+    w.set('window size F', 5)                                      # larger than the map: no output, the map stays
+    assert w.value('output') is None and 'larger than the map' in w.text('fit')
+    assert w.root.locator('svg[aria-label="the input map with the window"] rect').count() >= 16
     if len(state['maps']) > 1:                                     # a real activation map, with every pooling
         m = np.array(state['maps'][1]['values'])[None, None]
         w.choose('input activation map', 1)
@@ -234,6 +258,17 @@ def check_sgd_explorer(w, state):
         assert w.value('excess') == pytest.approx(run['losses'][-1] - py.minimum[1], rel=1e-6, abs=1e-12)
     w.set('learning rate α', 10); w.set('batch size B', 6); w.set('momentum μ', 0)          # α = 0.3: too large
     assert w.value('status') == 'diverged' and 'Diverged' in w.text('status')
+    # the verdict reads the last steps: with momentum 0.9 the loss still swings at step 100 (not "Converged")
+    w.set('learning rate α', 5); w.set('batch size B', 3); w.set('momentum μ', 0.9)         # α = 0.05, B = 8
+    w.set('number of steps', 100); w.set('random seed of the batch order', 0)
+    assert w.value('status') == 'oscillating' and 'swings between' in w.text('status')
+    w.set('momentum μ', 0)
+    assert w.value('status') == 'converged'
+    loss = w.value('loss')
+    w.set('random seed of the batch order', -3)                     # refused out loud; the run stays the seed-0 one
+    seed = w.control('random seed of the batch order')
+    assert seed.get_attribute('aria-invalid') == 'true' and w.value('loss') == loss
+    assert 'still showing 0' in w.root.locator('#' + seed.get_attribute('aria-describedby')).inner_text()
 
 
 def check_feature_map_viewer(w, state):
@@ -251,6 +286,16 @@ def check_feature_map_viewer(w, state):
         np.testing.assert_allclose(w.value('feature-map'), expected, rtol=1e-12, atol=1e-12)
         assert w.value('probabilities') == im['probs']
         assert w.value('true-class') == im['label'] and w.value('prediction') == classes[int(np.argmax(im['probs']))]
+    # the words: "an ankle boot", tiny probabilities as "< 0.1%", never in exponent notation
+    boots = [k for k, im in enumerate(state['images']) if im['label'] == 'Ankle boot']
+    if boots:
+        w.choose('input image', boots[0])
+        assert w.root.locator('[aria-label="the input image: an ankle boot"]').count() == 1
+    tiny = [k for k, im in enumerate(state['images']) if 0 < min(im['probs']) < 5e-4]
+    if tiny:
+        w.choose('input image', tiny[0])
+        text = w.text('probabilities')
+        assert '< 0.1%' in text and 'e-' not in text, text
 
 
 CHECKS = {'activation-explorer': check_activation_explorer, 'neuron-trainer': check_neuron_trainer,

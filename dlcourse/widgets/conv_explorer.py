@@ -9,6 +9,8 @@ from ..core import check_choice, check_number
 from ..data import FASHION_MNIST_MEAN, FASHION_MNIST_STD, normalize
 from ._base import STATIC, _b64, _check_images, _CourseWidget, _pretrained_lenet, _sample_images
 
+MAX_I = 256        # the largest input size of the explorer's grid (its view has a number box for it): AlexNet's 227 fits
+
 CONV_FILTERS = {   # the hand-made filters of the convolution explorer
     'vertical edges': [[-1., 0., 1.], [-2., 0., 2.], [-1., 0., 1.]],      # Sobel
     'horizontal edges': [[-1., -2., -1.], [0., 0., 0.], [1., 2., 1.]],
@@ -41,7 +43,7 @@ class ConvExplorer(_CourseWidget):
     mean = traitlets.Float(FASHION_MNIST_MEAN).tag(sync=True)
     std = traitlets.Float(FASHION_MNIST_STD).tag(sync=True)
 
-    def __init__(self, I=7, F=3, S=1, P=0,         # input size, filter size, stride, zero padding of the grid
+    def __init__(self, I=7, F=3, S=1, P=0,         # input size (1 to 256: AlexNet's 227 too), filter size, stride, padding
                  filter='vertical edges',            # a key of CONV_FILTERS or 'LeNet-5 C1 filter k' (k = 1..6)
                  image=0,                            # which image
                  images=None,                        # uint8 (N, H, W); default: one test image per Fashion-MNIST class
@@ -52,7 +54,7 @@ class ConvExplorer(_CourseWidget):
         filters = dict(CONV_FILTERS)
         if lenet:
             for k, w in enumerate(_first_conv_filters(_pretrained_lenet()), 1): filters[f'LeNet-5 C1 filter {k}'] = w.tolist()
-        super().__init__(I=check_number(I, 'I', 1, 40, integer=True), F=check_number(F, 'F', 1, 15, integer=True),
+        super().__init__(I=check_number(I, 'I', 1, MAX_I, integer=True), F=check_number(F, 'F', 1, 15, integer=True),
                          S=check_number(S, 'S', 1, 8, integer=True), P=check_number(P, 'P', 0, 8, integer=True),
                          image=check_number(image, 'image', 0, len(images) - 1, integer=True),
                          filter=check_choice(filter, 'filter', list(filters)), filters=filters,
@@ -63,7 +65,7 @@ class ConvExplorer(_CourseWidget):
         "Values set from Python after construction are checked like the constructor's arguments"
         name, v = proposal['trait'].name, proposal['value']
         if name == 'filter': return check_choice(v, 'filter', list(self.filters))
-        low, high = {'I': (1, 40), 'F': (1, 15), 'S': (1, 8), 'P': (0, 8), 'image': (0, len(self.images) - 1)}[name]
+        low, high = {'I': (1, MAX_I), 'F': (1, 15), 'S': (1, 8), 'P': (0, 8), 'image': (0, len(self.images) - 1)}[name]
         return check_number(v, name, low, high, integer=True)
 
     @property

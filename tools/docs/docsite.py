@@ -44,6 +44,9 @@ from urllib.parse import unquote, urlsplit
 
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import finish  # noqa: E402  (tools/docs/finish.py: the finishing step of both paths)
+
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 CHAPTERS_FILE = HERE/'chapters.yml'
@@ -163,11 +166,12 @@ def dump_frontmatter(d):
 
 
 def link_target(url, here=''):
-    """The page (its name, as `Page.name`) that a link to a notebook on a page in folder `here` of nbs/ ('' or 'lib')
-    points at (`../02_backprop.ipynb#x` from lib -> 02_backprop), or None for any other link"""
+    """The page (its name, as `Page.name`) that a link to a notebook or markdown page on a page in folder `here` of nbs/
+    ('' or 'lib') points at (`../02_backprop.ipynb#x` from lib -> 02_backprop, `glossary.md` -> glossary), or None for
+    any other link"""
     t = urlsplit(url)
-    if t.scheme or t.netloc or not t.path.endswith('.ipynb') or t.path.startswith('/'): return None
-    return posixpath.normpath(posixpath.join(here, unquote(t.path)))[:-len('.ipynb')]
+    if t.scheme or t.netloc or not t.path.endswith(PAGE_SUFFIXES) or t.path.startswith('/'): return None
+    return posixpath.splitext(posixpath.normpath(posixpath.join(here, unquote(t.path))))[0]
 
 
 def fix_links(md, page_names, has_repo, here=''):
@@ -218,6 +222,88 @@ def glossary_missing(nbs):
     return missing
 
 
+# ------------------------------------------------------------------------------------------------- reading the cells
+_TEST_CALL_RE = re.compile(r'^(?:test(?:_\w+)?|np\.testing\.assert_\w+|assert_\w+)$')
+
+
+def _is_check(node):
+    "A statement of a check cell: an assert, a `test_eq`-style call, an assignment, or a loop/with of such statements"
+    import ast
+    if isinstance(node, (ast.Assert, ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Import, ast.ImportFrom, ast.Pass)):
+        return True
+    if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):
+        return bool(_TEST_CALL_RE.match(ast.unparse(node.value.func)))
+    if isinstance(node, (ast.For, ast.With)): return all(_is_check(n) for n in node.body)
+    return False
+
+
+def is_check_cell(source, outputs=()):
+    """A code cell that only checks (`test_eq`, `test_fail`, `assert`, with the assignments they need) and shows nothing:
+    the site folds it away under "Checks", below the prose it follows"""
+    import ast
+    if any(o.get('output_type') in ('display_data', 'execute_result', 'error') for o in outputs): return False
+    code = '\n'.join(l for l in source.splitlines() if not l.lstrip().startswith('#|'))
+    try: tree = ast.parse(code)
+    except SyntaxError: return False
+    tests = [n for n in ast.walk(tree) if isinstance(n, ast.Assert)
+             or (isinstance(n, ast.Call) and _TEST_CALL_RE.match(ast.unparse(n.func)))]
+    return bool(tree.body) and bool(tests) and all(_is_check(n) for n in tree.body)
+
+
+def _plain(md):
+    "Markdown as plain text: links, emphasis, code marks and HTML dropped, the text kept (math stays as written)"
+    md = re.sub(r'!?\[([^\]]*)\]\([^)]*\)', r'\1', md)
+    md = re.sub(r'<[^>]+>', '', md)
+    md = re.sub(r'[*_`]+', '', md)
+    return re.sub(r'\s+', ' ', md).strip()
+
+
+def figure_alt(source, prose):
+    """A figure's alt text: its caption (`#| fig-cap:`), else the sentence of the prose before it that introduces it (the
+    last one, up to 250 characters), else the title the code gives it; '' when there is none"""
+    m = re.search(r'^#\|\s*fig-cap:\s*(.+)$', source, re.M)
+    if m: return m.group(1).strip().strip('"\'')
+    text = _plain(re.sub(r'^#+ .*$', '', prose, flags=re.M))
+    sentences = [s.strip() for s in re.split(r'(?<=[.!?:])\s+(?=[A-Z$(])', text) if len(s.strip()) > 12]
+    if sentences:
+        alt = sentences[-1].rstrip(':').strip()
+        return alt if len(alt) <= 250 else alt[:247].rsplit(' ', 1)[0] + '…'
+    m = re.search(r'(?:suptitle|set_title|title)\(\s*f?[\'"]([^\'"]{8,})', source)
+    return m.group(1) if m else ''
+
+
+IMAGE_MIMES = ('image/png', 'image/jpeg', 'image/svg+xml')
+_SIG_RE = re.compile(r'^(### +)([\w.]+)(\s*\n+```python\n)def (\w+)\(', re.M)
+
+
+def _is_class(name):
+    "Is `name` (as nbdev's show_doc heads its docs) a class of the package?"
+    import importlib, inspect
+    try: from dlcourse._modidx import d
+    except ImportError: return name[:1].isupper()
+    for mod, syms in d['syms'].items():
+        obj_name = f'{mod}.{name}'
+        if obj_name in syms:
+            try: return inspect.isclass(getattr(importlib.import_module(mod), name))
+            except Exception: break
+    return name[:1].isupper() and not name.isupper()
+
+
+def clean_signature(md):
+    """nbdev's API docs, as a reader expects them: a class as `class Learner(...)`, not `def Learner(...):`, and no type
+    clutter that says nothing (`rng:NoneType=None` -> `rng=None`)"""
+    if '```python' not in md: return md
+
+    def sub(m):
+        head, name = m.group(2), m.group(4)
+        if '.' in head or not _is_class(head): return m.group(0)
+        return f'{m.group(1)}{head}{m.group(3)}class {name}('
+    out = _SIG_RE.sub(sub, md)
+    if out != md:     # the class's signature ends with `)`, not `):` (`class Module():` -> `class Module()`)
+        out = re.sub(r'(```python\nclass [^`]*?\))\s*:\s*(\n```)', r'\1\2', out)
+    return re.sub(r'(\w+)\s*:\s*NoneType\s*=', r'\1=', out)
+
+
 # ------------------------------------------------------------------------------------------------------- 1. processing
 def exercise_proc(cell):
     """An nbdev notebook processor for the course's exercises (nbs/11_exercises.ipynb): the marker lines of nbgrader's
@@ -230,19 +316,34 @@ def exercise_proc(cell):
 
 
 def _site_proc(page, chapters, page_names, has_repo):
-    "An nbdev notebook processor: the chapter's German subtitle into the front matter, links fixed (see `fix_links`)"
+    """An nbdev notebook processor: the chapter's German subtitle into the front matter, links fixed (see `fix_links`),
+    API signatures cleaned (`clean_signature`), test cells folded away under "Checks" (`is_check_cell`: Quarto's
+    `code-fold`, the nbconvert path's <details>), and every figure given alt text from its caption (`figure_alt`:
+    Quarto's `fig-alt`, read by the nbconvert template too)"""
     here = posixpath.dirname(page.name)
 
     class SiteProc:
-        def __init__(self, nb): self.nb = nb
+        def __init__(self, nb):
+            self.nb, self.prose = nb, ''
 
         def __call__(self, cell):
-            if cell.cell_type == 'markdown': cell.source = fix_links(cell.source, page_names, has_repo, here)
+            if cell.cell_type == 'markdown':
+                cell.source = fix_links(cell.source, page_names, has_repo, here)
+                self.prose = cell.source
             for o in cell.get('outputs', []):
                 md = o.get('data', {}).get('text/markdown')
                 if md is not None:
-                    o['data']['text/markdown'] = fix_links(''.join(md) if isinstance(md, list) else md, page_names,
-                                                           has_repo, here)
+                    o['data']['text/markdown'] = clean_signature(fix_links(''.join(md) if isinstance(md, list) else md,
+                                                                           page_names, has_repo, here))
+            if cell.cell_type == 'code':
+                if is_check_cell(cell.source, cell.get('outputs', [])):
+                    cell.source = '#| code-fold: true\n#| code-summary: "Checks"\n' + cell.source
+                images = [o['data'] for o in cell.get('outputs', []) for m in IMAGE_MIMES if m in o.get('data', {})]
+                if images and not re.search(r'^#\|\s*fig-alt:', cell.source, re.M):
+                    svg = ''.join(images[0].get('image/svg+xml', ''))
+                    m = re.search(r'<title>([^<]+)</title>', svg)
+                    alt = html.unescape(m.group(1)).strip() if m else figure_alt(cell.source, self.prose)
+                    if alt: cell.source = f'#| fig-alt: {json.dumps(alt, ensure_ascii=False)}\n' + cell.source
 
         def end(self):
             cells = self.nb.cells
@@ -444,20 +545,33 @@ def pandoc_to_commonmark(md, href_map, here=''):
     return '\n'.join(lines)
 
 
+def _option_value(v):
+    "A cell option's value as Quarto reads it (YAML): `\"Checks\"` -> Checks"
+    try: return str(yaml.safe_load(v)) if v else ''
+    except yaml.YAMLError: return v
+
+
 def apply_quarto_directives(nb):
-    "Quarto's cell options as nbconvert tags: `echo: false` hides the code, `output: false` the output, `include: false` both"
+    """Quarto's cell options for the nbconvert template: `echo: false` hides the code, `output: false` the output,
+    `include: false` both; `code-fold: true` folds the code into a <details> (its summary `code-summary`); `fig-alt` is
+    the alt text of the cell's images"""
     keep = []
     for cell in nb.cells:
         if cell.cell_type == 'code':
             lines, opts = cell.source.split('\n'), {}
             while lines and _DIRECTIVE_RE.match(lines[0]):
                 k, v = _DIRECTIVE_RE.match(lines.pop(0)).groups()
-                opts[k] = v.lower()
+                opts[k] = _option_value(v)
             cell.source = '\n'.join(lines)
             tags = cell.metadata.setdefault('tags', [])
-            if opts.get('include') == 'false': continue
-            if opts.get('echo') == 'false' or not cell.source.strip(): tags.append('dl-remove-input')
-            if opts.get('output') == 'false': tags.append('dl-remove-output')
+            low = {k: v.lower() for k, v in opts.items()}
+            if low.get('include') == 'false': continue
+            if low.get('echo') == 'false' or not cell.source.strip(): tags.append('dl-remove-input')
+            if low.get('output') == 'false': tags.append('dl-remove-output')
+            if low.get('code-fold') == 'true':
+                tags.append('dl-fold')
+                cell.metadata['dl_summary'] = opts.get('code-summary') or 'Code'
+            if opts.get('fig-alt'): cell.metadata['dl_alt'] = opts['fig-alt']
         keep.append(cell)
     nb.cells = keep
 
@@ -478,21 +592,76 @@ def _inline_md(text):
     return h[3:-4] if h.startswith('<p>') and h.endswith('</p>') and h.count('<p>') == 1 else h
 
 
-_HEADING_ID_RE = re.compile(r'<h[1-6]\b[^>]*?\bid="([A-Za-z_][\w.]*)"[^>]*>')
+_HEADING_ID_RE = re.compile(r'(<hr\s*/?>\s*)?(<h[1-6]\b[^>]*?\bid="([^"]*)"[^>]*>)(.*?</h[1-6]>)', re.S)
 
 
 def api_anchors(page_html):
     """nbdev's doc links address a name's API docs as Quarto (pandoc) names its heading, in lower case
-    (`lib/gradcheck.html#gradcheck`); nbconvert keeps the case (`<h3 id="GradCheck">`). Every heading whose id is a
-    Python name gets its lower-case address too (where the page has no such id yet), so those links land on it"""
-    ids = set(re.findall(r'\bid="([^"]*)"', page_html))
+    (`lib/gradcheck.html#gradcheck`); nbconvert keeps the case (`<h3 id="GradCheck">`) and gives a section heading and
+    the API docs of the same name one id. Here every id is unique (a repeated heading's is numbered, `Module-2`, its
+    anchor link with it), and every heading whose id is a Python name gets its lower-case address too, where the page
+    has no such id yet: first the API docs' headings (show_doc's: a rule, then the heading), then the others"""
+    ids, seen = set(re.findall(r'\bid="([^"]*)"', page_html)), {}
+    heads = list(_HEADING_ID_RE.finditer(page_html))
+    renamed = []
+    for m in heads:
+        hid = m.group(3)
+        seen[hid] = seen.get(hid, 0) + 1
+        new = hid
+        if seen[hid] > 1:
+            k = seen[hid]
+            while f'{hid}-{k}' in ids: k += 1
+            new = f'{hid}-{k}'
+            ids.add(new)
+        renamed.append(new)
+    alias = {}
+    for api in (True, False):
+        for m, hid in zip(heads, renamed):
+            if bool(m.group(1)) != api or not re.fullmatch(r'[A-Za-z_][\w.]*', m.group(3)): continue
+            low = m.group(3).lower()
+            if low in ids: continue
+            ids.add(low)
+            alias[m.start()] = low
+    out, pos = [], 0
+    for m, hid in zip(heads, renamed):
+        out.append(page_html[pos:m.start()])
+        head, rest = m.group(2), m.group(4)
+        if hid != m.group(3):
+            head = head.replace(f'id="{m.group(3)}"', f'id="{hid}"', 1)
+            rest = rest.replace(f'href="#{m.group(3)}"', f'href="#{hid}"', 1)
+        span = f'<span id="{alias[m.start()]}"></span>' if m.start() in alias else ''
+        out.append((m.group(1) or '') + head + span + rest)
+        pos = m.end()
+    out.append(page_html[pos:])
+    return ''.join(out)
 
-    def sub(m):
-        low = m.group(1).lower()
-        if low in ids: return m.group(0)
-        ids.add(low)
-        return f'{m.group(0)}<span id="{low}"></span>'
-    return _HEADING_ID_RE.sub(sub, page_html)
+
+def top_navigation(pages):
+    """The top bar's links: the course (front page), the first library page, the glossary, the contributor guide (the
+    Quarto path's navbar in nbs/_quarto.yml lists the same)"""
+    by_name = {p.name: p for p in pages}
+    links = [('index', 'Course')] + [(p.name, 'Library') for p in pages if p.section][:1] + \
+            [('glossary', 'Glossary'), ('contributing', 'Contributing')]
+    return [dict(href=by_name[n].output, text=t, name=n) for n, t in links if n in by_name]
+
+
+_TOC_HEADING_RE = re.compile(r'(<hr\s*/?>\s*)?<h([23]) id="([^"]+)">(.*?)</h\2>', re.S)
+
+
+def page_toc(page_html):
+    """The page's table of contents (its h2 and h3 sections, not the API docs' headings) where the template marks it
+    (`<!--dl-toc-->`); no table for a page with fewer than two sections"""
+    items = []
+    for m in _TOC_HEADING_RE.finditer(page_html.split('<!--dl-toc-->', 1)[-1]):
+        if m.group(1): continue                           # show_doc's heading: a rule, then the name
+        text = re.sub(r'<a class="anchor-link".*?</a>', '', m.group(4), flags=re.S)
+        text = re.sub(r'<[^>]+>', '', text).strip()
+        if text: items.append(f'<li class="dl-toc-h{m.group(2)}"><a href="#{m.group(3)}">{text}</a></li>')
+    toc = ''
+    if len(items) >= 2:
+        toc = ('<nav id="TOC" class="dl-toc" aria-labelledby="dl-toc-title"><h2 id="dl-toc-title" class="dl-toc-title">'
+               'On this page</h2><ul>' + ''.join(items) + '</ul></nav>')
+    return page_html.replace('<!--dl-toc-->', toc, 1)
 
 
 def _nav_groups(nav):
@@ -526,6 +695,7 @@ def render_nbconvert(proc, out, pages, site_title):
 
     out.mkdir(parents=True, exist_ok=True)
     href_map = {p.name: p.output for p in pages}
+    topnav = top_navigation(pages)
     for i, page in enumerate(pages):
         t0 = time.perf_counter()
         here = posixpath.dirname(page.name)
@@ -550,13 +720,14 @@ def render_nbconvert(proc, out, pages, site_title):
         nav = [dict(href=p.output, text=html.escape(p.nav_text), subtitle=html.escape(p.subtitle), active=p is page,
                     section=html.escape(p.section)) for p in pages]
         dl = dict(root=page.root, site_title=html.escape(site_title), nav=nav, nav_groups=_nav_groups(nav),
+                  topnav=[dict(t, active=t['href'] == page.output) for t in topnav],
                   title=_inline_md(page.title),
                   widgets=has_widgets, requirejs=has_widgets or bool(mimes & {'application/javascript', 'text/html'}),
                   subtitle=html.escape(page.subtitle), description=_inline_md(page.description) if page.description else '',
                   prev=nav[i - 1] if i > 0 else None, next=nav[i + 1] if i + 1 < len(nav) else None)
         body, _ = exporter.from_notebook_node(nb, resources={'dlsite': dl, 'metadata': {'name': page.title}})
         (out/page.output).parent.mkdir(parents=True, exist_ok=True)
-        (out/page.output).write_text(api_anchors(body), encoding='utf-8')
+        (out/page.output).write_text(api_anchors(page_toc(body)), encoding='utf-8')
         log(f'  rendered  {page.rel:28} -> {page.output:24} {time.perf_counter() - t0:5.1f} s')
     # the pages' own files: the course stylesheet, images the markdown links to
     sources = {p.rel for p in pages}
@@ -793,7 +964,12 @@ def build(out=ROOT/'_docs', nbs=ROOT/'nbs', proc=ROOT/'_proc', engine='auto', ch
         if out.exists(): shutil.rmtree(out)
         if engine == 'quarto': render_quarto(proc, out)
         else: render_nbconvert(proc, out, pages, settings['site_title'])
+    for d in finish.finish(out, pages, nbs):
+        log(f'  note: {d}: no such anchor on that page, the link leads to the page')
     make_offline(out, node_modules)
+    try: finish.search_index(out, node_modules)
+    except (OSError, RuntimeError) as e: raise BuildError(f'the search index: {e}') from e
+    log(f'search: Pagefind index in {out/"pagefind"}')
     (out/'.nojekyll').touch()
     log(f'site in {out} ({len(pages)} pages, {time.perf_counter() - t0:.1f} s)')
     return pages

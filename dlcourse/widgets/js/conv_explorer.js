@@ -1,7 +1,13 @@
 // The convolution explorer's front end (dlcourse.widgets.ConvExplorer): the output size (I - F + 2P)/S + 1 on a drawn
 // grid, and a filter applied to a real image.
-import {h, s, fmt, rangeControl, selectControl, button, readout, statusLine, heatmap, onCell, symmetricRange,
-        bytesFromBase64, redrawer, widgetRoot} from './lib.js';
+import {h, s, fmt, rangeControl, rangeNumberControl, selectControl, button, readout, statusLine, heatmap, onCell,
+        symmetricRange, bytesFromBase64, redrawer, widgetRoot} from './lib.js';
+
+const MAX_I = 256;              // the input size goes to 256 (AlexNet's 227 among them); its slider stops at 64
+// The lecture's cases, one click each: [button text, what it sets, I, F, S, P]
+const EXAMPLES = [['7, 3, 3, 0', "the lecture's Passt nicht! example", 7, 3, 3, 0],
+                  ['32, 5, 1, 0', "the lecture's 32 × 32 image and 5 × 5 filter", 32, 5, 1, 0],
+                  ['AlexNet 227, 11, 4, 0', "AlexNet's first layer", 227, 11, 4, 0]];
 
 function geometry(I, F, S, P) {                  // the lecture's formula, and what is left over when it does not fit
   const n = I + 2 * P, span = I - F + 2 * P;
@@ -38,16 +44,19 @@ function render({ model, el }) {
   const change = (k) => (v) => { model.set(k, v); model.set('position', 0); model.save_changes(); };
   const size = (label, aria, k, min, max) => rangeControl({label, aria, min, max, step: 1, value: model.get(k),
                                                             testid: `${k}-value`, format: String, onInput: change(k)});
-  const cI = size('input size I', 'input size I', 'I', 1, 40), cF = size('filter size F', 'filter size F', 'F', 1, 15);
+  const cI = rangeNumberControl({label: 'input size I', aria: 'input size I', min: 1, max: MAX_I, sliderMax: 64,
+                                 value: model.get('I'), testid: 'I-value', onInput: change('I')});
+  const cF = size('filter size F', 'filter size F', 'F', 1, 15);
   const cS = size('stride S', 'stride S', 'S', 1, 8), cP = size('zero padding P', 'zero padding P', 'P', 0, 8);
   const pos = rangeControl({label: 'filter position', aria: 'filter position (which output pixel)', min: 0, max: 0, step: 1,
     value: 0, testid: 'position-value', format: (v) => String(v + 1),
     onInput: (v) => { model.set('position', v); model.save_changes(); }});
   let timer = null;
-  const stop = () => { if (timer !== null) clearInterval(timer); timer = null; play.textContent = 'play'; };
-  const play = button('play', 'play: step the filter over the input', () => {
+  const PLAY = 'play: step the filter over the input', PAUSE = 'pause: stop stepping the filter';
+  const stop = () => { if (timer !== null) clearInterval(timer); timer = null; play.textContent = 'play'; play.setAttribute('aria-label', PLAY); };
+  const play = button('play', PLAY, () => {
     if (timer !== null) return stop();
-    play.textContent = 'pause';
+    play.textContent = 'pause'; play.setAttribute('aria-label', PAUSE);
     timer = setInterval(() => {
       if (!root.isConnected) return stop();
       const g = geometry(model.get('I'), model.get('F'), model.get('S'), model.get('P'));
@@ -64,26 +73,45 @@ function render({ model, el }) {
     options: Object.keys(filters).map((k) => [k, k]), onChange: (v) => { model.set('filter', v); model.save_changes(); }});
   const rMap = readout('activation map', 'map-size'), rVal = readout('value', 'map-value');
   const pictures = h('div', {class: 'dlw-row'});
-  root.append(h('div', {class: 'dlw-controls'}, [cI.el, cF.el, cS.el, cP.el]), h('div', {class: 'dlw-readouts'}, [rO.el]), fit.el,
+  const examples = h('div', {class: 'dlw-controls'}, [h('span', {class: 'dlw-label', text: 'examples (I, F, S, P):'}),
+    ...EXAMPLES.map(([text, what, I, F, S, P]) => button(text, `${text}: ${what}, I = ${I}, F = ${F}, S = ${S}, P = ${P}`, () => {   // the name starts with the text shown
+      for (const [k, v] of Object.entries({I, F, S, P})) model.set(k, v);
+      model.set('position', 0); model.save_changes();
+    }))]);
+  root.append(h('div', {class: 'dlw-controls'}, [cI.el, cF.el, cS.el, cP.el]), examples, h('div', {class: 'dlw-readouts'}, [rO.el]), fit.el,
               h('div', {class: 'dlw-controls'}, [pos.el, play]), grid,
               h('div', {class: 'dlw-title', style: 'margin-top:12px', text: 'The filter on a Fashion-MNIST image (I = 28; S and P as above)'}),
               h('div', {class: 'dlw-controls'}, [image.el, filter.el]), h('div', {class: 'dlw-readouts'}, [rMap.el, rVal.el]), pictures);
 
   const drawGrid = (I, F, S, P, g, position) => {
-    const c = Math.max(4, Math.min(24, Math.floor(300 / g.n))), gap = 60, top = 18;
-    const O = g.O, oc = O > 0 ? Math.max(3, Math.min(c, Math.floor(220 / O))) : 0;
-    const width = g.n * c + gap + Math.max(O * oc, 120) + 4, height = top + Math.max(g.n * c, O * oc) + 4;
+    // one cell per input pixel while they are large enough to see (n ≤ 48), else the areas as whole rectangles; the
+    // drawing is as large as whatever it shows, the filter where it fits nowhere and the position that does not fit
+    const n = g.n, c = Math.min(24, 300 / Math.max(n, F));
+    const cells = n <= 48, gap = 60, top = 18, O = g.O;
+    const ghost = !g.tooBig && !g.fits ? O * S + F : 0;                           // the next position, which does not fit
+    const inW = Math.max(n, F, ghost) * c, oc = O > 0 ? Math.max(2, Math.min(c, 220 / O)) : 0;
+    const width = inW + gap + Math.max(O * oc, 120) + 4, height = top + Math.max(Math.max(n, F) * c, O * oc) + 4;
     grid.replaceChildren();
-    grid.setAttribute('viewBox', `0 0 ${width} ${height}`); grid.setAttribute('width', width);
-    grid.append(s('text', {x: 0, y: 11, text: `padded input ${g.n} × ${g.n}`}));
-    for (let r = 0; r < g.n; r++) for (let q = 0; q < g.n; q++) {
-      const pad = r < P || q < P || r >= P + I || q >= P + I, unreached = !g.tooBig && (r >= g.reach || q >= g.reach);
-      grid.append(s('rect', {x: q * c, y: top + r * c, width: c, height: c, stroke: '#d0d7de', 'stroke-width': 0.5,
-                             fill: unreached ? '#ffcecb' : pad ? '#eaeef2' : '#ffffff'}));
-      if (pad && c >= 14) grid.append(s('text', {x: q * c + c / 2, y: top + r * c + c / 2 + 3, 'text-anchor': 'middle', text: '0'}));
+    grid.setAttribute('viewBox', `0 0 ${width} ${height}`); grid.setAttribute('width', Math.round(width));
+    grid.append(s('text', {x: 0, y: 11, text: `padded input ${n} × ${n}`}));
+    const cell = (x, y, w, ht, fill) => grid.append(s('rect', {x, y, width: w, height: ht, stroke: '#d0d7de', 'stroke-width': 0.5, fill}));
+    if (cells) {
+      for (let r = 0; r < n; r++) for (let q = 0; q < n; q++) {
+        const pad = r < P || q < P || r >= P + I || q >= P + I, unreached = !g.tooBig && (r >= g.reach || q >= g.reach);
+        cell(q * c, top + r * c, c, c, unreached ? '#ffcecb' : pad ? '#eaeef2' : '#ffffff');
+        if (pad && c >= 14) grid.append(s('text', {x: q * c + c / 2, y: top + r * c + c / 2 + 3, 'text-anchor': 'middle', text: '0'}));
+      }
+    } else {
+      cell(0, top, n * c, n * c, '#eaeef2');                                       // the zero ring, then the image on it
+      cell(P * c, top + P * c, I * c, I * c, '#ffffff');
+      if (!g.tooBig && g.reach < n) {                                              // rows and columns no position reaches
+        cell(g.reach * c, top, (n - g.reach) * c, n * c, '#ffcecb');
+        cell(0, top + g.reach * c, n * c, (n - g.reach) * c, '#ffcecb');
+      }
     }
     if (g.tooBig) {
       grid.append(s('rect', {x: 0, y: top, width: F * c, height: F * c, fill: 'none', stroke: '#cf222e', 'stroke-width': 2.5, 'stroke-dasharray': '5 3'}));
+      grid.append(s('text', {x: F * c + 6, y: top + 12, text: `filter ${F} × ${F}`}));
       return;
     }
     const i = Math.floor(position / O), j = position % O;
@@ -93,12 +121,17 @@ function render({ model, el }) {
       grid.append(s('rect', {x: O * S * c, y: top + i * S * c, width: F * c, height: F * c, fill: 'none', stroke: '#cf222e',
                              'stroke-width': 2.5, 'stroke-dasharray': '5 3'}));
     }
-    const ox = g.n * c + gap;
+    const ox = inW + gap;
     grid.append(s('text', {x: ox, y: 11, text: `output ${O} × ${O}`}));
-    grid.append(s('text', {x: g.n * c + gap / 2, y: top + 24, 'text-anchor': 'middle', style: 'font-size:20px', text: '→'}));
-    for (let r = 0; r < O; r++) for (let q = 0; q < O; q++) {
-      grid.append(s('rect', {x: ox + q * oc, y: top + r * oc, width: oc, height: oc, stroke: '#d0d7de', 'stroke-width': 0.5,
-                             fill: r === i && q === j ? '#0969da' : '#ffffff'}));
+    grid.append(s('text', {x: inW + gap / 2, y: top + 24, 'text-anchor': 'middle', style: 'font-size:20px', text: '→'}));
+    if (O <= 48) {
+      for (let r = 0; r < O; r++) for (let q = 0; q < O; q++) {
+        grid.append(s('rect', {x: ox + q * oc, y: top + r * oc, width: oc, height: oc, stroke: '#d0d7de', 'stroke-width': 0.5,
+                               fill: r === i && q === j ? '#0969da' : '#ffffff'}));
+      }
+    } else {
+      grid.append(s('rect', {x: ox, y: top, width: O * oc, height: O * oc, stroke: '#d0d7de', 'stroke-width': 0.5, fill: '#ffffff'}));
+      grid.append(s('rect', {x: ox + j * oc, y: top + i * oc, width: oc, height: oc, fill: '#0969da'}));
     }
   };
 
@@ -116,7 +149,8 @@ function render({ model, el }) {
       fit.set(`Fits: the last of the ${g.O} positions per row ends exactly at the edge of the padded input; the output is ${g.O} × ${g.O}.`, 'good', true);
     } else {
       rO.set(g.span / S + 1, `${arith} = ${g.span}/${S} + 1 = ${fmt(g.span / S + 1, 2)}`);
-      fit.set(`Passt nicht! The stride S = ${S} does not divide I − F + 2P = ${g.span}: after ${g.O} positions ${g.left} `
+      fit.set(`Passt nicht! The stride S = ${S} does not divide I − F + 2P = ${g.span}: after ${g.O} `
+              + `${g.O === 1 ? 'position' : 'positions'} ${g.left} `
               + `${g.left === 1 ? 'column is' : 'columns are'} left over, too few for another one. Change S or P `
               + `(a layer would floor the size to ${g.O}).`, 'bad', false);
     }
@@ -142,7 +176,7 @@ function render({ model, el }) {
       fig(heatmap(padded, {vmin: lo, vmax: hi, cmap: 'gray', width: 196, label: 'the zero-padded input image'}), `input ${Hx} × ${Hx}, padded by ${P}`),
       fig(heatmap(w, {vmin: -mw, vmax: mw, cmap: 'diverging', width: 98, label: `the filter ${name}`}), `filter ${Fw} × ${Fw} (red +, blue −)`),
       fig(heat, `activation map ${Om} × ${Om} (red +, blue −)`));
-    rVal.set(map[0][0], `map[0, 0] = ${fmt(map[0][0])} (hover over the map for others)`);
+    rVal.set(map[0][0], `map[0, 0] = ${fmt(map[0][0])} (point at the map, or focus it and use the arrow keys, for others)`);
   };
   const redraw = redrawer(draw);
   for (const key of ['I', 'F', 'S', 'P', 'position', 'image', 'filter']) model.on(`change:${key}`, redraw);

@@ -1,6 +1,6 @@
 // The feature-map viewer's front end (dlcourse.widgets.FeatureMapViewer): the maps and class probabilities that
 // Python computed with the network, decoded from the widget's state.
-import {h, fmt, rangeControl, selectControl, button, readout, heatmap, onCell, symmetricRange, bytesFromBase64,
+import {h, fmt, probText, withArticle, rangeControl, selectControl, button, readout, heatmap, onCell, symmetricRange, bytesFromBase64,
         redrawer, widgetRoot} from './lib.js';
 
 function render({ model, el }) {
@@ -22,7 +22,7 @@ function render({ model, el }) {
   }
   const save = (k, f) => (v) => { model.set(k, f(v)); if (k !== 'channel') model.set('channel', 0); model.save_changes(); };
   const image = selectControl({label: 'image', aria: 'input image', value: model.get('image'),
-    options: images.map((im, k) => [k, `${k + 1}: a ${im.label.toLowerCase()}`]), onChange: save('image', Number)});
+    options: images.map((im, k) => [k, `${k + 1}: ${im.label.toLowerCase()}`]), onChange: save('image', Number)});
   const layer = selectControl({label: 'layer', aria: 'layer whose feature maps are shown', value: model.get('layer'),
     options: layers.map((l, k) => [k, `${l.label}: ${l.C} maps ${l.H} × ${l.W}`]), onChange: save('layer', Number)});
   const channel = rangeControl({label: 'channel', aria: 'channel (feature map) shown large', min: 0, max: 0, step: 1, value: 0,
@@ -46,9 +46,9 @@ function render({ model, el }) {
     const colors = signed ? {vmin: -lim, vmax: lim, cmap: 'diverging'} : {vmin: 0, vmax: lim, cmap: 'magma'};   // one scale for all channels
     const big = heatmap(m, {...colors, width: 196, label: `feature map ${c + 1} of ${L.label}`, testid: 'feature-map'});
     onCell(big, m, (i, j) => rVal.set(m[i][j], `map[${i}, ${j}] = ${fmt(m[i][j], 3)}`));
-    rVal.set(m[0][0], `map[0, 0] = ${fmt(m[0][0], 3)} (hover over the map for others)`);
+    rVal.set(m[0][0], `map[0, 0] = ${fmt(m[0][0], 3)} (point at the map, or focus it and use the arrow keys, for others)`);
     const fig = (node, caption) => h('figure', {class: 'dlw-figure'}, [node, h('figcaption', {text: caption})]);
-    pics.replaceChildren(fig(heatmap(rows, {vmin: 0, vmax: 255, cmap: 'gray', width: 140, label: `the input image: a ${im.label}`}), `input ${H} × ${W}`),
+    pics.replaceChildren(fig(heatmap(rows, {vmin: 0, vmax: 255, cmap: 'gray', width: 140, label: `the input image: ${withArticle(im.label.toLowerCase())}`}), `input ${H} × ${W}`),
                          fig(big, `${L.label}, channel ${c + 1} of ${L.C} (${L.H} × ${L.W})`));
     thumbs.replaceChildren(...all.map((ch, q) => {
       const b = button('', `show channel ${q + 1} of ${L.label}`, () => { model.set('channel', q); model.save_changes(); });
@@ -58,13 +58,13 @@ function render({ model, el }) {
     }));
     // the class probabilities
     const p = im.probs, best = p.indexOf(Math.max(...p));
-    rTrue.set(im.label); rPred.set(classes[best], `${classes[best]} (${fmt(100 * p[best], 1)}%)`);
+    rTrue.set(im.label); rPred.set(classes[best], `${classes[best]} (${probText(p[best])})`);
     bars.dataset.value = JSON.stringify(p);
     bars.replaceChildren(h('div', {class: 'dlw-caption', text: 'class probabilities (softmax)'}), ...classes.map((name, q) => h('div',
       {style: 'display:flex;align-items:center;gap:6px;font-size:12px;margin:1px 0'}, [
         h('span', {style: 'width:82px;text-align:right', text: name}),
         h('span', {style: `display:inline-block;height:11px;width:${Math.max(1, 150 * p[q]).toFixed(1)}px;background:${q === best ? '#0969da' : '#8c959f'}`}),
-        h('span', {style: 'font-family:var(--jp-code-font-family,monospace)', text: `${fmt(100 * p[q], 1)}%`})])));
+        h('span', {style: 'font-family:var(--jp-code-font-family,monospace)', text: probText(p[q])})])));
   };
   const redraw = redrawer(draw);
   for (const key of ['image', 'layer', 'channel']) model.on(`change:${key}`, redraw);

@@ -35,6 +35,17 @@ export function fmt(v, digits = 4) {                        // a number for peop
   return String(parseFloat(v.toFixed(digits)));
 }
 export const pct = (r) => (100 * r < 0.1 && r > 0 ? (100 * r).toExponential(1) : fmt(100 * r, 1)) + '%';
+// A probability as people read it: 84.9%, 0.3%, and "< 0.1%" for the tiny ones (never an exponent before a % sign)
+export const probText = (p) => (p > 0 && 100 * p < 0.05 ? '< 0.1%' : `${fmt(100 * p, 1)}%`);
+// A value that may grow large (weights, losses): 4 significant digits, the exponent from 10⁴ on or below 10⁻³, so that
+// numbers side by side have one format (-7.169e+4 beside 5.450e+5, not -71694.5118 beside 5.45e+5)
+export function sig(v) {
+  if (typeof v !== 'number' || !Number.isFinite(v) || v === 0) return fmt(v);
+  const a = Math.abs(v);
+  return a >= 1e4 || a < 1e-3 ? v.toExponential(3) : String(parseFloat(v.toPrecision(4)));
+}
+// "a shirt", "an ankle boot": the indefinite article of an English noun (by its first letter)
+export const withArticle = (noun) => `${/^[aeiou]/i.test(noun) ? 'an' : 'a'} ${noun}`;
 
 // The logistic function without overflow: exp of a non-positive number only (as dlcourse.activations.sigmoid)
 export function sigmoid(x) { const e = Math.exp(-Math.abs(x)); return x >= 0 ? 1 / (1 + e) : e / (1 + e); }
@@ -65,14 +76,35 @@ export function choiceControl({label, aria, values, value, testid, format = fmt,
   return {el: labelled(label, input, out), input, set(v) { input.value = nearest(v); show(); }};
 }
 export function numberControl({label, aria, min, max, value, onInput}) {
-  const input = h('input', {type: 'number', min, max, step: 1, value, 'aria-label': aria || label});
+  // a whole number from min to max; a value outside (empty, -3, 1e9, 2.5) is refused out loud, never silently: the box
+  // is marked invalid with a message saying what the widget still shows, and leaving the box puts that value back
+  const input = h('input', {type: 'number', min, max, step: 1, value, inputmode: 'numeric', 'aria-label': aria || label});
+  const msg = h('span', {class: 'dlw-error', id: uid('msg'), 'aria-live': 'polite'});
+  input.setAttribute('aria-describedby', msg.id);
+  let shown = value;
+  const parse = () => { const v = Number(input.value); return input.value.trim() !== '' && Number.isInteger(v) && v >= min && v <= max ? v : null; };
+  const mark = (bad, text) => { input.classList.toggle('dlw-invalid', bad); input.setAttribute('aria-invalid', String(bad)); msg.textContent = text; };
   input.addEventListener('input', () => {
-    const v = Number(input.value);
-    const ok = input.value.trim() !== '' && Number.isInteger(v) && v >= min && v <= max;
-    input.classList.toggle('dlw-invalid', !ok);
-    if (ok) onInput(v);
+    const v = parse();
+    if (v === null) return mark(true, `${label} must be a whole number from ${min} to ${max}: still showing ${shown}`);
+    mark(false, ''); shown = v; onInput(v);
   });
-  return {el: labelled(label, input), input, set(v) { input.value = v; input.classList.remove('dlw-invalid'); }};
+  input.addEventListener('change', () => {
+    if (parse() === null) { input.value = shown; mark(false, `not a valid ${label}: back to ${shown}`); }
+  });
+  return {el: labelled(label, input, msg), input, msg,
+          set(v) { shown = v; if (parse() !== v) input.value = v; if (input.getAttribute('aria-invalid') === 'true') mark(false, ''); }};
+}
+export function rangeNumberControl({label, aria, min, max, sliderMax = max, value, testid, onInput}) {
+  // a slider for the usual values and a number box for all of them (the slider stops at sliderMax, the box at max)
+  const slider = h('input', {type: 'range', min, max: sliderMax, step: 1, value: Math.min(value, sliderMax), 'aria-label': aria || label});
+  const box = numberControl({label, aria: `${aria || label}, typed (${min} to ${max})`, min, max, value, onInput});
+  const out = valueOutput(testid);
+  const show = (v) => { showValue(out, v, String); slider.value = Math.min(v, sliderMax); };
+  slider.addEventListener('input', () => { box.set(+slider.value); show(+slider.value); onInput(+slider.value); });
+  show(value);
+  return {el: h('label', {class: 'dlw-control'}, [h('span', {class: 'dlw-label', text: label}), slider, box.input, out, box.msg]),
+          input: slider, box: box.input, set(v) { box.set(v); show(v); }};
 }
 export function selectControl({label, aria, options, value, onChange}) {
   const input = h('select', {'aria-label': aria || label});
@@ -176,12 +208,23 @@ export function heatmap(rows, {vmin, vmax, cmap = 'magma', width = 140, label = 
   if (testid) c.dataset.value = JSON.stringify(rows);
   return c;
 }
-export function onCell(canvas, rows, callback) {  // callback(i, j) for the value under the pointer
-  canvas.addEventListener('mousemove', (e) => {
-    const r = canvas.getBoundingClientRect(), H = rows.length, W = rows[0].length;
-    const i = Math.min(H - 1, Math.floor(((e.clientY - r.top) / r.height) * H));
-    const j = Math.min(W - 1, Math.floor(((e.clientX - r.left) / r.width) * W));
-    if (i >= 0 && j >= 0) callback(i, j);
+export function onCell(canvas, rows, callback) {
+  // callback(i, j) for the value at row i, column j: under the mouse or a finger, or moved to with the arrow keys (the
+  // map takes the keyboard focus; Home goes back to [0, 0]), so that no value is reachable by hovering only
+  const H = rows.length, W = rows[0].length, cur = [0, 0];
+  const pick = (i, j) => { cur[0] = Math.min(H - 1, Math.max(0, i)); cur[1] = Math.min(W - 1, Math.max(0, j)); callback(cur[0], cur[1]); };
+  const fromPointer = (e) => {
+    const r = canvas.getBoundingClientRect();
+    const i = Math.floor(((e.clientY - r.top) / r.height) * H), j = Math.floor(((e.clientX - r.left) / r.width) * W);
+    if (i >= 0 && j >= 0 && i < H && j < W) pick(i, j);
+  };
+  canvas.addEventListener('pointermove', fromPointer);
+  canvas.addEventListener('pointerdown', fromPointer);
+  canvas.tabIndex = 0;
+  canvas.setAttribute('aria-label', `${canvas.getAttribute('aria-label')} (${H} × ${W}): arrow keys read its values`);
+  canvas.addEventListener('keydown', (e) => {
+    const step = {ArrowUp: [-1, 0], ArrowDown: [1, 0], ArrowLeft: [0, -1], ArrowRight: [0, 1]}[e.key];
+    if (e.key === 'Home') { e.preventDefault(); pick(0, 0); } else if (step) { e.preventDefault(); pick(cur[0] + step[0], cur[1] + step[1]); }
   });
 }
 export function symmetricRange(rows) {

@@ -16,6 +16,17 @@ function pool(x, F, S, mode) {                    // every F x F window with str
   return out;
 }
 const MODES = {max: 'max', sum: 'sum', avg: 'average'};
+function coverage(n, F, S) {                      // along one axis of length n: [windows, the most windows one index is in]
+  const O = n >= F ? Math.floor((n - F) / S) + 1 : 0;
+  let most = 0;
+  for (let r = 0; r < n; r++) {
+    let k = 0;
+    for (let i = 0; i < O; i++) if (i * S <= r && r < i * S + F) k++;
+    most = Math.max(most, k);
+  }
+  return [O, most];
+}
+const plural = (k, one, many) => `${k} ${k === 1 ? one : many}`;
 
 function render({ model, el }) {
   const root = widgetRoot(el, 'pooling-explorer', 'Pooling: max, sum and average, window and stride, overlapping windows');
@@ -32,13 +43,13 @@ function render({ model, el }) {
   const win = rangeControl({label: 'window', aria: 'window shown (output position)', min: 0, max: 0, step: 1, value: 0,
     testid: 'window-value', format: (v) => String(v + 1), onInput: (v) => { model.set('window', v); model.save_changes(); }});
   const rSize = readout('output size', 'output-size'), rWin = readout('window', 'window-result');
-  const overlap = statusLine('overlap');
+  const overlap = statusLine('overlap'), fit = statusLine('fit');
   const inSvg = s('svg', {class: 'dlw-plot', role: 'img', 'aria-label': 'the input map with the window'});
   const outSvg = s('svg', {class: 'dlw-plot', role: 'img', 'aria-label': 'the pooled map'});
   const inCap = h('figcaption'), outCap = h('figcaption');
   const out = h('output', {'data-testid': 'output'}, [h('figure', {class: 'dlw-figure'}, [outSvg, outCap])]);
   root.append(h('div', {class: 'dlw-controls'}, [source.el, mode.el, cF.el, cS.el, win.el]),
-              h('div', {class: 'dlw-readouts'}, [rSize.el, rWin.el]), overlap.el,
+              h('div', {class: 'dlw-readouts'}, [rSize.el, rWin.el]), fit.el, overlap.el,
               h('div', {class: 'dlw-row'}, [h('figure', {class: 'dlw-figure'}, [inSvg, inCap]), out]));
 
   const draw = () => {
@@ -47,31 +58,40 @@ function render({ model, el }) {
     const H = x.length, W = x[0].length;
     inSvg.replaceChildren(); outSvg.replaceChildren();
     inCap.textContent = `${m.name}: ${H} × ${W}`;
-    if (F > Math.min(H, W)) {
-      rSize.set(null, `the window (F = ${F}) is larger than the map (${H} × ${W})`); rWin.set(null, '-');
-      overlap.set('no window fits', 'bad', false); out.dataset.value = 'null'; outCap.textContent = '';
-      return;
+    const tooBig = F > Math.min(H, W), y = tooBig ? [] : pool(x, F, S, md), OH = y.length, OW = OH ? y[0].length : 0;
+    const leftH = tooBig ? 0 : (H - F) % S, leftW = tooBig ? 0 : (W - F) % S;
+    const c = Math.max(6, Math.min(40, Math.floor(330 / Math.max(H, W, F)))), oc = OH ? Math.max(6, Math.min(40, Math.floor(260 / Math.max(OH, OW)))) : 0;
+    const inW = Math.max(W, F) * c, inH = Math.max(H, F) * c;
+    inSvg.setAttribute('viewBox', `-2 -2 ${inW + 4} ${inH + 4}`); inSvg.setAttribute('width', inW + 4);
+    outSvg.setAttribute('viewBox', `-2 -2 ${OW * oc + 4} ${OH * oc + 4}`); outSvg.setAttribute('width', OW * oc + 4);
+    if (tooBig) {
+      rSize.set(null, `(I − F)/S + 1 = (${H} − ${F})/${S} + 1 < 1: no output`); rWin.set(null, '-');
+      fit.set(`Passt nicht! The window (F = ${F}) is larger than the map (${H} × ${W}): it fits nowhere.`, 'bad', false);
+      overlap.set('No window, so nothing to pool and nothing overlaps.', 'bad', false);
+      out.dataset.value = 'null'; outCap.textContent = 'no output';
+    } else {
+      out.dataset.value = JSON.stringify(y);
+      outCap.textContent = `${MODES[md]} pooling ${F} × ${F}, stride ${S}: ${OH} × ${OW}`;
+      rSize.set([OH, OW], `(I − F)/S + 1 = (${H} − ${F})/${S} + 1 = ${leftH ? `${fmt((H - F) / S + 1, 3)}, floored to ${OH}` : OH}`
+                          + (H === W ? '' : ` × ${OW}`));
+      if (leftH || leftW) {
+        const lost = [leftH && plural(leftH, 'row', 'rows'), leftW && plural(leftW, 'column', 'columns')].filter(Boolean).join(' and ');
+        fit.set(`Passt nicht! The stride S = ${S} does not divide I − F = ${H - F}${H === W ? '' : ` × ${W - F}`}: the last ${lost} `
+                + `(red) are in no window; the output is floored to ${OH} × ${OW}.`, 'bad', false);
+      } else fit.set(`Fits: the last window ends exactly at the edge of the map; the output is ${OH} × ${OW}.`, 'good', true);
+      // how many windows one input value is in, at most: more than one only where two windows exist and share cells
+      const [, rows] = coverage(H, F, S), [, cols] = coverage(W, F, S), most = rows * cols;
+      if (most > 1) overlap.set(`Overlapping pooling: the stride S = ${S} is smaller than the window F = ${F}, so neighbouring windows share `
+                                + `${F - S} ${F - S === 1 ? 'row/column' : 'rows/columns'} (hatched); an input value is in up to ${most} windows.`, 'warn', true);
+      else if (S < F) overlap.set(`No overlap here: S = ${S} is smaller than F = ${F}, but only ${plural(OH * OW, 'window fits', 'windows fit')}, `
+                                  + 'side by side, so no two windows share a value.', 'good', false);
+      else if (S > F) overlap.set(`The stride S = ${S} is larger than the window F = ${F}: ${S - F} of every ${S} rows and columns are never pooled.`, 'warn', false);
+      else overlap.set('No overlap: every pooled input value is in exactly one window.', 'good', false);
     }
-    const y = pool(x, F, S, md), OH = y.length, OW = y[0].length, leftH = (H - F) % S, leftW = (W - F) % S;
-    out.dataset.value = JSON.stringify(y);
-    outCap.textContent = `${MODES[md]} pooling ${F} × ${F}, stride ${S}: ${OH} × ${OW}`;
-    rSize.set([OH, OW], `(I − F)/S + 1 = (${H} − ${F})/${S} + 1 = ${leftH ? `${fmt((H - F) / S + 1, 3)}, floored to ${OH}` : OH}`
-                        + (H === W ? '' : ` × ${OW}`));
-    const w = Math.min(model.get('window'), OH * OW - 1), i = Math.floor(w / OW), j = w % OW;
-    win.input.max = OH * OW - 1; win.set(w);
-    rWin.set(y[i][j], `${MODES[md]} of window (${i + 1}, ${j + 1}) = ${fmt(y[i][j])}`);
-    if (S < F) overlap.set(`Overlapping pooling: the stride S = ${S} is smaller than the window F = ${F}, so neighbouring windows share `
-                           + `${F - S} ${F - S === 1 ? 'row/column' : 'rows/columns'} (hatched); an input can be in up to ${Math.ceil(F / S) ** 2} windows.`, 'warn', true);
-    else if (S > F) overlap.set(`The stride S = ${S} is larger than the window F = ${F}: ${S - F} of every ${S} rows and columns are never pooled.`, 'warn', false);
-    else overlap.set(`No overlap: every input value is in exactly one window${leftH || leftW ? ' (except the last rows/columns, red, which are not pooled: floored)' : ''}.`, 'good', false);
 
     // the input map and the output, with numbers in the cells when they are large enough to read
-    const c = Math.max(6, Math.min(40, Math.floor(330 / Math.max(H, W)))), oc = Math.max(6, Math.min(40, Math.floor(260 / Math.max(OH, OW))));
-    for (const [node, wd, ht] of [[inSvg, W * c, H * c], [outSvg, OW * oc, OH * oc]]) {
-      node.setAttribute('viewBox', `-2 -2 ${wd + 4} ${ht + 4}`); node.setAttribute('width', wd + 4);
-    }
     const range = (rows) => { let a = Infinity, b = -Infinity; for (const row of rows) for (const v of row) { a = Math.min(a, v); b = Math.max(b, v); } return [a, b]; };
-    const [lo, hi] = range(x), [olo, ohi] = range(y);
+    const [lo, hi] = range(x), [olo, ohi] = OH ? range(y) : [0, 0];
     const shade = (v, a, b) => { const [r, g, bl] = ramp(MAGMA, b > a ? 0.15 + (0.85 * (v - a)) / (b - a) : 0.6); return `rgb(${r},${g},${bl})`; };
     const numbers = c >= 22, hatch = uid('hatch');
     inSvg.append(s('defs', {}, [s('pattern', {id: hatch, width: 6, height: 6, patternUnits: 'userSpaceOnUse', patternTransform: 'rotate(45)'},
@@ -82,6 +102,14 @@ function render({ model, el }) {
                               stroke: unpooled ? '#cf222e' : numbers ? '#d0d7de' : 'none', 'stroke-width': unpooled ? 1.5 : 0.5}));
       if (numbers) inSvg.append(s('text', {x: q * c + c / 2, y: r * c + c / 2 + 4, 'text-anchor': 'middle', style: 'font-size:13px', text: fmt(x[r][q], 2)}));
     }
+    if (tooBig) {                 // the window that fits nowhere, over the map it does not fit
+      inSvg.append(s('rect', {x: 0, y: 0, width: F * c, height: F * c, fill: 'none', stroke: '#cf222e', 'stroke-width': 3, 'stroke-dasharray': '6 4'}));
+      win.input.max = 0; win.set(0);
+      return;
+    }
+    const w = Math.min(model.get('window'), OH * OW - 1), i = Math.floor(w / OW), j = w % OW;
+    win.input.max = OH * OW - 1; win.set(w);
+    rWin.set(y[i][j], `${MODES[md]} of window (${i + 1}, ${j + 1}) = ${fmt(y[i][j])}`);
     if (j + 1 < OW) {             // the right neighbour, and the cells the two windows share
       inSvg.append(s('rect', {x: (j + 1) * S * c, y: i * S * c, width: F * c, height: F * c, fill: 'none', stroke: '#bf8700', 'stroke-width': 2, 'stroke-dasharray': '4 3'}));
       if (S < F) inSvg.append(s('rect', {x: (j + 1) * S * c, y: i * S * c, width: (F - S) * c, height: F * c, fill: `url(#${hatch})`, opacity: 0.5}));

@@ -1,6 +1,6 @@
 // The SGD explorer's front end (dlcourse.widgets.SGDExplorer): mini-batch SGD with momentum on a two-weight problem,
 // its path on the loss contours and its loss after every step.
-import {h, s, fmt, rangeControl, choiceControl, numberControl, readout, statusLine, plotFrame, pathData, redrawer,
+import {h, s, fmt, sig, rangeControl, choiceControl, numberControl, readout, statusLine, plotFrame, pathData, redrawer,
         widgetRoot} from './lib.js';
 
 const LEARNING_RATES = [0.001, 0.003, 0.01, 0.02, 0.03, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3];
@@ -38,6 +38,22 @@ function sgd(X, y, w0, lr, B, mu, steps, seed) {
   }
   return {path, losses, diverged};
 }
+// The verdict on a run, from its last steps, not only the last one (a loss that still swings has not converged):
+// [kind, text] for the run's excess losses E - E* (ex, one per step), the start's excess ex0 and the steps taken
+function verdict(run, ex, ex0, steps) {
+  const last = ex[ex.length - 1];
+  if (run.diverged) return ['diverged', `Diverged at step ${run.diverged}: the loss exploded. Lower the learning rate (or the momentum).`];
+  if (last > ex0) return ['unstable', `Unstable: after ${steps} steps the loss is higher than at the start. Lower α or μ, or take larger batches.`];
+  const k = Math.max(5, Math.ceil(ex.length / 5)), tail = ex.slice(-k), hi = Math.max(...tail), lo = Math.min(...tail);
+  const tol = 1e-3 * ex0;
+  if (hi < tol) return ['converged', `Converged: E − E* is ${sig(last)} after ${steps} steps, and below ${sig(tol)} over the last ${k}.`];
+  const rises = tail.some((v, i) => i > 0 && v > 2 * tail[i - 1]);        // up again by more than a factor of 2
+  if (rises && hi > 10 * Math.max(lo, 1e-12)) {
+    return ['oscillating', `Not settled: over the last ${k} steps E − E* still swings between ${sig(lo)} and ${sig(hi)}. `
+                           + 'Lower α or μ, or take larger batches.'];
+  }
+  return ['running', `Still on the way: E − E* is ${sig(last)} after ${steps} steps.`];
+}
 
 function render({ model, el }) {
   const root = widgetRoot(el, 'sgd-explorer', 'Mini-batch SGD with momentum on a two-weight problem');
@@ -58,7 +74,7 @@ function render({ model, el }) {
   const cB = choiceControl({label: 'batch size B', aria: 'batch size B', values: bss, value: model.get('batch_size'), testid: 'batch-size-value', onInput: save('batch_size')});
   const cMu = rangeControl({label: 'momentum μ', aria: 'momentum μ', min: 0, max: 0.99, step: 0.01, value: model.get('momentum'), testid: 'momentum-value', onInput: save('momentum')});
   const cSteps = rangeControl({label: 'steps', aria: 'number of steps', min: 10, max: 300, step: 10, value: model.get('steps'), testid: 'steps-value', format: String, onInput: save('steps')});
-  const cSeed = numberControl({label: 'random seed', aria: 'random seed of the batch order', min: 0, max: 999999, value: model.get('seed'), onInput: save('seed')});
+  const cSeed = numberControl({label: 'random seed', aria: 'random seed of the batch order', min: 0, max: 4294967295, value: model.get('seed'), onInput: save('seed')});
   const rLoss = readout('final E =', 'loss'), rEx = readout('E − E* =', 'excess'), rW1 = readout('w₁ =', 'w1'), rW2 = readout('w₂ =', 'w2');
   const rEp = readout('epochs:', 'epochs');
   const status = statusLine('status');
@@ -78,13 +94,10 @@ function render({ model, el }) {
     cLr.set(lr); cB.set(B); cMu.set(mu); cSteps.set(steps); cSeed.set(seed);
     const run = sgd(X, y, w0, lr, B, mu, steps, seed), ref = sgd(X, y, w0, lr, N, 0, steps, seed);
     const w = run.path[run.path.length - 1], E = run.losses[run.losses.length - 1];
-    rLoss.set(E); rEx.set(E - Emin); rW1.set(w[0]); rW2.set(w[1]);
+    rLoss.set(E, sig(E)); rEx.set(E - Emin, sig(E - Emin)); rW1.set(w[0], sig(w[0])); rW2.set(w[1], sig(w[1]));
     rEp.set((run.losses.length - 1) * B / N, `${fmt(((run.losses.length - 1) * B) / N, 2)} (${Math.ceil(N / B)} ${N > B ? 'steps' : 'step'} each)`);
-    if (run.diverged) status.set(`Diverged at step ${run.diverged}: the loss exploded. Lower the learning rate (or the momentum).`, 'bad', 'diverged');
-    else if (E - Emin > loss(X, y, w0) - Emin) status.set(`Unstable: after ${steps} steps the loss is higher than at the start. `
-                                                       + 'Lower α or μ, or take larger batches.', 'bad', 'unstable');
-    else if (E - Emin < 1e-3 * (loss(X, y, w0) - Emin)) status.set(`Converged: E − E* is ${fmt(E - Emin, 3)} after ${steps} steps.`, 'good', 'converged');
-    else status.set(`Still on the way: E − E* is ${fmt(E - Emin, 3)} after ${steps} steps.`, 'warn', 'running');
+    const [kind, text] = verdict(run, run.losses.map((v) => v - Emin), loss(X, y, w0) - Emin, steps);
+    status.set(text, {converged: 'good', running: 'warn', oscillating: 'warn'}[kind] || 'bad', kind);
 
     plane.replaceChildren();
     const L = 1.3 * Math.max(Math.abs(w0[0] - wstar[0]), Math.abs(w0[1] - wstar[1]));
@@ -119,4 +132,4 @@ function render({ model, el }) {
 }
 
 export default { render };
-export { random32, permutation, sgd };   // for the tests, which run them in Node.js
+export { random32, permutation, sgd, verdict };   // for the tests, which run them in Node.js

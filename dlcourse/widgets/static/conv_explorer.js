@@ -2,6 +2,8 @@
 
 // dlcourse/widgets/js/lib.js
 var SVG_NS = "http://www.w3.org/2000/svg";
+var uidCount = 0;
+var uid = (prefix) => `dlw-${prefix}-${++uidCount}-${Math.random().toString(36).slice(2, 8)}`;
 function setAttrs(node, attrs) {
   for (const [k, v] of Object.entries(attrs)) {
     if (v === null || v === void 0 || v === false) continue;
@@ -52,6 +54,68 @@ function rangeControl({ label, aria, min, max, step, value, testid, format = fmt
     input.value = v;
     showValue(out, +input.value, format);
   } };
+}
+function numberControl({ label, aria, min, max, value, onInput }) {
+  const input = h("input", { type: "number", min, max, step: 1, value, inputmode: "numeric", "aria-label": aria || label });
+  const msg = h("span", { class: "dlw-error", id: uid("msg"), "aria-live": "polite" });
+  input.setAttribute("aria-describedby", msg.id);
+  let shown = value;
+  const parse = () => {
+    const v = Number(input.value);
+    return input.value.trim() !== "" && Number.isInteger(v) && v >= min && v <= max ? v : null;
+  };
+  const mark = (bad, text) => {
+    input.classList.toggle("dlw-invalid", bad);
+    input.setAttribute("aria-invalid", String(bad));
+    msg.textContent = text;
+  };
+  input.addEventListener("input", () => {
+    const v = parse();
+    if (v === null) return mark(true, `${label} must be a whole number from ${min} to ${max}: still showing ${shown}`);
+    mark(false, "");
+    shown = v;
+    onInput(v);
+  });
+  input.addEventListener("change", () => {
+    if (parse() === null) {
+      input.value = shown;
+      mark(false, `not a valid ${label}: back to ${shown}`);
+    }
+  });
+  return {
+    el: labelled(label, input, msg),
+    input,
+    msg,
+    set(v) {
+      shown = v;
+      if (parse() !== v) input.value = v;
+      if (input.getAttribute("aria-invalid") === "true") mark(false, "");
+    }
+  };
+}
+function rangeNumberControl({ label, aria, min, max, sliderMax = max, value, testid, onInput }) {
+  const slider = h("input", { type: "range", min, max: sliderMax, step: 1, value: Math.min(value, sliderMax), "aria-label": aria || label });
+  const box = numberControl({ label, aria: `${aria || label}, typed (${min} to ${max})`, min, max, value, onInput });
+  const out = valueOutput(testid);
+  const show = (v) => {
+    showValue(out, v, String);
+    slider.value = Math.min(v, sliderMax);
+  };
+  slider.addEventListener("input", () => {
+    box.set(+slider.value);
+    show(+slider.value);
+    onInput(+slider.value);
+  });
+  show(value);
+  return {
+    el: h("label", { class: "dlw-control" }, [h("span", { class: "dlw-label", text: label }), slider, box.input, out, box.msg]),
+    input: slider,
+    box: box.input,
+    set(v) {
+      box.set(v);
+      show(v);
+    }
+  };
 }
 function selectControl({ label, aria, options, value, onChange }) {
   const input = h("select", { "aria-label": aria || label });
@@ -118,11 +182,30 @@ function heatmap(rows, { vmin, vmax, cmap = "magma", width = 140, label = "map",
   return c;
 }
 function onCell(canvas, rows, callback) {
-  canvas.addEventListener("mousemove", (e) => {
-    const r = canvas.getBoundingClientRect(), H = rows.length, W = rows[0].length;
-    const i = Math.min(H - 1, Math.floor((e.clientY - r.top) / r.height * H));
-    const j = Math.min(W - 1, Math.floor((e.clientX - r.left) / r.width * W));
-    if (i >= 0 && j >= 0) callback(i, j);
+  const H = rows.length, W = rows[0].length, cur = [0, 0];
+  const pick = (i, j) => {
+    cur[0] = Math.min(H - 1, Math.max(0, i));
+    cur[1] = Math.min(W - 1, Math.max(0, j));
+    callback(cur[0], cur[1]);
+  };
+  const fromPointer = (e) => {
+    const r = canvas.getBoundingClientRect();
+    const i = Math.floor((e.clientY - r.top) / r.height * H), j = Math.floor((e.clientX - r.left) / r.width * W);
+    if (i >= 0 && j >= 0 && i < H && j < W) pick(i, j);
+  };
+  canvas.addEventListener("pointermove", fromPointer);
+  canvas.addEventListener("pointerdown", fromPointer);
+  canvas.tabIndex = 0;
+  canvas.setAttribute("aria-label", `${canvas.getAttribute("aria-label")} (${H} × ${W}): arrow keys read its values`);
+  canvas.addEventListener("keydown", (e) => {
+    const step = { ArrowUp: [-1, 0], ArrowDown: [1, 0], ArrowLeft: [0, -1], ArrowRight: [0, 1] }[e.key];
+    if (e.key === "Home") {
+      e.preventDefault();
+      pick(0, 0);
+    } else if (step) {
+      e.preventDefault();
+      pick(cur[0] + step[0], cur[1] + step[1]);
+    }
   });
 }
 function symmetricRange(rows) {
@@ -155,6 +238,12 @@ function widgetRoot(el, kind, title) {
 }
 
 // dlcourse/widgets/js/conv_explorer.js
+var MAX_I = 256;
+var EXAMPLES = [
+  ["7, 3, 3, 0", "the lecture's Passt nicht! example", 7, 3, 3, 0],
+  ["32, 5, 1, 0", "the lecture's 32 × 32 image and 5 × 5 filter", 32, 5, 1, 0],
+  ["AlexNet 227, 11, 4, 0", "AlexNet's first layer", 227, 11, 4, 0]
+];
 function geometry(I, F, S, P) {
   const n = I + 2 * P, span = I - F + 2 * P;
   if (span < 0) return { n, span, tooBig: true, fits: false, O: 0 };
@@ -205,7 +294,17 @@ function render({ model, el }) {
     format: String,
     onInput: change(k)
   });
-  const cI = size("input size I", "input size I", "I", 1, 40), cF = size("filter size F", "filter size F", "F", 1, 15);
+  const cI = rangeNumberControl({
+    label: "input size I",
+    aria: "input size I",
+    min: 1,
+    max: MAX_I,
+    sliderMax: 64,
+    value: model.get("I"),
+    testid: "I-value",
+    onInput: change("I")
+  });
+  const cF = size("filter size F", "filter size F", "F", 1, 15);
   const cS = size("stride S", "stride S", "S", 1, 8), cP = size("zero padding P", "zero padding P", "P", 0, 8);
   const pos = rangeControl({
     label: "filter position",
@@ -222,14 +321,17 @@ function render({ model, el }) {
     }
   });
   let timer = null;
+  const PLAY = "play: step the filter over the input", PAUSE = "pause: stop stepping the filter";
   const stop = () => {
     if (timer !== null) clearInterval(timer);
     timer = null;
     play.textContent = "play";
+    play.setAttribute("aria-label", PLAY);
   };
-  const play = button("play", "play: step the filter over the input", () => {
+  const play = button("play", PLAY, () => {
     if (timer !== null) return stop();
     play.textContent = "pause";
+    play.setAttribute("aria-label", PAUSE);
     timer = setInterval(() => {
       if (!root.isConnected) return stop();
       const g = geometry(model.get("I"), model.get("F"), model.get("S"), model.get("P"));
@@ -263,8 +365,17 @@ function render({ model, el }) {
   });
   const rMap = readout("activation map", "map-size"), rVal = readout("value", "map-value");
   const pictures = h("div", { class: "dlw-row" });
+  const examples = h("div", { class: "dlw-controls" }, [
+    h("span", { class: "dlw-label", text: "examples (I, F, S, P):" }),
+    ...EXAMPLES.map(([text, what, I, F, S, P]) => button(text, `${text}: ${what}, I = ${I}, F = ${F}, S = ${S}, P = ${P}`, () => {
+      for (const [k, v] of Object.entries({ I, F, S, P })) model.set(k, v);
+      model.set("position", 0);
+      model.save_changes();
+    }))
+  ]);
   root.append(
     h("div", { class: "dlw-controls" }, [cI.el, cF.el, cS.el, cP.el]),
+    examples,
     h("div", { class: "dlw-readouts" }, [rO.el]),
     fit.el,
     h("div", { class: "dlw-controls" }, [pos.el, play]),
@@ -275,28 +386,33 @@ function render({ model, el }) {
     pictures
   );
   const drawGrid = (I, F, S, P, g, position) => {
-    const c = Math.max(4, Math.min(24, Math.floor(300 / g.n))), gap = 60, top = 18;
-    const O = g.O, oc = O > 0 ? Math.max(3, Math.min(c, Math.floor(220 / O))) : 0;
-    const width = g.n * c + gap + Math.max(O * oc, 120) + 4, height = top + Math.max(g.n * c, O * oc) + 4;
+    const n = g.n, c = Math.min(24, 300 / Math.max(n, F));
+    const cells = n <= 48, gap = 60, top = 18, O = g.O;
+    const ghost = !g.tooBig && !g.fits ? O * S + F : 0;
+    const inW = Math.max(n, F, ghost) * c, oc = O > 0 ? Math.max(2, Math.min(c, 220 / O)) : 0;
+    const width = inW + gap + Math.max(O * oc, 120) + 4, height = top + Math.max(Math.max(n, F) * c, O * oc) + 4;
     grid.replaceChildren();
     grid.setAttribute("viewBox", `0 0 ${width} ${height}`);
-    grid.setAttribute("width", width);
-    grid.append(s("text", { x: 0, y: 11, text: `padded input ${g.n} × ${g.n}` }));
-    for (let r = 0; r < g.n; r++) for (let q = 0; q < g.n; q++) {
-      const pad = r < P || q < P || r >= P + I || q >= P + I, unreached = !g.tooBig && (r >= g.reach || q >= g.reach);
-      grid.append(s("rect", {
-        x: q * c,
-        y: top + r * c,
-        width: c,
-        height: c,
-        stroke: "#d0d7de",
-        "stroke-width": 0.5,
-        fill: unreached ? "#ffcecb" : pad ? "#eaeef2" : "#ffffff"
-      }));
-      if (pad && c >= 14) grid.append(s("text", { x: q * c + c / 2, y: top + r * c + c / 2 + 3, "text-anchor": "middle", text: "0" }));
+    grid.setAttribute("width", Math.round(width));
+    grid.append(s("text", { x: 0, y: 11, text: `padded input ${n} × ${n}` }));
+    const cell = (x, y, w, ht, fill) => grid.append(s("rect", { x, y, width: w, height: ht, stroke: "#d0d7de", "stroke-width": 0.5, fill }));
+    if (cells) {
+      for (let r = 0; r < n; r++) for (let q = 0; q < n; q++) {
+        const pad = r < P || q < P || r >= P + I || q >= P + I, unreached = !g.tooBig && (r >= g.reach || q >= g.reach);
+        cell(q * c, top + r * c, c, c, unreached ? "#ffcecb" : pad ? "#eaeef2" : "#ffffff");
+        if (pad && c >= 14) grid.append(s("text", { x: q * c + c / 2, y: top + r * c + c / 2 + 3, "text-anchor": "middle", text: "0" }));
+      }
+    } else {
+      cell(0, top, n * c, n * c, "#eaeef2");
+      cell(P * c, top + P * c, I * c, I * c, "#ffffff");
+      if (!g.tooBig && g.reach < n) {
+        cell(g.reach * c, top, (n - g.reach) * c, n * c, "#ffcecb");
+        cell(0, top + g.reach * c, n * c, (n - g.reach) * c, "#ffcecb");
+      }
     }
     if (g.tooBig) {
       grid.append(s("rect", { x: 0, y: top, width: F * c, height: F * c, fill: "none", stroke: "#cf222e", "stroke-width": 2.5, "stroke-dasharray": "5 3" }));
+      grid.append(s("text", { x: F * c + 6, y: top + 12, text: `filter ${F} × ${F}` }));
       return;
     }
     const i = Math.floor(position / O), j = position % O;
@@ -321,19 +437,24 @@ function render({ model, el }) {
         "stroke-dasharray": "5 3"
       }));
     }
-    const ox = g.n * c + gap;
+    const ox = inW + gap;
     grid.append(s("text", { x: ox, y: 11, text: `output ${O} × ${O}` }));
-    grid.append(s("text", { x: g.n * c + gap / 2, y: top + 24, "text-anchor": "middle", style: "font-size:20px", text: "→" }));
-    for (let r = 0; r < O; r++) for (let q = 0; q < O; q++) {
-      grid.append(s("rect", {
-        x: ox + q * oc,
-        y: top + r * oc,
-        width: oc,
-        height: oc,
-        stroke: "#d0d7de",
-        "stroke-width": 0.5,
-        fill: r === i && q === j ? "#0969da" : "#ffffff"
-      }));
+    grid.append(s("text", { x: inW + gap / 2, y: top + 24, "text-anchor": "middle", style: "font-size:20px", text: "→" }));
+    if (O <= 48) {
+      for (let r = 0; r < O; r++) for (let q = 0; q < O; q++) {
+        grid.append(s("rect", {
+          x: ox + q * oc,
+          y: top + r * oc,
+          width: oc,
+          height: oc,
+          stroke: "#d0d7de",
+          "stroke-width": 0.5,
+          fill: r === i && q === j ? "#0969da" : "#ffffff"
+        }));
+      }
+    } else {
+      grid.append(s("rect", { x: ox, y: top, width: O * oc, height: O * oc, stroke: "#d0d7de", "stroke-width": 0.5, fill: "#ffffff" }));
+      grid.append(s("rect", { x: ox + j * oc, y: top + i * oc, width: oc, height: oc, fill: "#0969da" }));
     }
   };
   const draw = () => {
@@ -354,7 +475,7 @@ function render({ model, el }) {
       fit.set(`Fits: the last of the ${g.O} positions per row ends exactly at the edge of the padded input; the output is ${g.O} × ${g.O}.`, "good", true);
     } else {
       rO.set(g.span / S + 1, `${arith} = ${g.span}/${S} + 1 = ${fmt(g.span / S + 1, 2)}`);
-      fit.set(`Passt nicht! The stride S = ${S} does not divide I − F + 2P = ${g.span}: after ${g.O} positions ${g.left} ${g.left === 1 ? "column is" : "columns are"} left over, too few for another one. Change S or P (a layer would floor the size to ${g.O}).`, "bad", false);
+      fit.set(`Passt nicht! The stride S = ${S} does not divide I − F + 2P = ${g.span}: after ${g.O} ${g.O === 1 ? "position" : "positions"} ${g.left} ${g.left === 1 ? "column is" : "columns are"} left over, too few for another one. Change S or P (a layer would floor the size to ${g.O}).`, "bad", false);
     }
     drawGrid(I, F, S, P, g, position);
     const k = Math.min(model.get("image"), images.length - 1), name = model.get("filter"), w = filters[name];
@@ -386,7 +507,7 @@ function render({ model, el }) {
       fig(heatmap(w, { vmin: -mw, vmax: mw, cmap: "diverging", width: 98, label: `the filter ${name}` }), `filter ${Fw} × ${Fw} (red +, blue −)`),
       fig(heat, `activation map ${Om} × ${Om} (red +, blue −)`)
     );
-    rVal.set(map[0][0], `map[0, 0] = ${fmt(map[0][0])} (hover over the map for others)`);
+    rVal.set(map[0][0], `map[0, 0] = ${fmt(map[0][0])} (point at the map, or focus it and use the arrow keys, for others)`);
   };
   const redraw = redrawer(draw);
   for (const key of ["I", "F", "S", "P", "position", "image", "filter"]) model.on(`change:${key}`, redraw);

@@ -24,6 +24,8 @@ function fmt(v, digits = 4) {
   if (a >= 1e5 || a < 1e-3) return v.toExponential(Math.max(digits - 2, 1));
   return String(parseFloat(v.toFixed(digits)));
 }
+var probText = (p) => p > 0 && 100 * p < 0.05 ? "< 0.1%" : `${fmt(100 * p, 1)}%`;
+var withArticle = (noun) => `${/^[aeiou]/i.test(noun) ? "an" : "a"} ${noun}`;
 function labelled(text, input, extra = null) {
   return h("label", { class: "dlw-control" }, [h("span", { class: "dlw-label", text }), input, extra]);
 }
@@ -104,11 +106,30 @@ function heatmap(rows, { vmin, vmax, cmap = "magma", width = 140, label = "map",
   return c;
 }
 function onCell(canvas, rows, callback) {
-  canvas.addEventListener("mousemove", (e) => {
-    const r = canvas.getBoundingClientRect(), H = rows.length, W = rows[0].length;
-    const i = Math.min(H - 1, Math.floor((e.clientY - r.top) / r.height * H));
-    const j = Math.min(W - 1, Math.floor((e.clientX - r.left) / r.width * W));
-    if (i >= 0 && j >= 0) callback(i, j);
+  const H = rows.length, W = rows[0].length, cur = [0, 0];
+  const pick = (i, j) => {
+    cur[0] = Math.min(H - 1, Math.max(0, i));
+    cur[1] = Math.min(W - 1, Math.max(0, j));
+    callback(cur[0], cur[1]);
+  };
+  const fromPointer = (e) => {
+    const r = canvas.getBoundingClientRect();
+    const i = Math.floor((e.clientY - r.top) / r.height * H), j = Math.floor((e.clientX - r.left) / r.width * W);
+    if (i >= 0 && j >= 0 && i < H && j < W) pick(i, j);
+  };
+  canvas.addEventListener("pointermove", fromPointer);
+  canvas.addEventListener("pointerdown", fromPointer);
+  canvas.tabIndex = 0;
+  canvas.setAttribute("aria-label", `${canvas.getAttribute("aria-label")} (${H} × ${W}): arrow keys read its values`);
+  canvas.addEventListener("keydown", (e) => {
+    const step = { ArrowUp: [-1, 0], ArrowDown: [1, 0], ArrowLeft: [0, -1], ArrowRight: [0, 1] }[e.key];
+    if (e.key === "Home") {
+      e.preventDefault();
+      pick(0, 0);
+    } else if (step) {
+      e.preventDefault();
+      pick(cur[0] + step[0], cur[1] + step[1]);
+    }
   });
 }
 function symmetricRange(rows) {
@@ -170,7 +191,7 @@ function render({ model, el }) {
     label: "image",
     aria: "input image",
     value: model.get("image"),
-    options: images.map((im, k) => [k, `${k + 1}: a ${im.label.toLowerCase()}`]),
+    options: images.map((im, k) => [k, `${k + 1}: ${im.label.toLowerCase()}`]),
     onChange: save("image", Number)
   });
   const layer = selectControl({
@@ -218,10 +239,10 @@ function render({ model, el }) {
     const colors = signed ? { vmin: -lim, vmax: lim, cmap: "diverging" } : { vmin: 0, vmax: lim, cmap: "magma" };
     const big = heatmap(m, { ...colors, width: 196, label: `feature map ${c + 1} of ${L.label}`, testid: "feature-map" });
     onCell(big, m, (i, j) => rVal.set(m[i][j], `map[${i}, ${j}] = ${fmt(m[i][j], 3)}`));
-    rVal.set(m[0][0], `map[0, 0] = ${fmt(m[0][0], 3)} (hover over the map for others)`);
+    rVal.set(m[0][0], `map[0, 0] = ${fmt(m[0][0], 3)} (point at the map, or focus it and use the arrow keys, for others)`);
     const fig = (node, caption) => h("figure", { class: "dlw-figure" }, [node, h("figcaption", { text: caption })]);
     pics.replaceChildren(
-      fig(heatmap(rows, { vmin: 0, vmax: 255, cmap: "gray", width: 140, label: `the input image: a ${im.label}` }), `input ${H} × ${W}`),
+      fig(heatmap(rows, { vmin: 0, vmax: 255, cmap: "gray", width: 140, label: `the input image: ${withArticle(im.label.toLowerCase())}` }), `input ${H} × ${W}`),
       fig(big, `${L.label}, channel ${c + 1} of ${L.C} (${L.H} × ${L.W})`)
     );
     thumbs.replaceChildren(...all.map((ch, q) => {
@@ -237,7 +258,7 @@ function render({ model, el }) {
     }));
     const p = im.probs, best = p.indexOf(Math.max(...p));
     rTrue.set(im.label);
-    rPred.set(classes[best], `${classes[best]} (${fmt(100 * p[best], 1)}%)`);
+    rPred.set(classes[best], `${classes[best]} (${probText(p[best])})`);
     bars.dataset.value = JSON.stringify(p);
     bars.replaceChildren(h("div", { class: "dlw-caption", text: "class probabilities (softmax)" }), ...classes.map((name, q) => h(
       "div",
@@ -245,7 +266,7 @@ function render({ model, el }) {
       [
         h("span", { style: "width:82px;text-align:right", text: name }),
         h("span", { style: `display:inline-block;height:11px;width:${Math.max(1, 150 * p[q]).toFixed(1)}px;background:${q === best ? "#0969da" : "#8c959f"}` }),
-        h("span", { style: "font-family:var(--jp-code-font-family,monospace)", text: `${fmt(100 * p[q], 1)}%` })
+        h("span", { style: "font-family:var(--jp-code-font-family,monospace)", text: probText(p[q]) })
       ]
     )));
   };

@@ -254,7 +254,7 @@ function render({ model, el }) {
   const rE = readout("E =", "error"), rAcc = readout("correct:", "accuracy");
   const W = 290, PAD = 34;
   const stack = h("div", { class: "dlw-stack", style: `width:${W + PAD + 6}px;height:${W + PAD + 6}px` });
-  const shade = h("canvas", { width: 48, height: 48, style: `left:${PAD}px;top:6px;width:${W}px;height:${W}px` });
+  const shade = h("canvas", { width: 48, height: 48, "aria-hidden": "true", style: `left:${PAD}px;top:6px;width:${W}px;height:${W}px` });
   const plane = s("svg", {
     class: "dlw-plot",
     width: W + PAD + 6,

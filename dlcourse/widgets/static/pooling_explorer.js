@@ -127,6 +127,17 @@ function pool(x, F, S, mode) {
   return out;
 }
 var MODES = { max: "max", sum: "sum", avg: "average" };
+function coverage(n, F, S) {
+  const O = n >= F ? Math.floor((n - F) / S) + 1 : 0;
+  let most = 0;
+  for (let r = 0; r < n; r++) {
+    let k = 0;
+    for (let i = 0; i < O; i++) if (i * S <= r && r < i * S + F) k++;
+    most = Math.max(most, k);
+  }
+  return [O, most];
+}
+var plural = (k, one, many) => `${k} ${k === 1 ? one : many}`;
 function render({ model, el }) {
   const root = widgetRoot(el, "pooling-explorer", "Pooling: max, sum and average, window and stride, overlapping windows");
   const maps = model.get("maps");
@@ -186,7 +197,7 @@ function render({ model, el }) {
     }
   });
   const rSize = readout("output size", "output-size"), rWin = readout("window", "window-result");
-  const overlap = statusLine("overlap");
+  const overlap = statusLine("overlap"), fit = statusLine("fit");
   const inSvg = s("svg", { class: "dlw-plot", role: "img", "aria-label": "the input map with the window" });
   const outSvg = s("svg", { class: "dlw-plot", role: "img", "aria-label": "the pooled map" });
   const inCap = h("figcaption"), outCap = h("figcaption");
@@ -194,6 +205,7 @@ function render({ model, el }) {
   root.append(
     h("div", { class: "dlw-controls" }, [source.el, mode.el, cF.el, cS.el, win.el]),
     h("div", { class: "dlw-readouts" }, [rSize.el, rWin.el]),
+    fit.el,
     overlap.el,
     h("div", { class: "dlw-row" }, [h("figure", { class: "dlw-figure" }, [inSvg, inCap]), out])
   );
@@ -207,29 +219,34 @@ function render({ model, el }) {
     inSvg.replaceChildren();
     outSvg.replaceChildren();
     inCap.textContent = `${m.name}: ${H} × ${W}`;
-    if (F > Math.min(H, W)) {
-      rSize.set(null, `the window (F = ${F}) is larger than the map (${H} × ${W})`);
+    const tooBig = F > Math.min(H, W), y = tooBig ? [] : pool(x, F, S, md), OH = y.length, OW = OH ? y[0].length : 0;
+    const leftH = tooBig ? 0 : (H - F) % S, leftW = tooBig ? 0 : (W - F) % S;
+    const c = Math.max(6, Math.min(40, Math.floor(330 / Math.max(H, W, F)))), oc = OH ? Math.max(6, Math.min(40, Math.floor(260 / Math.max(OH, OW)))) : 0;
+    const inW = Math.max(W, F) * c, inH = Math.max(H, F) * c;
+    inSvg.setAttribute("viewBox", `-2 -2 ${inW + 4} ${inH + 4}`);
+    inSvg.setAttribute("width", inW + 4);
+    outSvg.setAttribute("viewBox", `-2 -2 ${OW * oc + 4} ${OH * oc + 4}`);
+    outSvg.setAttribute("width", OW * oc + 4);
+    if (tooBig) {
+      rSize.set(null, `(I − F)/S + 1 = (${H} − ${F})/${S} + 1 < 1: no output`);
       rWin.set(null, "-");
-      overlap.set("no window fits", "bad", false);
+      fit.set(`Passt nicht! The window (F = ${F}) is larger than the map (${H} × ${W}): it fits nowhere.`, "bad", false);
+      overlap.set("No window, so nothing to pool and nothing overlaps.", "bad", false);
       out.dataset.value = "null";
-      outCap.textContent = "";
-      return;
-    }
-    const y = pool(x, F, S, md), OH = y.length, OW = y[0].length, leftH = (H - F) % S, leftW = (W - F) % S;
-    out.dataset.value = JSON.stringify(y);
-    outCap.textContent = `${MODES[md]} pooling ${F} × ${F}, stride ${S}: ${OH} × ${OW}`;
-    rSize.set([OH, OW], `(I − F)/S + 1 = (${H} − ${F})/${S} + 1 = ${leftH ? `${fmt((H - F) / S + 1, 3)}, floored to ${OH}` : OH}` + (H === W ? "" : ` × ${OW}`));
-    const w = Math.min(model.get("window"), OH * OW - 1), i = Math.floor(w / OW), j = w % OW;
-    win.input.max = OH * OW - 1;
-    win.set(w);
-    rWin.set(y[i][j], `${MODES[md]} of window (${i + 1}, ${j + 1}) = ${fmt(y[i][j])}`);
-    if (S < F) overlap.set(`Overlapping pooling: the stride S = ${S} is smaller than the window F = ${F}, so neighbouring windows share ${F - S} ${F - S === 1 ? "row/column" : "rows/columns"} (hatched); an input can be in up to ${Math.ceil(F / S) ** 2} windows.`, "warn", true);
-    else if (S > F) overlap.set(`The stride S = ${S} is larger than the window F = ${F}: ${S - F} of every ${S} rows and columns are never pooled.`, "warn", false);
-    else overlap.set(`No overlap: every input value is in exactly one window${leftH || leftW ? " (except the last rows/columns, red, which are not pooled: floored)" : ""}.`, "good", false);
-    const c = Math.max(6, Math.min(40, Math.floor(330 / Math.max(H, W)))), oc = Math.max(6, Math.min(40, Math.floor(260 / Math.max(OH, OW))));
-    for (const [node, wd, ht] of [[inSvg, W * c, H * c], [outSvg, OW * oc, OH * oc]]) {
-      node.setAttribute("viewBox", `-2 -2 ${wd + 4} ${ht + 4}`);
-      node.setAttribute("width", wd + 4);
+      outCap.textContent = "no output";
+    } else {
+      out.dataset.value = JSON.stringify(y);
+      outCap.textContent = `${MODES[md]} pooling ${F} × ${F}, stride ${S}: ${OH} × ${OW}`;
+      rSize.set([OH, OW], `(I − F)/S + 1 = (${H} − ${F})/${S} + 1 = ${leftH ? `${fmt((H - F) / S + 1, 3)}, floored to ${OH}` : OH}` + (H === W ? "" : ` × ${OW}`));
+      if (leftH || leftW) {
+        const lost = [leftH && plural(leftH, "row", "rows"), leftW && plural(leftW, "column", "columns")].filter(Boolean).join(" and ");
+        fit.set(`Passt nicht! The stride S = ${S} does not divide I − F = ${H - F}${H === W ? "" : ` × ${W - F}`}: the last ${lost} (red) are in no window; the output is floored to ${OH} × ${OW}.`, "bad", false);
+      } else fit.set(`Fits: the last window ends exactly at the edge of the map; the output is ${OH} × ${OW}.`, "good", true);
+      const [, rows] = coverage(H, F, S), [, cols] = coverage(W, F, S), most = rows * cols;
+      if (most > 1) overlap.set(`Overlapping pooling: the stride S = ${S} is smaller than the window F = ${F}, so neighbouring windows share ${F - S} ${F - S === 1 ? "row/column" : "rows/columns"} (hatched); an input value is in up to ${most} windows.`, "warn", true);
+      else if (S < F) overlap.set(`No overlap here: S = ${S} is smaller than F = ${F}, but only ${plural(OH * OW, "window fits", "windows fit")}, side by side, so no two windows share a value.`, "good", false);
+      else if (S > F) overlap.set(`The stride S = ${S} is larger than the window F = ${F}: ${S - F} of every ${S} rows and columns are never pooled.`, "warn", false);
+      else overlap.set("No overlap: every pooled input value is in exactly one window.", "good", false);
     }
     const range = (rows) => {
       let a = Infinity, b = -Infinity;
@@ -239,7 +256,7 @@ function render({ model, el }) {
       }
       return [a, b];
     };
-    const [lo, hi] = range(x), [olo, ohi] = range(y);
+    const [lo, hi] = range(x), [olo, ohi] = OH ? range(y) : [0, 0];
     const shade = (v, a, b) => {
       const [r, g, bl] = ramp(MAGMA, b > a ? 0.15 + 0.85 * (v - a) / (b - a) : 0.6);
       return `rgb(${r},${g},${bl})`;
@@ -263,6 +280,16 @@ function render({ model, el }) {
       }));
       if (numbers) inSvg.append(s("text", { x: q * c + c / 2, y: r * c + c / 2 + 4, "text-anchor": "middle", style: "font-size:13px", text: fmt(x[r][q], 2) }));
     }
+    if (tooBig) {
+      inSvg.append(s("rect", { x: 0, y: 0, width: F * c, height: F * c, fill: "none", stroke: "#cf222e", "stroke-width": 3, "stroke-dasharray": "6 4" }));
+      win.input.max = 0;
+      win.set(0);
+      return;
+    }
+    const w = Math.min(model.get("window"), OH * OW - 1), i = Math.floor(w / OW), j = w % OW;
+    win.input.max = OH * OW - 1;
+    win.set(w);
+    rWin.set(y[i][j], `${MODES[md]} of window (${i + 1}, ${j + 1}) = ${fmt(y[i][j])}`);
     if (j + 1 < OW) {
       inSvg.append(s("rect", { x: (j + 1) * S * c, y: i * S * c, width: F * c, height: F * c, fill: "none", stroke: "#bf8700", "stroke-width": 2, "stroke-dasharray": "4 3" }));
       if (S < F) inSvg.append(s("rect", { x: (j + 1) * S * c, y: i * S * c, width: (F - S) * c, height: F * c, fill: `url(#${hatch})`, opacity: 0.5 }));

@@ -32,6 +32,11 @@ function fmt(v, digits = 4) {
   if (a >= 1e5 || a < 1e-3) return v.toExponential(Math.max(digits - 2, 1));
   return String(parseFloat(v.toFixed(digits)));
 }
+function sig(v) {
+  if (typeof v !== "number" || !Number.isFinite(v) || v === 0) return fmt(v);
+  const a = Math.abs(v);
+  return a >= 1e4 || a < 1e-3 ? v.toExponential(3) : String(parseFloat(v.toPrecision(4)));
+}
 function labelled(text, input, extra = null) {
   return h("label", { class: "dlw-control" }, [h("span", { class: "dlw-label", text }), input, extra]);
 }
@@ -80,17 +85,42 @@ function choiceControl({ label, aria, values, value, testid, format = fmt, onInp
   } };
 }
 function numberControl({ label, aria, min, max, value, onInput }) {
-  const input = h("input", { type: "number", min, max, step: 1, value, "aria-label": aria || label });
-  input.addEventListener("input", () => {
+  const input = h("input", { type: "number", min, max, step: 1, value, inputmode: "numeric", "aria-label": aria || label });
+  const msg = h("span", { class: "dlw-error", id: uid("msg"), "aria-live": "polite" });
+  input.setAttribute("aria-describedby", msg.id);
+  let shown = value;
+  const parse = () => {
     const v = Number(input.value);
-    const ok = input.value.trim() !== "" && Number.isInteger(v) && v >= min && v <= max;
-    input.classList.toggle("dlw-invalid", !ok);
-    if (ok) onInput(v);
+    return input.value.trim() !== "" && Number.isInteger(v) && v >= min && v <= max ? v : null;
+  };
+  const mark = (bad, text) => {
+    input.classList.toggle("dlw-invalid", bad);
+    input.setAttribute("aria-invalid", String(bad));
+    msg.textContent = text;
+  };
+  input.addEventListener("input", () => {
+    const v = parse();
+    if (v === null) return mark(true, `${label} must be a whole number from ${min} to ${max}: still showing ${shown}`);
+    mark(false, "");
+    shown = v;
+    onInput(v);
   });
-  return { el: labelled(label, input), input, set(v) {
-    input.value = v;
-    input.classList.remove("dlw-invalid");
-  } };
+  input.addEventListener("change", () => {
+    if (parse() === null) {
+      input.value = shown;
+      mark(false, `not a valid ${label}: back to ${shown}`);
+    }
+  });
+  return {
+    el: labelled(label, input, msg),
+    input,
+    msg,
+    set(v) {
+      shown = v;
+      if (parse() !== v) input.value = v;
+      if (input.getAttribute("aria-invalid") === "true") mark(false, "");
+    }
+  };
 }
 function readout(label, testid) {
   const out = h("output", { class: "dlw-value", "data-testid": testid });
@@ -257,6 +287,19 @@ function sgd(X, y, w0, lr, B, mu, steps, seed) {
   }
   return { path, losses, diverged };
 }
+function verdict(run, ex, ex0, steps) {
+  const last = ex[ex.length - 1];
+  if (run.diverged) return ["diverged", `Diverged at step ${run.diverged}: the loss exploded. Lower the learning rate (or the momentum).`];
+  if (last > ex0) return ["unstable", `Unstable: after ${steps} steps the loss is higher than at the start. Lower α or μ, or take larger batches.`];
+  const k = Math.max(5, Math.ceil(ex.length / 5)), tail = ex.slice(-k), hi = Math.max(...tail), lo = Math.min(...tail);
+  const tol = 1e-3 * ex0;
+  if (hi < tol) return ["converged", `Converged: E − E* is ${sig(last)} after ${steps} steps, and below ${sig(tol)} over the last ${k}.`];
+  const rises = tail.some((v, i) => i > 0 && v > 2 * tail[i - 1]);
+  if (rises && hi > 10 * Math.max(lo, 1e-12)) {
+    return ["oscillating", `Not settled: over the last ${k} steps E − E* still swings between ${sig(lo)} and ${sig(hi)}. Lower α or μ, or take larger batches.`];
+  }
+  return ["running", `Still on the way: E − E* is ${sig(last)} after ${steps} steps.`];
+}
 function render({ model, el }) {
   const root = widgetRoot(el, "sgd-explorer", "Mini-batch SGD with momentum on a two-weight problem");
   const X = model.get("X"), y = model.get("y"), N = X.length;
@@ -285,7 +328,7 @@ function render({ model, el }) {
   const cB = choiceControl({ label: "batch size B", aria: "batch size B", values: bss, value: model.get("batch_size"), testid: "batch-size-value", onInput: save("batch_size") });
   const cMu = rangeControl({ label: "momentum μ", aria: "momentum μ", min: 0, max: 0.99, step: 0.01, value: model.get("momentum"), testid: "momentum-value", onInput: save("momentum") });
   const cSteps = rangeControl({ label: "steps", aria: "number of steps", min: 10, max: 300, step: 10, value: model.get("steps"), testid: "steps-value", format: String, onInput: save("steps") });
-  const cSeed = numberControl({ label: "random seed", aria: "random seed of the batch order", min: 0, max: 999999, value: model.get("seed"), onInput: save("seed") });
+  const cSeed = numberControl({ label: "random seed", aria: "random seed of the batch order", min: 0, max: 4294967295, value: model.get("seed"), onInput: save("seed") });
   const rLoss = readout("final E =", "loss"), rEx = readout("E − E* =", "excess"), rW1 = readout("w₁ =", "w1"), rW2 = readout("w₂ =", "w2");
   const rEp = readout("epochs:", "epochs");
   const status = statusLine("status");
@@ -313,15 +356,13 @@ function render({ model, el }) {
     cSeed.set(seed);
     const run = sgd(X, y, w0, lr, B, mu, steps, seed), ref = sgd(X, y, w0, lr, N, 0, steps, seed);
     const w = run.path[run.path.length - 1], E = run.losses[run.losses.length - 1];
-    rLoss.set(E);
-    rEx.set(E - Emin);
-    rW1.set(w[0]);
-    rW2.set(w[1]);
+    rLoss.set(E, sig(E));
+    rEx.set(E - Emin, sig(E - Emin));
+    rW1.set(w[0], sig(w[0]));
+    rW2.set(w[1], sig(w[1]));
     rEp.set((run.losses.length - 1) * B / N, `${fmt((run.losses.length - 1) * B / N, 2)} (${Math.ceil(N / B)} ${N > B ? "steps" : "step"} each)`);
-    if (run.diverged) status.set(`Diverged at step ${run.diverged}: the loss exploded. Lower the learning rate (or the momentum).`, "bad", "diverged");
-    else if (E - Emin > loss(X, y, w0) - Emin) status.set(`Unstable: after ${steps} steps the loss is higher than at the start. Lower α or μ, or take larger batches.`, "bad", "unstable");
-    else if (E - Emin < 1e-3 * (loss(X, y, w0) - Emin)) status.set(`Converged: E − E* is ${fmt(E - Emin, 3)} after ${steps} steps.`, "good", "converged");
-    else status.set(`Still on the way: E − E* is ${fmt(E - Emin, 3)} after ${steps} steps.`, "warn", "running");
+    const [kind, text] = verdict(run, run.losses.map((v) => v - Emin), loss(X, y, w0) - Emin, steps);
+    status.set(text, { converged: "good", running: "warn", oscillating: "warn" }[kind] || "bad", kind);
     plane.replaceChildren();
     const L = 1.3 * Math.max(Math.abs(w0[0] - wstar[0]), Math.abs(w0[1] - wstar[1]));
     const { X: px, Y: py, g } = plotFrame(plane, {
@@ -377,5 +418,6 @@ export {
   sgd_explorer_default as default,
   permutation,
   random32,
-  sgd
+  sgd,
+  verdict
 };
