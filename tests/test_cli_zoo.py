@@ -36,11 +36,12 @@ REBUILT = {
 def test_every_model_trains_one_short_epoch(model, tmp_path, capsys):
     out = tmp_path / model
     width = ['--width', '2'] if model in ('vgg16', 'resnet18', 'mlp') else []
-    status, stdout, err = run(['train', '--model', model, *width, '--limit', '8', '--batch-size', '4', '--epochs', '1',
-                               '--out', str(out), '--quiet'], capsys)
+    n = 2 if model == 'alexnet' else 8                      # AlexNet reads 227x227 images: 66 times the pixels
+    status, stdout, err = run(['train', '--model', model, *width, '--limit', str(n), '--batch-size', str(n // 2),
+                               '--epochs', '1', '--out', str(out), '--quiet'], capsys)
     assert status == 0, err
     lines = stdout.splitlines()
-    assert lines[0] == 'data: sample, 8 training / 8 validation / 8 test examples, 10 classes'
+    assert lines[0] == f'data: sample, {n} training / {n} validation / {n} test examples, 10 classes'
     assert lines[1].startswith(f'model: {model}') and 'numba engine' in lines[1]
     assert sum(l.startswith('epoch 1 ') for l in lines) == 1 and lines[-2].startswith('final test accuracy')
     assert {p.name for p in out.iterdir()} == {'checkpoint.npz', 'curves.png', 'history.csv'}
