@@ -80,7 +80,7 @@ def build_model(name, x, num_classes, activation=None, width=None):
         if C != 1 or x.shape[2:] not in ((28, 28), (32, 32)): raise ValueError("model 'lenet5' needs 28x28 or 32x32 grey images")
         return zoo.lenet5(num_classes, activation=activation or 'tanh', padding=2 if H == 28 else 0)
     if name == 'resnet18': return zoo.resnet18(num_classes, C, small_input=H <= 64, width=width or 64)
-    if name == 'vgg16': return zoo.vgg16(num_classes, C, small_input=H <= 32, width=width or 64)
+    if name == 'vgg16': return zoo.vgg16(num_classes, C, small_input=max(x.shape[2:]) < 64, width=width or 64)   # 1x1 maps at the end
     if name == 'googlenet': return zoo.googlenet(num_classes, C)
     return zoo.alexnet(num_classes, C)
 
@@ -97,9 +97,9 @@ def input_transform(name, shape):
     "What a batch of images of `shape` (N, C, H, W) goes through before `name` reads it (ADAPT): a function, or None"
     if len(shape) != 4: return None
     H, W = shape[2:]
-    if name == 'vgg16' and (H, W) < (32, 32):                              # zero padding to 32x32, as LeNet-5's C1
-        top, left = (32 - H) // 2, (32 - W) // 2
-        return lambda x: np.pad(x, ((0, 0), (0, 0), (top, 32 - H - top), (left, 32 - W - left)))
+    if name == 'vgg16' and min(H, W) < 32:                                 # zero padding to 32x32, as LeNet-5's C1
+        (top, bottom), (left, right) = [((32 - n) // 2, 32 - n - (32 - n) // 2) if n < 32 else (0, 0) for n in (H, W)]
+        return lambda x: np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
     if name == 'alexnet' and (H, W) != (227, 227):
         Rh, Rw = _resize_matrix(H, 227), _resize_matrix(W, 227).T
         return lambda x: np.ascontiguousarray(Rh @ x @ Rw)              # (N, C, 227, 227)
