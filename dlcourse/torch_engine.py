@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 
+from dlcourse.core import check_choice, check_positive
 from dlcourse.interop import from_torch, to_torch
 from dlcourse.learner import TrainingDiverged, _format_record, _nonfinite, _progress_bar
 from dlcourse.optim import Adam, SGD
@@ -27,6 +28,8 @@ class Context:
 def start(device=None,  # 'cpu', 'cuda' or None (cuda if there is a GPU)
           world=1):     # processes started by torchrun (its WORLD_SIZE); more than 1 joins their process group
     "PyTorch and, for several processes, the process group (NCCL on GPUs, gloo on the CPU); returns the Context"
+    if device is not None: check_choice(device, 'device', ('cpu', 'cuda'))
+    world = check_positive(world, 'world', integer=True)
     torch = _torch()
     if device == 'cuda' and not torch.cuda.is_available():
         raise ValueError("--device cuda: PyTorch finds no GPU here (torch.cuda.is_available() is False); use --device cpu")

@@ -87,3 +87,10 @@ def test_device_cuda_without_a_gpu(torch, tmp_path, capsys, monkeypatch):
     status = main(['train', '--engine', 'torch', '--device', 'cuda', '--quiet'])
     out, err = capsys.readouterr()
     assert status == 2 and len(err.splitlines()) == 1 and 'PyTorch finds no GPU here' in err and list(tmp_path.iterdir()) == []
+
+
+def test_start_refuses_bad_arguments(torch):
+    from dlcourse import torch_engine
+    with pytest.raises(ValueError, match="device must be one of"): torch_engine.start('tpu')
+    with pytest.raises(ValueError, match='world must be a positive integer'): torch_engine.start('cpu', 0)
+    assert torch_engine.start('cpu').device == 'cpu'
