@@ -15,20 +15,39 @@ import numpy as np
 
 TOY = ('spirals', 'moons', 'xor', 'separable')
 IMAGES = ('sample', 'fashion-mnist', 'mnist')
-MODELS = ('mlp', 'lenet5')
+MODELS = ('mlp', 'lenet5', 'alexnet', 'googlenet', 'vgg16', 'resnet18')
+WIDTHS = {'mlp': 256, 'vgg16': 64, 'resnet18': 64}        # the models with a --width, and its default (mlp on toy data: 64)
+OPTIMIZERS = ('sgd', 'adam')
+SCHEDULES = ('constant', 'step', 'cosine')
+ENGINES = ('numba', 'torch')
 OUTPUTS = ('checkpoint.npz', 'curves.png', 'history.csv')
-IDENTITY = ('data', 'model', 'activation', 'seed')        # what a run is: --resume refuses a checkpoint of another
-SETTINGS = IDENTITY + ('epochs', 'batch_size')            # recorded in every checkpoint (Learner.info)
+IDENTITY = ('data', 'model', 'activation', 'seed', 'width', 'optimizer', 'schedule', 'limit')   # what a run is: --resume
+SETTINGS = IDENTITY + ('epochs', 'batch_size', 'lr')      # refuses a checkpoint of another; all recorded (Learner.info)
+DISTRIBUTED = """\
+Several processes: `torchrun --nproc_per_node=N -m dlcourse train --engine torch ...` trains with PyTorch's
+DistributedDataParallel (gloo on the CPU, NCCL on GPUs): each process takes every N-th example of each batch of
+--batch-size (the global batch), the gradients are averaged, and the first process writes the checkpoint and the logs."""
+ADAPT = """\
+How each model reads 28x28 grey images: mlp flattens them; lenet5 pads them to 32x32 in its first convolution (as LeCun's
+digits were centred in a 32x32 field); resnet18 uses its small-input stem (a 3x3 stride-1 convolution, no max pooling);
+googlenet takes them as they are (its stem shrinks them to 7x7, the last Inception modules see 1x1); vgg16 pads them with
+zeros to 32x32 and sizes its classifier for the 1x1 maps left by its five poolings; alexnet, whose 11x11 stride-4 first
+layer needs its 227x227 input, resizes each batch to 227x227 (bilinear) and is slow. Every model takes the data's channels."""
 RULES = """\
---resume continues the run whose checkpoint is in --out. The data set, model, activation and seed are the run's: leave
-them out (the checkpoint's are used) or give the same; other values are refused. --epochs (the total), --lr, --momentum
-and --batch-size default to the checkpoint's values; given, they override them, and the 'resumed' line says so.
+--resume continues the run whose checkpoint is in --out. The data set, model, activation, seed, width, optimizer,
+schedule and limit are the run's: leave them out (the checkpoint's are used) or give the same; other values are refused.
+--epochs (the total), --lr, --momentum and --batch-size default to the checkpoint's values; given, they override them,
+and the 'resumed' line says so. Either engine resumes a checkpoint of either.
 Without --resume, an --out that already holds a checkpoint is refused unless --overwrite is given.
 The output folder is checked before training: created if needed, and a test file written there. One run at a time
 uses a folder: a second `dlcourse train` into the --out of a running one is refused."""
 
-def load_data(name, seed=0):
-    "Train, validation and test sets (x, y) for a data set name; images come preprocessed as (N, 1, 28, 28) float32"
+def load_data(name, seed=0, limit=None):
+    "Train, validation and test sets (x, y) for a data set name, each cut to `limit` examples; images come as (N, 1, 28, 28) float32"
+    sets = _load_data(name, seed)
+    return sets if limit is None else [(x[:limit], y[:limit]) for x, y in sets]
+
+def _load_data(name, seed):
     from dlcourse import data, toydata
     if name in TOY:
         make = {'spirals': toydata.make_spirals, 'moons': toydata.make_moons, 'separable': toydata.make_separable}.get(name)
@@ -45,21 +64,61 @@ def load_data(name, seed=0):
     return [(prep(xtr[train]), ytr[train].astype(np.int64)), (prep(xtr[valid]), ytr[valid].astype(np.int64)),
             (prep(xte), yte.astype(np.int64))]
 
-def build_model(name, x, num_classes, activation=None):
-    "A model for inputs like `x`: 'mlp' for any input, 'lenet5' for 28x28 images (LeNet-5 of lesson 08)"
+def build_model(name, x, num_classes, activation=None, width=None):
+    "A model for inputs like `x` (the batches `input_transform` makes), adapted to their size and channels as ADAPT says"
     from dlcourse.activations import ACTIVATIONS
     from dlcourse.core import Sequential, check_choice
     from dlcourse.layers import Flatten, Linear
+    from dlcourse import zoo
+    check_choice(name, 'model', MODELS)
     if activation is not None: check_choice(activation, 'activation', ACTIVATIONS)
     if name == 'mlp':
-        act = ACTIVATIONS[activation or 'relu'].layer
-        if x.ndim == 2: return Sequential(Linear(x.shape[1], 64), act(), Linear(64, 64), act(), Linear(64, num_classes))
-        return Sequential(Flatten(), Linear(int(np.prod(x.shape[1:])), 256), act(), Linear(256, num_classes))
+        act, h = ACTIVATIONS[activation or 'relu'].layer, width or (64 if x.ndim == 2 else 256)
+        if x.ndim == 2: return Sequential(Linear(x.shape[1], h), act(), Linear(h, h), act(), Linear(h, num_classes))
+        return Sequential(Flatten(), Linear(int(np.prod(x.shape[1:])), h), act(), Linear(h, num_classes))
+    if x.ndim != 4: raise ValueError(f"model {name!r} needs image data (--data sample, fashion-mnist or mnist)")
+    C, H = x.shape[1], x.shape[2]
     if name == 'lenet5':
-        if x.ndim != 4: raise ValueError("model 'lenet5' needs image data (--data sample, fashion-mnist or mnist)")
-        from dlcourse.zoo import lenet5
-        return lenet5(num_classes, activation=activation or 'tanh')
-    raise ValueError(f"model must be one of {MODELS}, got {name!r}")
+        if C != 1 or x.shape[2:] not in ((28, 28), (32, 32)): raise ValueError("model 'lenet5' needs 28x28 or 32x32 grey images")
+        return zoo.lenet5(num_classes, activation=activation or 'tanh', padding=2 if H == 28 else 0)
+    if name == 'resnet18': return zoo.resnet18(num_classes, C, small_input=H <= 64, width=width or 64)
+    if name == 'vgg16': return zoo.vgg16(num_classes, C, small_input=max(x.shape[2:]) < 64, width=width or 64)   # 1x1 maps at the end
+    if name == 'googlenet': return zoo.googlenet(num_classes, C)
+    return zoo.alexnet(num_classes, C)
+
+def _resize_matrix(n_in, n_out):
+    "R (n_out, n_in) with R @ v the bilinear resampling of v (half-pixel centres, as torch's interpolate, align_corners=False)"
+    src = np.maximum((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0)
+    i0 = np.minimum(np.floor(src).astype(int), n_in - 1)
+    i1, w = np.minimum(i0 + 1, n_in - 1), src - i0
+    R = np.zeros((n_out, n_in), np.float32)
+    np.add.at(R, (np.arange(n_out), i0), 1 - w); np.add.at(R, (np.arange(n_out), i1), w)
+    return R
+
+def input_transform(name, shape):
+    "What a batch of images of `shape` (N, C, H, W) goes through before `name` reads it (ADAPT): a function, or None"
+    if len(shape) != 4: return None
+    H, W = shape[2:]
+    if name == 'vgg16' and min(H, W) < 32:                                 # zero padding to 32x32, as LeNet-5's C1
+        (top, bottom), (left, right) = [((32 - n) // 2, 32 - n - (32 - n) // 2) if n < 32 else (0, 0) for n in (H, W)]
+        return lambda x: np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
+    if name == 'alexnet' and (H, W) != (227, 227):
+        Rh, Rw = _resize_matrix(H, 227), _resize_matrix(W, 227).T
+        return lambda x: np.ascontiguousarray(Rh @ x @ Rw)              # (N, C, 227, 227)
+    return None
+
+class Batches:
+    "A DataLoader's batches for `dlcourse train`: this process's share (every `world`-th example from `rank` on), through `transform`"
+    def __init__(self, loader, transform=None, rank=0, world=1):
+        self.loader, self.transform, self.rank, self.world = loader, transform, rank, world
+        self._rng = loader._rng              # the batch order's generator, which checkpoints save and restore (Learner)
+    def __len__(self): return len(self.loader)
+    def __iter__(self):
+        for xb, yb in self.loader:
+            if len(xb) < self.world: continue                  # a last global batch too small to give every process one
+            self.global_batch = len(xb)                        # examples of this batch over all processes
+            xb, yb = xb[self.rank::self.world], yb[self.rank::self.world]
+            yield (xb if self.transform is None else self.transform(xb)), yb
 
 def _save_curves(history, path):
     import matplotlib
@@ -79,27 +138,47 @@ def _save_history(history, path):
     write_atomic(path, lambda f: f.write(buf.getvalue().encode()))
 
 # ------------------------------------------------------------------------------------------------------ checking inputs
-def _check_settings(data, model, activation, seed, epochs, batch_size):
+def _check_settings(data, model, activation, seed, epochs, batch_size, width=None, optimizer=None, schedule=None,
+                    limit=None, lr=None):
     "The run's settings, checked (None: not given); TypeError or ValueError naming the argument"
     from dlcourse.activations import ACTIVATIONS
     from dlcourse.core import check_choice, check_positive, check_seed
     if data is not None: check_choice(data, 'data', IMAGES + TOY)
     if model is not None: check_choice(model, 'model', MODELS)
     if activation is not None: check_choice(activation, 'activation', ACTIVATIONS)
+    if optimizer is not None: check_choice(optimizer, 'optimizer', OPTIMIZERS)
+    if schedule is not None: check_choice(schedule, 'schedule', SCHEDULES)
+    positive = lambda v, name: None if v is None else check_positive(v, name, integer=True)
     return dict(data=data, model=model, activation=activation, seed=None if seed is None else check_seed(seed),
-                epochs=None if epochs is None else check_positive(epochs, 'epochs', integer=True),
-                batch_size=None if batch_size is None else check_positive(batch_size, 'batch_size', integer=True))
+                epochs=positive(epochs, 'epochs'), batch_size=positive(batch_size, 'batch_size'), width=positive(width, 'width'),
+                optimizer=optimizer, schedule=schedule, limit=positive(limit, 'limit'),
+                lr=None if lr is None else check_positive(lr, 'lr'))
 
 def _defaults(s):
     "Fill the settings not given with the defaults of a new run"
     s = dict(s)
     s['data'] = s['data'] or 'sample'
     s['model'] = s['model'] or ('mlp' if s['data'] in TOY else 'lenet5')
-    s['activation'] = s['activation'] or ('relu' if s['model'] == 'mlp' else 'tanh')
+    s['activation'] = s['activation'] or ('tanh' if s['model'] == 'lenet5' else 'relu')
+    if s['model'] in WIDTHS: s['width'] = s['width'] or (64 if s['model'] == 'mlp' and s['data'] in TOY else WIDTHS[s['model']])
+    s['optimizer'] = s['optimizer'] or 'sgd'
+    s['schedule'] = s['schedule'] or 'constant'
+    s['lr'] = s['lr'] or (0.001 if s['optimizer'] == 'adam' else 0.05)
     s['seed'] = 0 if s['seed'] is None else s['seed']
     s['epochs'] = s['epochs'] or (200 if s['data'] in TOY else 5)
     s['batch_size'] = s['batch_size'] or (32 if s['data'] in TOY else 64)
     return s
+
+def _check_combination(s, momentum):
+    "Refuse settings that do not go together (`s` complete: given, the checkpoint's or the defaults)"
+    if s['width'] is not None and s['model'] not in WIDTHS:
+        raise ValueError(f"--width: model {s['model']!r} has no width (only {', '.join(WIDTHS)} have one)")
+    if s['activation'] != 'relu' and s['model'] not in ('mlp', 'lenet5'):
+        raise ValueError(f"--activation: model {s['model']!r} has ReLU built in (only mlp and lenet5 take another activation)")
+    if s['model'] != 'mlp' and s['data'] in TOY:
+        raise ValueError(f"model {s['model']!r} needs image data (--data sample, fashion-mnist or mnist)")
+    if momentum is not None and s['optimizer'] != 'sgd':
+        raise ValueError(f"--momentum is SGD's: --optimizer {s['optimizer']} keeps running averages of its own")
 
 def _resumed(ckpt, given):
     "The settings of the run in `ckpt`, with the given ones in place of its epochs and batch size; refuses another run"
@@ -193,31 +272,42 @@ def _remove_empty(folders):
         try: p.rmdir()
         except OSError: break
 
-def _checkpoint_bytes(net, momentum):
-    "About the size of a checkpoint of `net` with SGD (a momentum buffer per parameter), plus room for the plots"
+def _checkpoint_bytes(net, states):
+    "About the size of a checkpoint of `net` whose optimiser keeps `states` arrays per parameter, plus room for the plots"
     params = sum(p.data.nbytes for p in net.parameters())
-    return params * (2 if momentum else 1) + sum(b.nbytes for _, b in net.named_buffers()) + (1 << 20)
+    return params * (1 + states) + sum(b.nbytes for _, b in net.named_buffers()) + (1 << 20)
 
 # ------------------------------------------------------------------------------------------------------------- training
 def train(data=None,        # data set: IMAGES or TOY (default 'sample'; resuming: the checkpoint's)
-          model=None,       # 'mlp' or 'lenet5' (default: lenet5 for images, mlp for toy problems)
+          model=None,       # one of MODELS (default: lenet5 for images, mlp for toy problems), adapted as ADAPT says
           epochs=None,      # total epochs (default: 5 for images, 200 for toy problems)
-          lr=None,          # learning rate (default 0.05)
+          lr=None,          # initial learning rate (default 0.05 with SGD, 0.001 with Adam)
           momentum=None,    # SGD momentum (default 0.9)
-          batch_size=None,  # examples per step (default: 64 for images, 32 for toy problems)
+          batch_size=None,  # examples per step, over all processes (default: 64 for images, 32 for toy problems)
           seed=None,        # seed of data split, weights and batch order (default 0)
           out=None,         # output folder (default runs/MODEL-DATA)
           resume=False,     # continue the run whose checkpoint is in `out` (see RULES)
           overwrite=False,  # replace the checkpoint of an earlier run in `out`
           progress=True,    # a progress bar (on stderr, only if it is a terminal)
-          activation=None): # hidden layers' activation (default: tanh for lenet5, relu for mlp)
-    "Train `model` on `data` with SGD, checkpointing to `out`; returns (learner, test metrics). The rules: `RULES`"
-    from dlcourse.core import as_path, check_bool, check_number, check_positive
-    given = _check_settings(data, model, activation, seed, epochs, batch_size)
-    lr = None if lr is None else check_positive(lr, 'lr')
+          activation=None,  # hidden layers' activation of mlp and lenet5 (default: tanh for lenet5, relu otherwise)
+          width=None,       # mlp: hidden units (256; 64 for toy problems); vgg16, resnet18: channels of the first stage (64)
+          optimizer=None,   # 'sgd' (default) or 'adam'
+          schedule=None,    # learning rate per epoch: 'constant' (default), 'step' (x0.1 every third of the epochs), 'cosine'
+          limit=None,       # use at most this many examples of each of the training, validation and test sets
+          engine='numba',   # 'numba' (the course's kernels) or 'torch' (PyTorch, one or several processes: torchrun)
+          device=None):     # with engine 'torch': 'cpu' or 'cuda' (default: cuda if there is one)
+    "Train `model` on `data`, checkpointing to `out`; returns (learner, test metrics). The rules: `RULES`"
+    from dlcourse.core import as_path, check_bool, check_choice, check_number
+    given = _check_settings(data, model, activation, seed, epochs, batch_size, width, optimizer, schedule, limit, lr)
     momentum = None if momentum is None else check_number(momentum, 'momentum', low=0)
     resume, overwrite, progress = (check_bool(v, n) for v, n in ((resume, 'resume'), (overwrite, 'overwrite'), (progress, 'progress')))
     if resume and overwrite: raise ValueError("--resume and --overwrite exclude each other: continue the run, or replace it")
+    check_choice(engine, 'engine', ENGINES)
+    if device is not None:
+        check_choice(device, 'device', ('cpu', 'cuda'))
+        if engine != 'torch': raise ValueError("--device is for --engine torch (the numba engine runs on the CPU)")
+    world = int(os.environ.get('WORLD_SIZE', '1') or 1)
+    if world > 1 and engine != 'torch': raise ValueError("several processes (torchrun) need --engine torch")
     fresh = _defaults(given)
     if out is not None:
         as_path(out, 'out')                                # TypeError for anything but a str or a path
@@ -226,12 +316,13 @@ def train(data=None,        # data set: IMAGES or TOY (default 'sample'; resumin
     ckpt = out / 'checkpoint.npz'
     _check_path(out)
     if resume and not _exists(ckpt): raise FileNotFoundError(errno.ENOENT, _NO_CHECKPOINT.format(ckpt=ckpt))
-    if not resume and fresh['model'] == 'lenet5' and fresh['data'] in TOY:
-        raise ValueError("model 'lenet5' needs image data (--data sample, fashion-mnist or mnist)")
-    created, lock = _check_out(out), None
+    if not resume: _check_combination(fresh, momentum)      # before any folder is made
+    first = _rank() == 0                                    # several processes (torchrun): the first one writes
+    created, lock, ctx = _check_out(out) if first else [], None, None
     try:
-        lock = _lock(out)                                   # from here on no other run writes into `out`
-        _remove_stale(out)
+        if first:
+            lock = _lock(out)                               # from here on no other run writes into `out`
+            _remove_stale(out)
         if resume:
             if not _exists(ckpt): raise FileNotFoundError(errno.ENOENT, _NO_CHECKPOINT.format(ckpt=ckpt))
             s, saved, hyper = _resumed(ckpt, given)
@@ -240,12 +331,16 @@ def train(data=None,        # data set: IMAGES or TOY (default 'sample'; resumin
                 raise FileExistsError(errno.EEXIST, f"{ckpt} holds the checkpoint of an earlier run: continue it with "
                                                     "--resume, replace it with --overwrite, or choose another --out")
             s, saved, hyper = fresh, None, None
-        if s['model'] == 'lenet5' and s['data'] in TOY:
-            raise ValueError("model 'lenet5' needs image data (--data sample, fashion-mnist or mnist)")
+        _check_combination(s, momentum)
+        if s['batch_size'] % world:
+            raise ValueError(f"--batch-size {s['batch_size']} must be a multiple of the {world} processes (each takes an equal share)")
+        if engine == 'torch':
+            from dlcourse import torch_engine
+            ctx = torch_engine.start(device, world)        # ImportError in one line without PyTorch; the process group
         changed = None if saved is None else (
-            [f"--{k.replace('_', '-')} {saved[k]} -> {given[k]}" for k in ('epochs', 'batch_size') if given[k] not in (None, saved[k])]
-            + [f"--{k} {hyper.get(k)} -> {v}" for k, v in (('lr', lr), ('momentum', momentum)) if v is not None and v != hyper.get(k)])
-        return _run(s, lr, momentum, out, ckpt, changed, progress)
+            [f"--{k.replace('_', '-')} {saved[k]} -> {given[k]}" for k in ('epochs', 'batch_size', 'lr') if given[k] not in (None, saved[k])]
+            + ([f"--momentum {hyper.get('momentum')} -> {momentum}"] if momentum not in (None, hyper.get('momentum')) else []))
+        return _run(s, momentum, out, ckpt, changed, progress, ctx)
     except _Busy: raise                                     # the folder is the other run's: leave it alone
     except BaseException:
         _remove_empty(created)                              # a run that wrote nothing leaves no folder either
@@ -274,45 +369,72 @@ def _truth(learner, ckpt):
     return "no checkpoint of this run was written yet (one is written after every epoch)" + (
         f"; {ckpt} still holds the earlier run's" if ckpt.exists() else '')
 
-def _run(s, lr, momentum, out, ckpt, changed, progress):
+def _optimizer(s, net, momentum):
+    "The run's optimiser and learning-rate schedule (None for a constant rate)"
+    from dlcourse.optim import SGD, Adam, CosineAnnealingLR, StepLR
+    if s['optimizer'] == 'adam': opt = Adam(net.parameters(), lr=s['lr'])
+    else: opt = SGD(net.parameters(), lr=s['lr'], momentum=0.9 if momentum is None else momentum)
+    sched = {'constant': lambda: None, 'step': lambda: StepLR(opt, step_size=max(1, s['epochs'] // 3), gamma=0.1),
+             'cosine': lambda: CosineAnnealingLR(opt, T_max=s['epochs'])}[s['schedule']]()
+    return opt, sched
+
+def _describe(s, opt, n_params, out, ctx):
+    "The line that says what is trained, how and where"
+    how = (f"SGD lr {opt.lr:.6g}, momentum {opt.hyper['momentum']}" if s['optimizer'] == 'sgd' else f"Adam lr {opt.lr:.6g}")
+    how += '' if s['schedule'] == 'constant' else f" ({s['schedule']} schedule from {s['lr']})"
+    where = 'numba engine' if ctx is None else f"torch engine on {ctx.device}" + (f", {ctx.world} processes" if ctx.world > 1 else '')
+    width = '' if s['width'] is None else f", width {s['width']}"
+    act = f", activation {s['activation']}" if s['model'] in ('mlp', 'lenet5') else ''
+    return (f"model: {s['model']}{width}, {n_params:,} parameters{act}; {how}, batch {s['batch_size']}, {s['epochs']} "
+            f"epoch{'s' * (s['epochs'] != 1)}; {where}; output in {out}/")
+
+def _run(s, momentum, out, ckpt, changed, progress, ctx):
     "Load the data, build the model and the learner (from the checkpoint if `changed` is not None), train, test, report"
     from dlcourse.core import manual_seed
     from dlcourse.data import DataLoader
     from dlcourse.learner import Learner
     from dlcourse.losses import CrossEntropyLoss
-    from dlcourse.optim import SGD
     start, learner, phase, trained = time.perf_counter(), None, 'before training started', False
+    rank, world = (0, 1) if ctx is None else (ctx.rank, ctx.world)
     try:
-        (xtr, ytr), (xva, yva), (xte, yte) = load_data(s['data'], s['seed'])
+        (xtr, ytr), (xva, yva), (xte, yte) = load_data(s['data'], s['seed'], s['limit'])
         if not (len(xtr) and len(xte)):
             raise ValueError(f"--data {s['data']} holds {len(xtr)} training and {len(xte)} test examples: there is nothing "
                              "to train on or to test; check the data set's files")
         num_classes = int(max(ytr.max(), yte.max())) + 1
+        transform = input_transform(s['model'], xtr.shape)
+        batches = lambda x, y, size, **kw: Batches(DataLoader(x, y, batch_size=size, **kw), transform, rank, world)
+        eval_batch = 64 if s['model'] == 'alexnet' else 512
         manual_seed(s['seed'])
-        net = build_model(s['model'], xtr, num_classes, s['activation'])
-        opt = SGD(net.parameters(), lr=0.05 if lr is None else lr, momentum=0.9 if momentum is None else momentum)
-        learner = Learner(net, CrossEntropyLoss(), opt, DataLoader(xtr, ytr, batch_size=s['batch_size'], seed=s['seed']),
-                          DataLoader(xva, yva, batch_size=512, shuffle=False))
+        net = build_model(s['model'], xtr[:1] if transform is None else transform(xtr[:1]), num_classes, s['activation'], s['width'])
+        opt, sched = _optimizer(s, net, momentum)
+        learner = Learner(net, CrossEntropyLoss(), opt, batches(xtr, ytr, s['batch_size'], seed=s['seed']),
+                          batches(xva, yva, eval_batch, shuffle=False))
         if changed is not None:
             try: learner.load(ckpt)                             # the checkpoint's hyper-parameters, then the given ones
             except ValueError as e: raise _unusable(e) from None
-            if lr is not None: opt.lr = lr
             if momentum is not None: opt.hyper['momentum'] = momentum
             print(f"resumed from {ckpt} after epoch {learner.epoch}" +
                   (f"; changed from the checkpoint: {', '.join(changed)}" if changed else ", with the checkpoint's settings"))
+        opt.lr = s['lr']                                        # the initial rate; the schedule's for the epochs done
+        if sched is not None:
+            sched.set_epoch(learner.epoch)
+            learner.on_epoch_end.append(lambda l: sched.set_epoch(l.epoch) if l.epoch < s['epochs'] else None)
         learner.info = dict(s)
-        _check_out(out, _checkpoint_bytes(net, opt.hyper['momentum']))
+        if rank == 0: _check_out(out, _checkpoint_bytes(net, 2 if s['optimizer'] == 'adam' else int(bool(opt.hyper['momentum']))))
+        engine = None if ctx is None else ctx.engine(learner)
         n_params, remaining = sum(p.size for p in net.parameters()), s['epochs'] - learner.epoch
         if remaining > 0: phase = None                          # from the banner on: in the epoch after learner.epoch
         print(f"data: {s['data']}, {len(xtr):,} training / {len(xva):,} validation / {len(xte):,} test examples, {num_classes} classes")
-        print(f"model: {s['model']}, {n_params:,} parameters, activation {s['activation']}; SGD lr {opt.hyper['lr']}, momentum "
-              f"{opt.hyper['momentum']}, batch {s['batch_size']}, {s['epochs']} epoch{'s' * (s['epochs'] != 1)}; output in {out}/")
+        print(_describe(s, opt, n_params, out, ctx))
         if remaining > 0:
             with np.errstate(over='ignore', invalid='ignore', divide='ignore'):   # the divergence guard says it in one line
-                learner.fit(remaining, checkpoint=ckpt, progress=progress, log=True, plot=False)
+                if engine is None: learner.fit(remaining, checkpoint=ckpt, progress=progress, log=True, plot=False)
+                else: engine.fit(remaining, checkpoint=ckpt if rank == 0 else None, progress=progress and rank == 0)
         else: print(f"the checkpoint is at epoch {learner.epoch} of {s['epochs']}: nothing to train (a larger --epochs trains on)")
         trained, phase = True, 'while testing, after training'
-        test = learner.evaluate(DataLoader(xte, yte, batch_size=512, shuffle=False))
+        test_dl = batches(xte, yte, eval_batch, shuffle=False)
+        test = learner.evaluate(test_dl) if engine is None else engine.evaluate(test_dl)
     except KeyboardInterrupt as e:
         how = 'terminated (SIGTERM)' if isinstance(e, Terminated) else 'interrupted'
         truth = (f"training is complete; the checkpoint of epoch {learner.epoch} is {ckpt}" if trained else _truth(learner, ckpt))
@@ -320,7 +442,7 @@ def _run(s, lr, momentum, out, ckpt, changed, progress):
         e.told = True
         raise
     finally:
-        if learner is not None and len(learner.history):
+        if learner is not None and len(learner.history) and rank == 0:
             try: _save_curves(learner.history, out / 'curves.png'); _save_history(learner.history, out / 'history.csv')
             except OSError:
                 if trained: raise                              # else the error that stopped training is the one to tell
@@ -347,30 +469,45 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser():
     from dlcourse.activations import ACTIVATIONS
+    from dlcourse import __version__
     parser = _Parser(prog='dlcourse', description='dlcourse: train the course networks from the command line')
+    parser.add_argument('--version', action='version', version=f'dlcourse {__version__}')
     sub = parser.add_subparsers(dest='command', required=True)
     from dlcourse import notebooks
     notebooks.add_parser(sub)                                  # dlcourse notebooks DIR: the course, out of the package
     tr = sub.add_parser('train', help='train a network, report its test accuracy, save checkpoint and curves',
-                        description='Train a network with mini-batch SGD and save a checkpoint (every epoch), '
+                        description='Train a network with mini-batch SGD or Adam and save a checkpoint (every epoch), '
                                     'the learning curves (PNG) and the history (CSV) in --out.',
-                        epilog=RULES, formatter_class=argparse.RawDescriptionHelpFormatter)
+                        epilog=ADAPT + '\n\n' + RULES + '\n\n' + DISTRIBUTED, formatter_class=argparse.RawDescriptionHelpFormatter)
     tr.add_argument('--data', choices=IMAGES + TOY,
                     help='sample: the Fashion-MNIST sample shipped with the package (default); fashion-mnist, mnist: the '
                          'full data sets; spirals, moons, xor, separable: 2-D toy problems')
-    tr.add_argument('--model', choices=MODELS, help='network (default: lenet5 for images, mlp for toy problems)')
+    tr.add_argument('--model', choices=MODELS, help='network (default: lenet5 for images, mlp for toy problems); how each '
+                                                    'reads the images: see below')
+    tr.add_argument('--width', type=_number(int), help='mlp: hidden units (default 256, 64 for toy problems); vgg16, resnet18: '
+                                                       'channels of the first stage (default 64, as the originals)')
     tr.add_argument('--activation', choices=list(ACTIVATIONS),
-                    help="the hidden layers' activation (default: tanh for lenet5, as LeCun's, relu for mlp)")
+                    help="the hidden layers' activation of mlp and lenet5 (default: tanh for lenet5, as LeCun's, relu for mlp)")
+    tr.add_argument('--optimizer', choices=OPTIMIZERS, help='sgd (default, with momentum) or adam')
+    tr.add_argument('--schedule', choices=SCHEDULES, help='learning rate per epoch: constant (default), step (x0.1 after '
+                                                          'every third of the epochs) or cosine (from --lr down to 0)')
     tr.add_argument('--epochs', type=_number(int), help='total epochs (default: 5 for images, 200 for toy problems)')
-    tr.add_argument('--lr', type=_number(float), help='learning rate (default: 0.05)')
+    tr.add_argument('--lr', type=_number(float), help='(initial) learning rate (default: 0.05 with sgd, 0.001 with adam)')
     tr.add_argument('--momentum', type=_number(float, low_open=False), help='SGD momentum (default: 0.9)')
-    tr.add_argument('--batch-size', type=_number(int), help='examples per step (default: 64 for images, 32 for toy problems)')
+    tr.add_argument('--batch-size', type=_number(int), help='examples per step, over all processes (default: 64 for images, '
+                                                            '32 for toy problems)')
+    tr.add_argument('--limit', type=_number(int), help='use at most this many examples of the training, validation and test '
+                                                       'sets (a quick trial run)')
     tr.add_argument('--seed', type=_number(int, low_open=False), help='random seed for data split, weights and batch order (default: 0)')
     tr.add_argument('--out', help='output folder (default: runs/MODEL-DATA)')
     again = tr.add_mutually_exclusive_group()
     again.add_argument('--resume', action='store_true', help='continue the run whose checkpoint is in --out (see below)')
     again.add_argument('--overwrite', action='store_true', help='replace the checkpoint of an earlier run in --out')
     tr.add_argument('--quiet', action='store_true', help='no progress bar (there is none either when stderr is not a terminal)')
+    tr.add_argument('--engine', choices=ENGINES, default='numba',
+                    help="numba (default): the course's kernels; torch: the same model trained by PyTorch (pip install "
+                         "\"dlcourse[torch]\"), also on a GPU and in several processes (see below)")
+    tr.add_argument('--device', choices=('cpu', 'cuda'), help='with --engine torch: where to train (default: cuda if there is a GPU)')
     return parser
 
 class _OutputFailed(OSError):
@@ -418,9 +555,11 @@ def _main(argv):
         return notebooks.run(args)
     if hasattr(sys.stdout, 'reconfigure'): sys.stdout.reconfigure(line_buffering=True)   # a line per epoch, also in a pipe
     try:
+        if _rank() != 0: sys.stdout = open(os.devnull, 'w')    # several processes: the first one reports
         train(args.data, args.model, epochs=args.epochs, lr=args.lr, momentum=args.momentum, batch_size=args.batch_size,
               seed=args.seed, out=args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet,
-              activation=args.activation)
+              activation=args.activation, width=args.width, optimizer=args.optimizer, schedule=args.schedule,
+              limit=args.limit, engine=args.engine, device=args.device)
     except KeyboardInterrupt as e:
         terminated = isinstance(e, Terminated)
         if not getattr(e, 'told', False):                   # stopped while checking its arguments and the output folder
@@ -429,8 +568,10 @@ def _main(argv):
         return 143 if terminated else 130
     except BrokenPipeError:
         raise                               # main's: the reader of stdout quit
-    except (ValueError, TypeError, OSError, FloatingPointError) as e:
+    except (ValueError, TypeError, OSError, FloatingPointError, ImportError) as e:
         return _error(e)
+    finally:
+        if 'dlcourse.torch_engine' in sys.modules: sys.modules['dlcourse.torch_engine'].stop()
     return 0
 
 def _error(e):
@@ -439,6 +580,10 @@ def _error(e):
     except _OutputFailed: _quiet(sys.stdout)            # a full disk behind stdout: what it holds is lost, the error is told
     print(f"dlcourse train: error: {_message(e)}", file=sys.stderr)
     return 2
+
+def _rank():
+    "This process's rank when torchrun started several (RANK), else 0"
+    return int(os.environ.get('RANK', '0') or 0) if int(os.environ.get('WORLD_SIZE', '1') or 1) > 1 else 0
 
 def main(argv=None):
     """The `dlcourse` command; returns its exit status (0, 2 for an error, 130 for Ctrl-C, 143 for SIGTERM, 141 when the

@@ -157,14 +157,14 @@ class Dropout(Module):
     def extra_repr(self): return f"p={self.p}"
 
 # %% ../nbs/08_model_zoo.ipynb #cccb450f
-def alexnet(num_classes=1000, dtype=DEFAULT_DTYPE, rng=None):
+def alexnet(num_classes=1000, in_channels=3, dtype=DEFAULT_DTYPE, rng=None):
     "AlexNet (Krizhevsky et al. 2012) as the lecture's table: 5 convolutions, 3 overlapping max poolings, 2 LRN layers, 3 FC layers with dropout; 227x227x3 input"
-    num_classes, _ = _check_classes(num_classes)
+    num_classes, in_channels = _check_classes(num_classes, in_channels)
     dtype, rng = as_float_dtype(dtype), get_rng(rng)
     _check_head(num_classes, 4096, dtype)
     conv = lambda c, k, f, stride=1, pad=0: Conv2d(c, k, f, stride=stride, padding=pad, dtype=dtype, rng=rng)
     norm = lambda: LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2.0)   # the paper's α = 1e-4 (no /n) in the α/n convention
-    return named(conv1=conv(3, 96, 11, stride=4), relu1=ReLU(), pool1=MaxPool2d(3, 2), norm1=norm(),
+    return named(conv1=conv(in_channels, 96, 11, stride=4), relu1=ReLU(), pool1=MaxPool2d(3, 2), norm1=norm(),
                  conv2=conv(96, 256, 5, pad=2), relu2=ReLU(), pool2=MaxPool2d(3, 2), norm2=norm(),
                  conv3=conv(256, 384, 3, pad=1), relu3=ReLU(),
                  conv4=conv(384, 384, 3, pad=1), relu4=ReLU(),
@@ -290,19 +290,24 @@ ILSVRC_RESULTS = (  # as the lecture shows them (K. He, "Deep residual learning"
 # %% ../nbs/08_model_zoo.ipynb #c63775c4
 VGG16_LAYERS = (64, 64, 'M', 128, 128, 'M', 256, 256, 256, 'M', 512, 512, 512, 'M', 512, 512, 512, 'M')  # 'M': max pooling
 
-def vgg16(num_classes=1000, in_channels=3, dtype=DEFAULT_DTYPE, rng=None):
+def vgg16(num_classes=1000, in_channels=3,
+          small_input=False,     # for 32x32 images: the classifier reads the 1x1 maps the five poolings leave
+          width=64,              # channels of the first stage (then 2, 4, 8, 8 times as many); FC layers 64 * width wide
+          dtype=DEFAULT_DTYPE, rng=None):
     "VGG-16 (Simonyan and Zisserman 2014): 13 3x3 convolutions in 5 stages with 2x2 max pooling, 3 FC layers with dropout; 224x224 input"
     num_classes, in_channels = _check_classes(num_classes, in_channels)
-    dtype, rng = as_float_dtype(dtype), get_rng(rng)
-    _check_head(num_classes, 4096, dtype)
+    width, dtype, rng = check_positive(width, 'width', integer=True), as_float_dtype(dtype), get_rng(rng)
+    hidden, side = 64 * width, 1 if small_input else 7                   # 4096 and 7x7 for the original
+    check_allocation((hidden, side * side * 8 * width), dtype, f"the first FC layer for width={width}")
+    _check_head(num_classes, hidden, dtype)
     features, c = [], in_channels
     for v in VGG16_LAYERS:
         if v == 'M': features.append(MaxPool2d(2, 2))
-        else: features += [Conv2d(c, v, 3, padding=1, dtype=dtype, rng=rng), ReLU()]; c = v
+        else: features += [Conv2d(c, v * width // 64, 3, padding=1, dtype=dtype, rng=rng), ReLU()]; c = v * width // 64
     fc = lambda n_in, n_out: Linear(n_in, n_out, dtype=dtype, rng=rng)
     return named(features=Sequential(*features), flatten=Flatten(),
-                 classifier=Sequential(fc(7 * 7 * 512, 4096), ReLU(), Dropout(0.5), fc(4096, 4096), ReLU(), Dropout(0.5),
-                                       fc(4096, num_classes)))
+                 classifier=Sequential(fc(side * side * c, hidden), ReLU(), Dropout(0.5), fc(hidden, hidden), ReLU(),
+                                       Dropout(0.5), fc(hidden, num_classes)))
 
 # %% ../nbs/08_model_zoo.ipynb #20ab797d
 def batch_norm(x,     # (N, C, H, W)
