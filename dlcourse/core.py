@@ -226,10 +226,8 @@ def _children(value, name):
     elif isinstance(value, (list, tuple)) and value and all(isinstance(v, Module) for v in value):
         for i, v in enumerate(value): yield f"{name}.{i}", v
 
-class _Tree:
-    "What a module holds, found in the order it was assigned: sub-modules, parameters and buffers"
-    _buffer_names = ()
-
+class _Walk:
+    "A module's sub-modules, found in the order they were assigned, and a walk through all of them"
     def named_children(self):
         "Direct sub-modules as (name, module), in the order they were assigned"
         for name, value in vars(self).items():
@@ -250,6 +248,11 @@ class _Tree:
         for m in self.children(): m.apply(fn)
         fn(self)
         return self
+
+# %% ../nbs/00_core.ipynb #5e58584d
+class _Tree(_Walk):
+    "What a module holds, found in the order it was assigned: sub-modules, parameters and buffers"
+    _buffer_names = ()
 
     def num_parameters(self):
         "The number of trained values: the sizes of all parameters added up (`summary`'s total)"

@@ -506,6 +506,26 @@ def _collate(items):
     try: return tuple(np.stack([np.asarray(it[k]) for it in items]) for k in range(len(first)))
     except ValueError as e: raise ValueError(f"the dataset's items cannot be stacked into a batch: {e}") from None
 
+def _examples(x, y):
+    "x and y checked as `DataLoader` takes them: (the dataset, or None for arrays x and y; the number of examples)"
+    dataset = x if _is_dataset(x) else None
+    if dataset is not None and y is not None:
+        by_name = f"; the batch size goes by name: DataLoader(dataset, batch_size={y})" if isinstance(y, int) else ''
+        raise TypeError(f"x is a dataset ({type(x).__name__}), whose items hold the targets: leave y out{by_name}")
+    if dataset is None:
+        if not isinstance(x, np.ndarray):
+            raise TypeError(f"x must be a numpy.ndarray or a dataset (len() and indexing), got {type(x).__name__}")
+        if y is None: raise TypeError("y is missing: pass the targets, DataLoader(x, y, batch_size=...), or a dataset "
+                                      "of (x, y) pairs alone, DataLoader(dataset, batch_size=...)")
+        if not isinstance(y, np.ndarray): raise TypeError(f"y must be a numpy.ndarray, got {type(y).__name__}")
+        for name, a in (('x', x), ('y', y)):
+            if a.ndim == 0: raise ValueError(f"{name} must hold one example per row, got a 0-d array")
+        if len(x) != len(y): raise ValueError(f"x and y must hold the same number of examples, got {len(x)} and {len(y)}")
+    if len(x) == 0:
+        raise ValueError(f"{'x and y are' if dataset is None else 'the dataset is'} empty: there is nothing to load")
+    return dataset, len(x)
+
+# %% ../nbs/07a_data.ipynb #d56b4215
 class DataLoader:
     "Mini-batches (xb, yb) of arrays (x, y) or of a dataset of pairs: each example once per epoch, shuffled each epoch"
     def __init__(self, x,           # inputs, one example per row (first axis), e.g. images (N, 28, 28); or a dataset
@@ -514,22 +534,7 @@ class DataLoader:
                  shuffle=True,      # a new random order every epoch? (else the order of x; PyTorch's default is False)
                  seed=None,         # None (the package generator, see manual_seed), an int seed or a numpy Generator
                  drop_last=False):  # drop the last batch if it is smaller than batch_size?
-        self.dataset = x if _is_dataset(x) else None
-        if self.dataset is not None and y is not None:
-            by_name = f"; the batch size goes by name: DataLoader(dataset, batch_size={y})" if isinstance(y, int) else ''
-            raise TypeError(f"x is a dataset ({type(x).__name__}), whose items hold the targets: leave y out{by_name}")
-        if self.dataset is None:
-            if not isinstance(x, np.ndarray):
-                raise TypeError(f"x must be a numpy.ndarray or a dataset (len() and indexing), got {type(x).__name__}")
-            if y is None: raise TypeError("y is missing: pass the targets, DataLoader(x, y, batch_size=...), or a dataset "
-                                          "of (x, y) pairs alone, DataLoader(dataset, batch_size=...)")
-            if not isinstance(y, np.ndarray): raise TypeError(f"y must be a numpy.ndarray, got {type(y).__name__}")
-            for name, a in (('x', x), ('y', y)):
-                if a.ndim == 0: raise ValueError(f"{name} must hold one example per row, got a 0-d array")
-            if len(x) != len(y): raise ValueError(f"x and y must hold the same number of examples, got {len(x)} and {len(y)}")
-        self._n = len(x)
-        if self._n == 0:
-            raise ValueError(f"{'x and y are' if self.dataset is None else 'the dataset is'} empty: there is nothing to load")
+        self.dataset, self._n = _examples(x, y)
         check_bool(shuffle, 'shuffle'), check_bool(drop_last, 'drop_last')
         self.batch_size = check_positive(batch_size, 'batch_size', integer=True)
         if drop_last and self.batch_size > self._n:

@@ -29,6 +29,7 @@ for _name in ('add', 'sub', 'mul', 'truediv', 'floordiv', 'mod', 'pow'):
     _op, _rop = _as_float(getattr(operator, _name))
     setattr(LossValue, f'__{_name}__', _op); setattr(LossValue, f'__r{_name}__', _rop)
 
+# %% ../nbs/06_softmax.ipynb #cd75d73d
 class Loss(Module):
     "Base class of losses: `loss(output, target)` returns a float, `backward()` returns d loss / d output"
     def __init__(self, reduction='mean'):  # 'mean' over all entries, or 'sum'
@@ -56,6 +57,7 @@ class Loss(Module):
 
     def extra_repr(self): return f"reduction='{self.reduction}'"
 
+# %% ../nbs/06_softmax.ipynb #326d660d
 def _check_target(output, target):
     "Check a float target of exactly the output's shape; return it in the output's dtype"
     target = check_array(target, 'target', shape=output.shape, finite=True,

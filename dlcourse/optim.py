@@ -8,7 +8,7 @@ __all__ = ['Optimizer', 'SGD', 'Adam', 'LRScheduler', 'StepLR', 'CosineAnnealing
 # %% ../nbs/07_sgd.ipynb #8f1d112c
 import numpy as np
 
-from .core import Parameter, check_number, check_positive
+from .core import Parameter, check_grad, check_number, check_positive
 
 def _check_params(params):
     params = list(params)
@@ -27,6 +27,14 @@ class Optimizer:
         for p in self.params: p.zero_grad()
 
     def step(self): raise NotImplementedError
+
+    def check_step(self):
+        "Before a step: every parameter's data writable, its gradient and state arrays of its shape and dtype"
+        for i, p in enumerate(self.params):
+            if not (isinstance(p.data, np.ndarray) and p.data.flags.writeable):
+                raise ValueError(f"params[{i}].data must be a writable numpy array (the step updates it in place)")
+            check_grad(p.grad, f"params[{i}].grad", p.data)
+            for k, v in self.state.get(i, {}).items(): check_grad(v, f"the optimizer state {k!r} of params[{i}]", p.data)
 
     @property
     def lr(self): return self.hyper['lr']
@@ -68,6 +76,7 @@ class SGD(Optimizer):
         self.hyper = dict(lr=float(lr), momentum=momentum, weight_decay=weight_decay, nesterov=bool(nesterov), dampening=dampening)
     def step(self):
         "Update every parameter from its gradient"
+        self.check_step()                       # a gradient or state replaced by hand: an error, not a wrong step
         h = self.hyper
         for i, p in enumerate(self.params):
             # g = ∂E/∂w (+ λ w with weight decay); with momentum μ the velocity v <- μ v + (1 - dampening) g (v = g on the
@@ -107,6 +116,7 @@ class Adam(Optimizer):
                           weight_decay=check_number(weight_decay, 'weight_decay', low=0), step=0)
     def step(self):
         "Update every parameter from its gradient"
+        self.check_step()                       # a gradient or state replaced by hand: an error, not a wrong step
         h = self.hyper
         h['step'] = t = h['step'] + 1
         for i, p in enumerate(self.params):

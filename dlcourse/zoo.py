@@ -354,14 +354,12 @@ class BatchNorm2d(Module):
         dtype = as_float_dtype(dtype)
         check_allocation((4, C), dtype, f"the parameters and buffers of BatchNorm2d(num_features={C})")
         self.weight, self.bias = Parameter(np.ones(C, dtype)), Parameter(np.zeros(C, dtype))
-        self.register_buffer('running_mean', np.zeros(C, dtype))
-        self.register_buffer('running_var', np.ones(C, dtype))
+        self.register_buffer('running_mean', np.zeros(C, dtype)); self.register_buffer('running_var', np.ones(C, dtype))
         self._xhat = self._inv_std = self._out = None
 
     def forward(self, x):
         C, (w, b, running_mean, running_var) = self.num_features, _bn_arrays(self)
-        eps = check_number(self.eps, 'eps', low=0, low_open=True)                # eps and momentum again: they may have been set
-        momentum = check_number(self.momentum, 'momentum', 0, 1)
+        eps, momentum = check_number(self.eps, 'eps', low=0, low_open=True), check_number(self.momentum, 'momentum', 0, 1)  # set since?
         x = check_array(x, 'x', shape=('N', C, 'H', 'W'), dtype=w.dtype, hint=f"BatchNorm2d takes (N, C, H, W), C = num_features = {C}")
         self._batch_stats, m = self.training, x.size // C                       # m: values per channel
         if self.training:

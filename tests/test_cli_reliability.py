@@ -485,7 +485,7 @@ def test_no_data_is_one_line(tmp_path, monkeypatch):
     "A data set without examples (a damaged copy): one line, before a loss of 0 or a reduction of an empty array"
     from dlcourse import cli as climod
     empty = (np.zeros((0, 2), np.float32), np.zeros(0, np.int64))
-    monkeypatch.setattr(climod, 'load_data', lambda name, seed: [empty, empty, empty])
+    monkeypatch.setattr(climod, '_load_data', lambda name, seed: [empty, empty, empty])
     code, out, err = in_process(['train', '--data', 'xor', '--out', str(tmp_path / 'run')], tmp_path)
     assert code == 2 and out == ''
     one_error_line(err, '--data xor holds 0 training and 0 test examples: there is nothing to train on or to test')

@@ -1,5 +1,6 @@
 """SGD against torch.optim.SGD over several steps; initialisers against torch.nn.init's formulas."""
 import math
+import re
 
 import numpy as np
 import pytest
@@ -7,6 +8,7 @@ from hypothesis import given, strategies as st
 
 import dlcourse as dl
 from dlcourse import init
+from dlcourse.core import Parameter
 from dlcourse.optim import SGD
 
 
@@ -83,3 +85,26 @@ def test_initialisers_follow_torch_formulas(torch, shape):
     assert w.std() == pytest.approx(math.sqrt(2 / fan_out), rel=0.02)
     init.xavier_normal_(w, rng=0)
     assert w.std() == pytest.approx(math.sqrt(2 / (fan_in + fan_out)), rel=0.02)
+
+
+@pytest.mark.parametrize('make', ['SGD', 'Adam'])
+def test_a_step_checks_what_a_user_replaced(make):
+    "A gradient, a parameter's data or an optimizer state replaced by hand is refused before anything is updated"
+    import dlcourse.optim as optim
+    def fresh():
+        w, b = Parameter(np.ones((2, 2), np.float32)), Parameter(np.zeros(2, np.float32))
+        opt = getattr(optim, make)([w, b], lr=0.1, **({'momentum': 0.9} if make == 'SGD' else {}))
+        w.grad[...] = 1; b.grad[...] = 1
+        opt.step()                                                   # the state exists now
+        return w, b, opt
+    cases = [(lambda w, b, o: setattr(w, 'grad', np.ones((1, 2), np.float32)), 'params[0].grad must be'),   # broadcasts
+             (lambda w, b, o: setattr(b, 'grad', np.ones(2, np.float64)), 'params[1].grad must be'),
+             (lambda w, b, o: setattr(w, 'grad', [[1.0, 1.0], [1.0, 1.0]]), 'params[0].grad must be'),
+             (lambda w, b, o: w.data.setflags(write=False), 'params[0].data must be a writable'),
+             (lambda w, b, o: o.state[1].update({k: np.ones(3, np.float32) for k in o.state[1]}), 'optimizer state')]
+    for spoil, fragment in cases:
+        w, b, opt = fresh()
+        spoil(w, b, opt)
+        before = [w.data.copy(), b.data.copy()]
+        with pytest.raises(ValueError, match=re.escape(fragment)): opt.step()
+        np.testing.assert_array_equal(w.data, before[0]); np.testing.assert_array_equal(b.data, before[1])
