@@ -186,9 +186,31 @@ def _checked_meta(ck, gens):
         states.append((gens[name], state))
     return epoch, history, states, info
 
-# %% ../nbs/lib/learner.ipynb #80823d45
-class _Passes:
-    "One pass over a loader's batches, training (forward, loss, backward, step) or evaluating; `evaluate`, `predict`"
+# %% ../nbs/lib/learner.ipynb #a810c95d
+class Learner:
+    """The training loop: epochs of mini-batch updates, validation, history, progress, checkpoints. `info`, a dict of
+    JSON values, is saved with every checkpoint and restored by `load`; `last_checkpoint` is (path, epoch) of the
+    checkpoint saved or loaded last, or None"""
+    def __init__(self, model,            # the network, a Module
+                 loss_fn,                # a loss Module, e.g. CrossEntropyLoss()
+                 optimizer,              # e.g. SGD(model.parameters(), lr=0.1)
+                 train_dl,               # iterable of (x, y) mini-batches, e.g. a DataLoader
+                 valid_dl=None,          # validation batches, evaluated after every epoch
+                 metrics='auto',         # dict name -> fn(output, target); 'auto': accuracy for CrossEntropyLoss
+                 on_batch_end=(),        # functions f(learner) called after every training step
+                 on_epoch_end=()):       # functions f(learner) called after every epoch
+        if not isinstance(model, Module): raise TypeError(f"model must be a Module, got {type(model).__name__}")
+        if not isinstance(loss_fn, Loss): raise TypeError(f"loss_fn must be a Loss (e.g. CrossEntropyLoss()), got {type(loss_fn).__name__}")
+        if not isinstance(optimizer, Optimizer): raise TypeError(f"optimizer must be an Optimizer (e.g. SGD), got {type(optimizer).__name__}")
+        for name, dl in (('train_dl', train_dl), ('valid_dl', valid_dl)):
+            if dl is not None and not hasattr(dl, '__iter__'): raise TypeError(f"{name} must be an iterable of (x, y) batches")
+        if metrics == 'auto': metrics = {'accuracy': accuracy} if isinstance(loss_fn, CrossEntropyLoss) else {}
+        self.model, self.loss_fn, self.optimizer, self.train_dl, self.valid_dl = model, loss_fn, optimizer, train_dl, valid_dl
+        self.metrics, self.on_batch_end, self.on_epoch_end = dict(metrics), list(on_batch_end), list(on_epoch_end)
+        self.history, self.epoch, self.info, self.last_checkpoint = History(), 0, {}, None
+        self.batch, self.loss, self._bar = 0, None, None     # the current batch number and loss, for the hooks
+
+    # one pass over a loader: training steps or evaluation
     def _run_epoch(self, dl, train, name='train_dl'):
         "One pass over `dl` (the argument `name`); training steps if `train`; returns the mean loss and metrics"
         self.model.train(train)
@@ -228,9 +250,7 @@ class _Passes:
         try: return np.concatenate([self.model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
         finally: self.model.train()
 
-# %% ../nbs/lib/learner.ipynb #14a62023
-class _Training(_Passes):
-    "`fit`: epochs of training, each checked, validated, recorded, checkpointed and logged"
+    # fit: epochs of training, each checked, validated, recorded, checkpointed and logged
     def _fit_epoch(self, checkpoint):
         "One epoch: train, check the weights, validate, record, checkpoint, hooks; returns the epoch's record"
         start, record = time.perf_counter(), {'epoch': self.epoch + 1}
@@ -269,9 +289,7 @@ class _Training(_Passes):
             self._bar = None
         return self.history
 
-# %% ../nbs/lib/learner.ipynb #8f67c1ca
-class _Checkpoints:
-    "Saving and restoring a learner: model, optimiser, epoch, history, random generators and `info`"
+    # checkpoints: model, optimiser, epoch, history, random generators and info
     def _rng_owners(self): return {'model': self.model, 'train_dl': self.train_dl, 'valid_dl': self.valid_dl}
 
     def save(self, path):
@@ -304,27 +322,3 @@ class _Checkpoints:
             return f"The checkpoint of epoch {last[1]} in {checkpoint} is intact."
         if checkpoint.exists(): return f"{checkpoint} was not written by this learner and was left as it was."
         return f"No checkpoint was written to {checkpoint} yet."
-
-# %% ../nbs/lib/learner.ipynb #a810c95d
-class Learner(_Training, _Checkpoints):
-    """The training loop: epochs of mini-batch updates, validation, history, progress, checkpoints. `info`, a dict of
-    JSON values, is saved with every checkpoint and restored by `load`; `last_checkpoint` is (path, epoch) of the
-    checkpoint saved or loaded last, or None"""
-    def __init__(self, model,            # the network, a Module
-                 loss_fn,                # a loss Module, e.g. CrossEntropyLoss()
-                 optimizer,              # e.g. SGD(model.parameters(), lr=0.1)
-                 train_dl,               # iterable of (x, y) mini-batches, e.g. a DataLoader
-                 valid_dl=None,          # validation batches, evaluated after every epoch
-                 metrics='auto',         # dict name -> fn(output, target); 'auto': accuracy for CrossEntropyLoss
-                 on_batch_end=(),        # functions f(learner) called after every training step
-                 on_epoch_end=()):       # functions f(learner) called after every epoch
-        if not isinstance(model, Module): raise TypeError(f"model must be a Module, got {type(model).__name__}")
-        if not isinstance(loss_fn, Loss): raise TypeError(f"loss_fn must be a Loss (e.g. CrossEntropyLoss()), got {type(loss_fn).__name__}")
-        if not isinstance(optimizer, Optimizer): raise TypeError(f"optimizer must be an Optimizer (e.g. SGD), got {type(optimizer).__name__}")
-        for name, dl in (('train_dl', train_dl), ('valid_dl', valid_dl)):
-            if dl is not None and not hasattr(dl, '__iter__'): raise TypeError(f"{name} must be an iterable of (x, y) batches")
-        if metrics == 'auto': metrics = {'accuracy': accuracy} if isinstance(loss_fn, CrossEntropyLoss) else {}
-        self.model, self.loss_fn, self.optimizer, self.train_dl, self.valid_dl = model, loss_fn, optimizer, train_dl, valid_dl
-        self.metrics, self.on_batch_end, self.on_epoch_end = dict(metrics), list(on_batch_end), list(on_epoch_end)
-        self.history, self.epoch, self.info, self.last_checkpoint = History(), 0, {}, None
-        self.batch, self.loss, self._bar = 0, None, None     # the current batch number and loss, for the hooks

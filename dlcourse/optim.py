@@ -33,6 +33,9 @@ class Optimizer:
         for i, p in enumerate(self.params):
             if not (isinstance(p.data, np.ndarray) and p.data.flags.writeable):
                 raise ValueError(f"params[{i}].data must be a writable numpy array (the step updates it in place)")
+            if isinstance(p.grad, np.ndarray) and p.grad.shape == p.data.shape and p.grad.dtype != p.data.dtype:
+                raise ValueError(f"params[{i}]: its data has dtype {p.data.dtype} and its gradient {p.grad.dtype}; they must "
+                                 "agree: a step updates p.data in place, in its dtype (Parameter.astype converts both)")
             check_grad(p.grad, f"params[{i}].grad", p.data)
             for k, v in self.state.get(i, {}).items(): check_grad(v, f"the optimizer state {k!r} of params[{i}]", p.data)
 
@@ -121,7 +124,7 @@ class Adam(Optimizer):
         h['step'] = t = h['step'] + 1
         for i, p in enumerate(self.params):
             f = p.data.dtype.type                                   # compute in the parameter's dtype
-            g = p.grad if not h['weight_decay'] else p.grad + f(h['weight_decay']) * p.data
+            g = (p.grad + f(h['weight_decay']) * p.data) if h['weight_decay'] else p.grad
             s = self.state.setdefault(i, {'exp_avg': np.zeros_like(p.data), 'exp_avg_sq': np.zeros_like(p.data)})
             m, v = s['exp_avg'], s['exp_avg_sq']
             m *= f(h['beta1']); m += f(1 - h['beta1']) * g                              # m <- β1 m + (1 - β1) g

@@ -58,7 +58,7 @@ KINDS = {
     'sgd_update-shared-velocity': ('sgd_update', 'several parameters', [("s = self.state.setdefault(i, {})", "s = self.state.setdefault(0, {})")],
                                    "self.state[i]"),
     'sgd_update-float64': ('sgd_update', 'float32', [("p.data -= p.data.dtype.type(h['lr']) * g", "p.data = p.data - h['lr'] * g.astype(np.float64)")],
-                           "dtype float64, expected float32"),
+                           "its data has dtype float64 and its gradient float32"),
     'lenet5_stack-rng': ('lenet5_stack', 'rng', [('c3=Conv2d(6, 16, 5, dtype=dtype, rng=rng)', 'c3=Conv2d(6, 16, 5, dtype=dtype)')],
                          "weights: item 2: the values differ"),
     'lenet5_stack-dtype': ('lenet5_stack', 'dtype', [('f6=Linear(120, 84, dtype=dtype, rng=rng)', 'f6=Linear(120, 84, rng=rng)')],

@@ -98,7 +98,8 @@ def test_a_step_checks_what_a_user_replaced(make):
         opt.step()                                                   # the state exists now
         return w, b, opt
     cases = [(lambda w, b, o: setattr(w, 'grad', np.ones((1, 2), np.float32)), 'params[0].grad must be'),   # broadcasts
-             (lambda w, b, o: setattr(b, 'grad', np.ones(2, np.float64)), 'params[1].grad must be'),
+             (lambda w, b, o: setattr(b, 'grad', np.ones(2, np.float64)), 'params[1]: its data has dtype float32 and its gradient float64'),
+             (lambda w, b, o: setattr(w, 'data', w.data.astype(np.float64)), 'params[0]: its data has dtype float64'),
              (lambda w, b, o: setattr(w, 'grad', [[1.0, 1.0], [1.0, 1.0]]), 'params[0].grad must be'),
              (lambda w, b, o: w.data.setflags(write=False), 'params[0].data must be a writable'),
              (lambda w, b, o: o.state[1].update({k: np.ones(3, np.float32) for k in o.state[1]}), 'optimizer state')]
