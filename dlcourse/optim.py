@@ -10,6 +10,17 @@ import numpy as np
 
 from .core import Parameter, check_grad, check_number, check_positive
 
+def _check_step(params, state):
+    "What a step reads, also if a user replaced it: each parameter's data writable, its gradient and state alike to it"
+    for i, p in enumerate(params):
+        if not (isinstance(p.data, np.ndarray) and p.data.flags.writeable):
+            raise ValueError(f"params[{i}].data must be a writable numpy array (the step updates it in place)")
+        if isinstance(p.grad, np.ndarray) and p.grad.shape == p.data.shape and p.grad.dtype != p.data.dtype:
+            raise ValueError(f"params[{i}]: its data has dtype {p.data.dtype} and its gradient {p.grad.dtype}; they must "
+                             "agree: a step updates p.data in place, in its dtype (Parameter.astype converts both)")
+        check_grad(p.grad, f"params[{i}].grad", p.data)
+        for k, v in state.get(i, {}).items(): check_grad(v, f"the optimizer state {k!r} of params[{i}]", p.data)
+
 def _check_params(params):
     params = list(params)
     if not params: raise ValueError("params must contain at least one Parameter (got an empty list)")
@@ -30,14 +41,7 @@ class Optimizer:
 
     def check_step(self):
         "Before a step: every parameter's data writable, its gradient and state arrays of its shape and dtype"
-        for i, p in enumerate(self.params):
-            if not (isinstance(p.data, np.ndarray) and p.data.flags.writeable):
-                raise ValueError(f"params[{i}].data must be a writable numpy array (the step updates it in place)")
-            if isinstance(p.grad, np.ndarray) and p.grad.shape == p.data.shape and p.grad.dtype != p.data.dtype:
-                raise ValueError(f"params[{i}]: its data has dtype {p.data.dtype} and its gradient {p.grad.dtype}; they must "
-                                 "agree: a step updates p.data in place, in its dtype (Parameter.astype converts both)")
-            check_grad(p.grad, f"params[{i}].grad", p.data)
-            for k, v in self.state.get(i, {}).items(): check_grad(v, f"the optimizer state {k!r} of params[{i}]", p.data)
+        _check_step(self.params, self.state)
 
     @property
     def lr(self): return self.hyper['lr']
