@@ -52,6 +52,18 @@ LAYER_TYPES = {'Conv2d': 'convolution', 'ConvActPool': 'convolution', 'Linear': 
                'Dropout': 'dropout'}
 
 
+def layer_breakdown(step, spent, steps):
+    """Time `steps` training steps after one warm-up; `spent` (layer type -> seconds) is filled by the timing wrappers or
+    hooks around the layers. Returns the milliseconds per step of each layer type, the rest, and the total"""
+    step(); spent.clear()
+    t0 = time.perf_counter()
+    for _ in range(steps): step()
+    total = (time.perf_counter() - t0) / steps
+    out = {k: 1e3 * v / steps for k, v in spent.items()}
+    out['rest (loss, optimizer, bookkeeping)'] = 1e3 * total - sum(out.values())
+    return dict(ms=out, total=1e3 * total)
+
+
 def zoo_model(case):
     "The dlcourse network of ZOO_CASES[case] (seeded: the same weights in both processes) and its input batch"
     from dlcourse import zoo
@@ -225,13 +237,7 @@ class Dlcourse:
             timed_method(s, 'forward', kind); timed_method(s, 'backward', kind)
         def step():
             loss_fn(model(x), y); opt.zero_grad(); model.backward(loss_fn.backward()); opt.step()
-        step(); spent.clear()
-        t0 = time.perf_counter()
-        for _ in range(steps): step()
-        total = (time.perf_counter() - t0) / steps
-        out = {k: 1e3 * v / steps for k, v in spent.items()}
-        out['rest (loss, optimizer, bookkeeping)'] = 1e3 * total - sum(out.values())
-        return dict(ms=out, total=1e3 * total)
+        return layer_breakdown(step, spent, steps)
 
     def matmul(self):
         a = np.random.default_rng(0).normal(size=(2048, 2048)).astype(np.float32)
@@ -372,13 +378,7 @@ class Torch:
             loss = torch.nn.functional.cross_entropy(model(x), y); opt.zero_grad(); loss.backward(); opt.step()
         import warnings
         warnings.filterwarnings('ignore', message='Full backward hook is firing')   # the first layer: no input gradient
-        step(); spent.clear()
-        t0 = time.perf_counter()
-        for _ in range(steps): step()
-        total = (time.perf_counter() - t0) / steps
-        out = {k: 1e3 * v / steps for k, v in spent.items()}
-        out['rest (loss, optimizer, bookkeeping)'] = 1e3 * total - sum(out.values())
-        return dict(ms=out, total=1e3 * total)
+        return layer_breakdown(step, spent, steps)
 
     def matmul(self):
         a = self.torch.from_numpy(np.random.default_rng(0).normal(size=(2048, 2048)).astype(np.float32))
