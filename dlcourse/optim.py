@@ -8,7 +8,8 @@ __all__ = ['Optimizer', 'SGD', 'Adam', 'LRScheduler', 'StepLR', 'CosineAnnealing
 # %% ../nbs/07_sgd.ipynb #8f1d112c
 import numpy as np
 
-from .core import Parameter, check_grad, check_number, check_positive
+from .core import Parameter, check_bool, check_grad, check_number, check_positive
+from .engine.optim import sgd_step
 
 def _check_step(params, state):
     "What a step reads, also if a user replaced it: each parameter's data writable, its gradient and state alike to it"
@@ -73,17 +74,19 @@ class SGD(Optimizer):
                  momentum=0.0,          # μ: velocity v <- μ v + (1 - dampening) g
                  weight_decay=0.0,      # λ: adds λ w to every gradient
                  nesterov=False,        # use g + μ v instead of v
-                 dampening=0.0):        # scales the gradient added to the velocity
-        super().__init__(params)
-        check_positive(lr, 'lr')
+                 dampening=0.0,         # scales the gradient added to the velocity
+                 fused=True):           # one kernel per parameter (the same bits); False: the NumPy lines of `step`
+        super().__init__(params); check_positive(lr, 'lr')
         momentum, weight_decay = check_number(momentum, 'momentum', low=0), check_number(weight_decay, 'weight_decay', low=0)
         dampening = check_number(dampening, 'dampening', low=0)
         if nesterov and (momentum == 0 or dampening != 0):
             raise ValueError("nesterov momentum needs momentum > 0 and dampening = 0")
         self.hyper = dict(lr=float(lr), momentum=momentum, weight_decay=weight_decay, nesterov=bool(nesterov), dampening=dampening)
+        self.fused = check_bool(fused, 'fused')
     def step(self):
         "Update every parameter from its gradient"
         self.check_step()                       # a gradient or state replaced by hand: an error, not a wrong step
+        if self.fused: return sgd_step(self.params, self.state, self.hyper)     # the lines below, in one pass each
         h = self.hyper
         for i, p in enumerate(self.params):
             # g = ∂E/∂w (+ λ w with weight decay); with momentum μ the velocity v <- μ v + (1 - dampening) g (v = g on the

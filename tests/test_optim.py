@@ -109,3 +109,47 @@ def test_a_step_checks_what_a_user_replaced(make):
         before = [w.data.copy(), b.data.copy()]
         with pytest.raises(ValueError, match=re.escape(fragment)): opt.step()
         np.testing.assert_array_equal(w.data, before[0]); np.testing.assert_array_equal(b.data, before[1])
+
+
+def _sgd_run(fused, hyper, dtype, shapes, seed, steps=4, view=False):
+    "The parameters after `steps` SGD steps with `hyper`, gradients drawn from `seed`; `view`: the first one's data a transposed view"
+    rng = np.random.default_rng(seed)
+    params = [Parameter(rng.normal(size=s).astype(dtype)) for s in shapes]
+    if view:                                                   # a user's strided view: the step must still land in it
+        base = np.ascontiguousarray(params[0].data.T)
+        params[0].data = base.T
+    opt = SGD(params, **hyper, fused=fused)
+    for k in range(steps):
+        for p in params: p.grad[...] = rng.normal(size=p.shape).astype(dtype)
+        opt.step()
+        if k == 1: opt.lr = hyper['lr'] / 3                     # a schedule changes the rate between steps
+    return [p.data for p in params] + [v for i in sorted(opt.state) for v in opt.state[i].values()]
+
+
+@pytest.mark.parametrize('hyper', [dict(lr=0.1), dict(lr=0.1, weight_decay=0.01), dict(lr=0.05, momentum=0.9),
+                                   dict(lr=0.05, momentum=0.9, dampening=0.3, weight_decay=1e-3),
+                                   dict(lr=0.02, momentum=0.8, nesterov=True, weight_decay=0.1)])
+@pytest.mark.parametrize('dtype', [np.float32, np.float64])
+def test_the_fused_step_gives_the_bits_of_the_numpy_lines(hyper, dtype):
+    "SGD(fused=True), one kernel per parameter, against the lesson's NumPy lines (fused=False): equal to the bit, in both"
+    # dtypes, on parameters below and above the size from which the kernel runs in parallel, and on a strided view
+    from dlcourse.kernels.config import SERIAL_VALUES
+    shapes = [(7, 5), (3,), (SERIAL_VALUES // 64 + 3, 64 + 1), (2, 3, 3, 3)]
+    for view in (False, True):
+        fused, numpy_lines = _sgd_run(True, hyper, dtype, shapes, 1, view=view), _sgd_run(False, hyper, dtype, shapes, 1, view=view)
+        assert len(fused) == len(numpy_lines) == len(shapes) * (2 if hyper.get('momentum') else 1)
+        for a, b in zip(fused, numpy_lines):
+            assert a.dtype == dtype and np.array_equal(a, b)
+
+
+def test_the_fused_step_refuses_non_float_data_before_updating():
+    "A parameter whose data and gradient a user replaced by integer arrays: refused, and nothing is updated"
+    w, b = Parameter(np.ones(3, np.float32)), Parameter(np.ones(2, np.float32))
+    opt = SGD([w, b], lr=0.1, momentum=0.9)
+    b.data, b.grad = np.ones(2, np.int64), np.ones(2, np.int64)
+    w.grad[...] = 1
+    with pytest.raises(ValueError, match=re.escape('params[1].data must be a float32 or float64 array, got dtype int64')):
+        opt.step()
+    np.testing.assert_array_equal(w.data, 1)
+    assert opt.state == {}
+    with pytest.raises(TypeError, match='fused must be True or False'): SGD([w], lr=0.1, fused='yes')

@@ -57,14 +57,15 @@ def _without_cache(fn, options, error):
 
 
 def jit(parallel=False,  # run `prange` loops on several threads?
-        inline=False):   # inline into every caller when Numba compiles it (small scalar functions called in loops)?
+        inline=False,    # inline into every caller when Numba compiles it (small scalar functions called in loops)?
+        exact=False):    # no fast-math: every operation rounded as written (a kernel that must agree with NumPy to the bit)
     """`numba.njit` with dlcourse's flags: cached, fast-math that keeps NaN/inf semantics, NumPy's error model (a float
     division by zero gives inf or NaN, as in NumPy, instead of raising: without that check in every division, loops that
     divide vectorise, e.g. tanh and the sigmoid ten times faster), optionally parallel (not under NUMBA_BOUNDSCHECK=1:
-    Numba checks indices only outside parallel regions). `inline`: the function's body is copied into each caller, where
+    Numba checks indices only outside parallel regions); `exact` turns fast-math off. `inline`: the function's body is copied into each caller, where
     constant arguments (an activation code) select one branch and the loop around it vectorises. Where Numba finds no
     writable place for its cache, the function is compiled without one (`CacheWarning`, once)"""
-    options = dict(parallel=bool(parallel) and not numba.config.BOUNDSCHECK, fastmath=set(FASTMATH), nogil=True,
+    options = dict(parallel=bool(parallel) and not numba.config.BOUNDSCHECK, fastmath=False if exact else set(FASTMATH), nogil=True,
                    error_model='numpy', inline='always' if inline else 'never')
 
     def compile(fn):
