@@ -18,6 +18,7 @@ from .checkpoint import load_checkpoint
 from .conv import Conv2d
 from .core import (DEFAULT_DTYPE, Module, Parameter, Sequential, as_float_dtype, check_allocation, check_array,
                            check_backward, check_choice, check_grad, check_number, check_parameter, check_positive, get_rng)
+from .engine.norm import batch_statistics, normalize, normalize_backward
 from .init import kaiming_normal_
 from .layers import Flatten, Linear
 from .pool import AvgPool2d, MaxPool2d
@@ -355,7 +356,7 @@ class BatchNorm2d(Module):
         check_allocation((4, C), dtype, f"the parameters and buffers of BatchNorm2d(num_features={C})")
         self.weight, self.bias = Parameter(np.ones(C, dtype)), Parameter(np.zeros(C, dtype))
         self.register_buffer('running_mean', np.zeros(C, dtype)); self.register_buffer('running_var', np.ones(C, dtype))
-        self._xhat = self._inv_std = self._out = None
+        self._x = self._mean = self._inv_std = self._out = None
 
     def forward(self, x):
         C, (w, b, running_mean, running_var) = self.num_features, _bn_arrays(self)
@@ -364,22 +365,20 @@ class BatchNorm2d(Module):
         self._batch_stats, m = self.training, x.size // C                       # m: values per channel
         if self.training:
             if m < 2: raise ValueError(f"BatchNorm2d needs more than one value per channel in training, got x of shape {x.shape}")
-            mean = x.mean((0, 2, 3))
-            var = ((x - mean[:, None, None]) ** 2).mean((0, 2, 3))              # biased: normalises this batch
+            mean, var = batch_statistics(x)                                     # μ and σ², biased: they normalise this batch
             mom = x.dtype.type(momentum)
             self.running_mean *= 1 - mom; self.running_mean += mom * mean
             self.running_var *= 1 - mom; self.running_var += mom * var * x.dtype.type(m / (m - 1))   # unbiased, as PyTorch
         else: mean, var = running_mean, running_var
-        self._xhat, self._inv_std = batch_norm(x, mean, var, eps)
-        self._out = self._xhat * w[:, None, None] + b[:, None, None]
+        self._x, self._mean, self._inv_std = x, mean, 1 / np.sqrt(var + x.dtype.type(eps))
+        self._out = normalize(x, mean, self._inv_std, w, b)                      # x̂ · weight + bias in one pass (the engine)
         return self._out
 
     def backward(self, dout):
         dout = check_backward(self, dout, self._out)
         w, b = _bn_arrays(self, dout.dtype, dout.shape[1])[:2]                  # the forward pass's C and dtype
         gw, gb = check_grad(self.weight.grad, 'weight.grad', w), check_grad(self.bias.grad, 'bias.grad', b)
-        gw += (dout * self._xhat).sum((0, 2, 3)); gb += dout.sum((0, 2, 3))
-        return batch_norm_backward(dout * w[:, None, None], self._xhat, self._inv_std, self._batch_stats)
+        return normalize_backward(dout, self._x, self._mean, self._inv_std, w, gw, gb, self._batch_stats)  # adds to gw, gb
     def extra_repr(self): return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
 
 # %% ../nbs/08_model_zoo.ipynb #4fd5957b
