@@ -85,13 +85,11 @@ class SGD(Optimizer):
         self.fused = check_bool(fused, 'fused')
     def step(self):
         "Update every parameter from its gradient"
-        self.check_step()                       # a gradient or state replaced by hand: an error, not a wrong step
-        if self.fused: return sgd_step(self.params, self.state, self.hyper)     # the lines below, in one pass each
-        h = self.hyper
+        self.check_step(); h = self.hyper       # check_step: a gradient or state replaced by hand is an error, not a wrong step
+        if self.fused: return sgd_step(self.params, self.state, h)     # the lines below, in one pass over each parameter
         for i, p in enumerate(self.params):
-            # g = ∂E/∂w (+ λ w with weight decay); with momentum μ the velocity v <- μ v + (1 - dampening) g (v = g on the
-            # first step), kept in self.state[i]['momentum_buffer'], and g = v (Nesterov: g + μ v); then w <- w - α g.
-            # Compute in the parameter's dtype (p.data.dtype.type(x)), and update p.data in place.
+            # g = ∂E/∂w (+ λ w: weight decay); momentum μ: v <- μ v + (1 - dampening) g (v = g at first) in self.state[i]
+            # ['momentum_buffer'], g = v (Nesterov: g + μ v); then p.data -= α g in place, in its dtype (p.data.dtype.type(x))
             ### BEGIN SOLUTION
             g = p.grad
             if h['weight_decay']: g = g + p.data.dtype.type(h['weight_decay']) * p.data
