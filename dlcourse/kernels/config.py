@@ -22,7 +22,8 @@ DIRECT_MAX_WEIGHTS = 4096  # K*C*kh*kw up to which a stride-1 convolution uses t
 PATCH_BUDGET = 1 << 24     # values of an im2col patch matrix at most (64 MB in float32); larger batches go in chunks
 GEMM_PER_IMAGE = 2048      # output positions per image from which every image gets its own GEMM, the bias inside it
                            # (AlexNet's conv1: 3,025; conv2: 729 is faster as one large GEMM)
-SPLIT_K_MAX_WEIGHTS = 1 << 16  # K*C*kh*kw up to which im2col's filter gradient is a split-K product in Numba (else BLAS)
+SPLIT_K_MAX_WEIGHTS = 1 << 12  # K*C*kh*kw up to which im2col's filter gradient is a split-K product in Numba (else BLAS:
+                               # from 4,608 weights, e.g. ResNet-18's 32x16x3x3, it was faster in every zoo layer timed)
 SPLIT_K_PIECES = 16        # pieces of the long dimension in that product, summed afterwards
 DIRECT_BATCH_SLICES = 4    # slices of the batch whose filter gradients the direct backward computes side by side
 
