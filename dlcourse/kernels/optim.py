@@ -12,18 +12,19 @@ CHUNK = 1 << 14   # values per piece of work in the parallel loop
 
 @jit(exact=True)
 def sgd_span(w, g, v, lr, momentum, dampened, weight_decay, nesterov, first, lo, hi):
-    "The update of w[lo:hi] (and its velocity v[lo:hi]); the arguments as in `sgd_update`"
-    for i in range(lo, hi):
-        d = g[i]
-        if weight_decay != 0: d = d + weight_decay * w[i]            # g + λ w
-        if momentum != 0:
-            if first: u = d                                          # v = g on the first step
-            else:
-                u = v[i] * momentum                                  # v <- μ v + (1 - dampening) g, rounded as NumPy's
-                u = u + dampened * d                                 # v *= μ; v += (1 - dampening) * g
-            v[i] = u
-            d = d + momentum * u if nesterov else u                  # Nesterov: g + μ v
-        w[i] = w[i] - lr * d                                         # w <- w - α g
+    """The update of w[lo:hi] (and its velocity v[lo:hi]); the arguments as in `sgd_update`. The choices inside the loops
+    are selects between values computed either way (v[i] is read also on the first step), so that the loops vectorise"""
+    if momentum == 0:
+        for i in range(lo, hi):
+            d = g[i] + weight_decay * w[i] if weight_decay != 0 else g[i]      # g + λ w
+            w[i] = w[i] - lr * d                                             # w <- w - α g
+    else:
+        for i in range(lo, hi):
+            d = g[i] + weight_decay * w[i] if weight_decay != 0 else g[i]
+            old = v[i]
+            u = d if first else old * momentum + dampened * d   # v = g at first, then v <- μ v + (1 - dampening) g, rounded
+            v[i] = u                                             # as NumPy's v *= μ; v += (1 - dampening) * g
+            w[i] = w[i] - lr * (d + momentum * u if nesterov else u)         # Nesterov: g + μ v
 
 
 @jit(parallel=True, exact=True)
