@@ -52,12 +52,12 @@ def test_rank_update_sums_in_batch_order():
 
 
 def test_large_layer_gradients_take_no_transposed_copies():
-    "A Linear layer's backward at batch 2 with a large weight gives the float64 gradients (the rank-update path)"
+    "A Linear layer's backward at batch 8 with a large weight gives the float64 gradients (the rank-update path)"
     from dlcourse.layers import Linear
-    layer = Linear(3000, 1500, rng=0)                              # 4.5M weights: above BLAS_MIN_MACS at batch 2
-    assert 2 * 3000 * 1500 >= config.BLAS_MIN_MACS and 2 <= config.RANK_UPDATE_MAX
+    layer = Linear(4500, 1000, rng=0)                              # 4.5M weights: above BLAS_MIN_MACS at batch 8
+    assert 8 * 4500 * 1000 >= config.BLAS_MIN_MACS and 8 <= config.RANK_UPDATE_MAX
     rng = np.random.default_rng(1)
-    x, dout = rng.normal(size=(2, 3000)).astype(np.float32), rng.normal(size=(2, 1500)).astype(np.float32)
+    x, dout = rng.normal(size=(8, 4500)).astype(np.float32), rng.normal(size=(8, 1000)).astype(np.float32)
     layer(x)
     dx = layer.backward(dout)
     w = layer.weight.data.astype(np.float64)

@@ -28,5 +28,7 @@ SPLIT_K_PIECES = 16        # pieces of the long dimension in that product, summe
 DIRECT_BATCH_SLICES = 4    # slices of the batch whose filter gradients the direct backward computes side by side
 
 # Matrix products of the fully connected layers
-BLAS_MIN_MACS = 1 << 22    # multiply-adds from which a @ b.T goes to BLAS (below: the course's gemm_nt)
+BLAS_MIN_MACS = 1 << 25    # multiply-adds from which a product goes to BLAS (below: the course's gemm_nt). High, because
+                           # after a product OpenBLAS's threads spin on the cores Numba's next kernel needs: LeNet-5's C5 at
+                           # batch 256 (12 million) through BLAS made the whole training step 1.6x slower
 RANK_UPDATE_MAX = 16       # batch up to which a large weight gradient a.T @ b is rank-one updates in Numba (else BLAS)
