@@ -7,6 +7,7 @@ environment) run only with --slow; the test command runs them all.
 """
 import importlib
 import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +61,13 @@ def child_env(**env):
     this one with tests/ first on PYTHONPATH (pyproject's pytest `pythonpath` reaches only this process), plus `env`"""
     path = os.pathsep.join(p for p in (str(TESTS), os.environ.get('PYTHONPATH', '')) if p)
     return {**os.environ, 'PYTHONPATH': path, **env}
+
+
+def ctrl_c_reaches_child():
+    """preexec_fn for a child that a test interrupts with SIGINT: the signal at its default action. A job that a
+    non-interactive shell starts in the background (`tools/test &`) ignores SIGINT, its children inherit that, and Python
+    leaves a signal ignored at startup ignored: the child would never see the test's Ctrl-C"""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 TOL = {np.float32: dict(rtol=2e-5, atol=2e-6), np.float64: dict(rtol=1e-11, atol=1e-12)}

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, event, given, settings, strategies as st
 
-from conftest import child_env
+from conftest import child_env, ctrl_c_reaches_child
 from dlcourse import checkpoint as ckmod
 from dlcourse.checkpoint import read_checkpoint
 from dlcourse.cli import main
@@ -433,7 +433,7 @@ def test_stdout_on_a_full_disk_is_named_as_such(tmp_path):
 def interrupt_after(tmp_path, args, line_start):
     "Start a run, send SIGINT once stdout shows a line starting with `line_start`; returns (status, stderr)"
     p = subprocess.Popen([*MAIN, 'train', *args, '--out', str(tmp_path / 'run'), '--quiet'], cwd=tmp_path, env=child_env(),
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=ctrl_c_reaches_child)
     for line in p.stdout:
         if line.startswith(line_start): p.send_signal(signal.SIGINT); break
     p.stdout.read()
@@ -497,7 +497,8 @@ def test_a_second_run_into_a_busy_out_is_refused(tmp_path):
     "Two runs into one --out at once: the second is refused in one line, the first finishes untouched"
     run = tmp_path / 'run'
     first = subprocess.Popen([*MAIN, 'train', '--data', 'moons', '--epochs', '100000', '--out', str(run), '--quiet'],
-                             cwd=tmp_path, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             cwd=tmp_path, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             preexec_fn=ctrl_c_reaches_child)
     for line in first.stdout:
         if line.startswith('epoch 1 '): break
     for flags in ([], ['--resume'], ['--overwrite'], ['--data', 'xor', '--overwrite']):
