@@ -1,2 +1,3 @@
 """The engines between the kernels and the layers: the convolution engine (argument checks, buffers, the choice of
-algorithm, the one forward and backward step) and fusion (layers computed together, below the layer API)."""
+algorithm, the one forward and backward step), fusion (layers computed together, below the layer API), the matrix
+products of the fully connected layers, batch normalisation's passes and the optimizer's step."""
