@@ -119,8 +119,10 @@ class Dlcourse:
         import numba
         from threadpoolctl import threadpool_info
         blas = np.show_config(mode='dicts')['Build Dependencies']['blas']
+        from dlcourse.engine.matmul import BLAS_THREADS
         kernel = next((f"{p['internal_api']} {p.get('architecture')} kernel, {p['num_threads']} threads"
                        for p in threadpool_info() if p['user_api'] == 'blas'), 'unknown')
+        kernel += f", workers {BLAS_THREADS}" if BLAS_THREADS == 'quieted' else f", workers not quieted ({BLAS_THREADS})"
         x = np.ones((4, 1, 8, 8), np.float32)
         from dlcourse.conv import conv2d
         conv2d(x, np.ones((2, 1, 3, 3), np.float32))                    # start Numba's thread pool

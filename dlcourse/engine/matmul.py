@@ -2,11 +2,72 @@
 input gradient) and a.T @ b (its weight gradient). The course's kernels take small products, where calling BLAS costs
 more than the arithmetic (thread start-up, and OpenBLAS's workers competing with Numba's); BLAS takes large ones, reading
 a transposed operand in place (a transposed view is a column-major matrix to BLAS); a weight gradient over a short batch
-is a few rank-one updates, memory-bound, done in one pass over the gradient (`rank_update`)."""
+is a few rank-one updates, memory-bound, done in one pass over the gradient (`rank_update`).
+
+Importing this module (that is, importing dlcourse) also tells NumPy's OpenBLAS to put its worker threads to sleep as
+soon as a product is done (`quiet_blas_threads`). By default each worker spins for about 0.1 s after every product,
+waiting for the next one, on the core that Numba's next kernel (a layout copy, batch norm, ReLU, the optimizer's step)
+needs: in ResNet-18 that made a training step up to 1.5x slower. The user's own OPENBLAS_THREAD_TIMEOUT wins, and
+nothing changes where NumPy's BLAS is not a pthreads OpenBLAS."""
+import ctypes
+import os
+
 import numpy as np
 
 from ..kernels import config
 from ..kernels.conv import gemm_nt, rank_update
+
+
+def _openblas():
+    "The OpenBLAS library loaded in this process (NumPy's), as a ctypes handle, or None"
+    try:
+        with open('/proc/self/maps') as f:
+            paths = {fields[5].strip() for fields in (line.split(None, 5) for line in f) if len(fields) == 6}
+    except OSError: return None                    # not Linux: NumPy's BLAS is another one there (Accelerate, MKL)
+    paths = sorted(p for p in paths if 'openblas' in os.path.basename(p).lower() and '.so' in os.path.basename(p))
+    for path in paths:
+        try: return ctypes.CDLL(path)              # already loaded: this only returns a handle to it
+        except OSError: continue
+    return None
+
+
+def _symbol(lib, *names):
+    "The first of `names` that `lib` exports (OpenBLAS builds prefix and suffix their API names), or None"
+    for name in names:
+        for full in (name, f'scipy_{name}64_', f'scipy_{name}_64', f'{name}64_', f'{name}_64'):
+            fn = getattr(lib, full, None)
+            if fn is not None: return fn
+    return None
+
+
+def quiet_blas_threads(timeout=None):  # log2 of the cycles a worker spins before it sleeps, 4..30; None: config's
+    """Restart NumPy's OpenBLAS worker threads with a short spin (OpenBLAS's OPENBLAS_THREAD_TIMEOUT, which it reads only
+    when it is loaded, before dlcourse can set it). Returns what happened, for the record: 'quieted', or why not ('user'
+    where OPENBLAS_THREAD_TIMEOUT is set, 'not openblas', 'not pthreads', 'one thread'). Call it when no other thread is
+    in a BLAS call: it stops and restarts OpenBLAS's workers. The thread count, results and environment stay as they were."""
+    timeout = config.BLAS_THREAD_TIMEOUT if timeout is None else timeout
+    if isinstance(timeout, bool) or not isinstance(timeout, int) or not 4 <= timeout <= 30:
+        raise ValueError(f"timeout must be an integer from 4 to 30 (OpenBLAS's range), not {timeout!r}")
+    if 'OPENBLAS_THREAD_TIMEOUT' in os.environ: return 'user'
+    lib = _openblas()
+    if lib is None: return 'not openblas'
+    parallel, threads = _symbol(lib, 'openblas_get_parallel'), _symbol(lib, 'openblas_get_num_threads')
+    read_env, stop, start = (getattr(lib, n, None) for n in ('openblas_read_env', 'blas_thread_shutdown_', 'blas_thread_init'))
+    if None in (parallel, threads, read_env, stop, start): return 'not openblas'
+    if parallel() != 1: return 'not pthreads'    # 0: a serial build, 2: OpenMP's threads (their own spin setting)
+    if threads() < 2: return 'one thread'
+    os.environ['OPENBLAS_THREAD_TIMEOUT'] = str(timeout)
+    try:
+        read_env()                                 # OpenBLAS reads its variables again...
+        stop()                                     # ...its workers stop, and start again with the new spin
+        start()
+    finally:
+        del os.environ['OPENBLAS_THREAD_TIMEOUT']  # child processes see the environment as it was
+        read_env()                                 # (the running workers keep their spin)
+    return 'quieted'
+
+
+BLAS_THREADS = quiet_blas_threads()   # what importing dlcourse did to OpenBLAS's threads (bench/ records it)
 
 
 def matmul_nt(a,                 # (I, Q), C-contiguous

@@ -32,3 +32,5 @@ BLAS_MIN_MACS = 1 << 25    # multiply-adds from which a product goes to BLAS (be
                            # after a product OpenBLAS's threads spin on the cores Numba's next kernel needs: LeNet-5's C5 at
                            # batch 256 (12 million) through BLAS made the whole training step 1.6x slower
 RANK_UPDATE_MAX = 16       # batch up to which a large weight gradient a.T @ b is rank-one updates in Numba (else BLAS)
+BLAS_THREAD_TIMEOUT = 4    # OpenBLAS's workers spin 2**4 cycles after a product, then sleep (its default, 2**28 cycles, is
+                           # ~0.1 s of a core that Numba's next kernel needs; engine.matmul.quiet_blas_threads)
