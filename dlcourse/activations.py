@@ -74,14 +74,14 @@ class Elementwise(Module):
         x = check_array(x, 'x')
         code, param = self.kernel_args(x.dtype)           # before anything is saved: a refused pass changes nothing
         self._x, self._out = x, np.empty_like(x)
-        K.act_forward(self._x.reshape(-1), code, param, self._out.reshape(-1))
+        K.apply_act(self._x.reshape(-1), code, param, self._out.reshape(-1))
         return self._out
 
     def backward(self, dout):
         dout = check_backward(self, dout, self._out)
         code, param = self.kernel_args(dout.dtype)
         dx = np.empty_like(dout)
-        K.act_backward(dout.reshape(-1), self._x.reshape(-1), self._out.reshape(-1), code, param, dx.reshape(-1))
+        K.apply_grad(dout.reshape(-1), self._x.reshape(-1), self._out.reshape(-1), code, param, dx.reshape(-1))
         return dx
 
 # %% ../nbs/04_relu.ipynb #43d9cac4

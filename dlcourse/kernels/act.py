@@ -1,5 +1,7 @@
 """Activation functions in the kernels: one scalar definition of each activation and of its derivative, used by the
-activation layers and by the fused layers alike, and the elementwise kernels over whole arrays.
+activation layers and by the fused layers alike, and the elementwise kernels over whole arrays. The layers call
+`apply_act` and `apply_grad`, which run small arrays on the calling thread with the span kernels: a network whose
+activation layers are all small (LeNet-5) never compiles the parallel kernels, a second or two of its cold start.
 
 kernels.fused compiles `activate` and `activate_grad` into its own kernels, which Numba caches by the contents of
 fused.py alone: a change here needs a change there (its docstring says so), or the fused layers load stale kernels."""
@@ -149,6 +151,20 @@ def grad_span(dout, z, y, act, param, dx):
         for i in range(y.shape[0]): dx[i] = dout[i] * activate_grad(z[i], y[i], SOFTPLUS, param, one)
     else:
         for i in range(y.shape[0]): dx[i] = dout[i] * activate_grad(z[i], y[i], act, param, one)
+
+
+def apply_act(x, act, param, out):
+    """out = act(x) (flat arrays, as `act_forward`): small arrays go straight to `act_span` on the calling thread, so a
+    network whose activations are all small never compiles the parallel kernel (a cold start compiles only what it
+    runs)"""
+    if x.shape[0] < SERIAL_VALUES: act_span(x, out, act, param)
+    else: act_forward(x, act, param, out)
+
+
+def apply_grad(dout, z, y, act, param, dx):
+    "dx = dout * act'(z) (flat arrays, as `act_backward`), small arrays straight to `grad_span`, as `apply_act`"
+    if y.shape[0] < SERIAL_VALUES: grad_span(dout, z, y, act, param, dx)
+    else: act_backward(dout, z, y, act, param, dx)
 
 
 @jit(parallel=True)

@@ -152,9 +152,9 @@ def gemm_nt(a,            # (I, Q)
     J = b.shape[0]
     blocks = ((I + 1) // 2) * ((J + 3) // 4)
     if I * J * Q < SERIAL_MACS:
-        _gemm_nt_blocks(a, b, out, accumulate, 0, blocks)
+        _gemm_nt_blocks(a, b, out, accumulate, blocks - blocks, blocks)    # int64 bounds in both calls: compiled once
     else:
-        for it in prange(blocks): _gemm_nt_blocks(a, b, out, accumulate, it, it + 1)
+        for it in prange(blocks): _gemm_nt_blocks(a, b, out, accumulate, np.int64(it), np.int64(it) + 1)
 
 @jit(parallel=True)
 def rank_update(a,            # (Q, I), Q small (a batch)
@@ -308,7 +308,7 @@ def conv_direct_backward_input(gw,      # wide output gradient from `to_wide_row
     N, C, Hp, Wp = dxp.shape
     K, _, kh, kw = w.shape
     T, M = kh * kw, gw.shape[2]
-    offs, wf = tap_offsets(1, kh, kw, Hp, Wp), w.reshape(K, C, T)
+    offs, wf = tap_offsets(np.int64(1), kh, kw, Hp, Wp), w.reshape(K, C, T)   # an int64 1, not a literal: one compiled tap_offsets
     for nc in prange(N * C):
         n, c = nc // C, nc % C
         acc = dxp[n, c].reshape(Hp * Wp)

@@ -37,7 +37,7 @@ def conv_act_pool_forward(xp,     # padded input (N, C, Hp, Wp)
     PH, PW = out.shape[2], out.shape[3]
     M, T = (OH - 1) * Wp + OW, C * kh * kw                      # wide output length, number of taps
     offs, wf = tap_offsets(C, kh, kw, Hp, Wp), w.reshape(K, T)
-    KP, one, quarter = (K + 1) // 2, xp.dtype.type(1), xp.dtype.type(0.25)
+    KP, quarter = (K + 1) // 2, xp.dtype.type(0.25)
     for nk in prange(N * KP):
         n, k0 = nk // KP, 2 * (nk % KP)
         k1 = min(k0 + 1, K - 1)                                  # an odd last filter is computed twice, stored once
@@ -47,8 +47,7 @@ def conv_act_pool_forward(xp,     # padded input (N, C, Hp, Wp)
             z, o, k = acc[q], out[n, k0 + q], k0 + q
             if avg:
                 am = amap[n, k]
-                for i in range(OH):
-                    for j in range(OW): am[i, j] = activate(z[i * Wp + j], act, param, one)
+                for i in range(OH): act_span(z[i * Wp:i * Wp + OW], am[i], act, param)   # a call, not the activations inlined
                 for i in range(PH):
                     for j in range(PW):
                         o[i, j] = (am[2 * i, 2 * j] + am[2 * i, 2 * j + 1] + am[2 * i + 1, 2 * j] + am[2 * i + 1, 2 * j + 1]) * quarter

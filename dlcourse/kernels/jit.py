@@ -10,6 +10,13 @@ What importing dlcourse does to Numba, for the rest of the process (and nothing 
    NUMBA_THREADING_LAYER or NUMBA_THREADING_LAYER_PRIORITY, which then win. Other code that uses Numba's parallel loops
    in the same process gets the same priority (Numba has one thread pool per process).
 
+(Importing dlcourse also restarts NumPy's OpenBLAS workers with a short spin after each product: `engine.matmul`.)
+
+Compiling is the cold start's cost (a fresh install's first training step), so each kernel is compiled once per dtype:
+calls pass int64 where a literal or a parallel loop's unsigned index would make Numba compile a second version
+(tests/test_cold_start.py counts the compilations), and small arrays skip the parallel versions of the elementwise
+kernels altogether (kernels.act, engine.optim).
+
 Compiled kernels are cached on disk where Numba finds a writable place: the `__pycache__` folders of the package,
 NUMBA_CACHE_DIR, or the user's cache folder. Where none is writable (a read-only installation with a read-only home: a
 container, Nix, a locked-down lab), the kernels are compiled without a cache, once in every new process, and one warning

@@ -32,7 +32,8 @@ def batch_stats(x,      # (N, C, S)
             mean[c] = channel_sums(x, c, 0.0, 0.0)[0] / m
             var[c] = channel_sums(x, c, mean[c], 1.0)[1] / m
     else:
-        for c in prange(C):
+        for i in prange(C):                      # (the loop index is unsigned: an int64 channel index keeps one
+            c = np.int64(i)                      # compiled channel_sums for both loops)
             mean[c] = channel_sums(x, c, 0.0, 0.0)[0] / m
             var[c] = channel_sums(x, c, mean[c], 1.0)[1] / m
 
@@ -55,7 +56,9 @@ def batch_norm_forward(x,        # (N, C, S)
     if x.size < SERIAL_VALUES:
         for c in range(C): normalize_channel(x, c, mean[c], inv_std[c], w[c], b[c], out)
     else:
-        for c in prange(C): normalize_channel(x, c, mean[c], inv_std[c], w[c], b[c], out)
+        for i in prange(C):
+            c = np.int64(i)                      # as in batch_stats
+            normalize_channel(x, c, mean[c], inv_std[c], w[c], b[c], out)
 
 
 @jit()
@@ -96,4 +99,6 @@ def batch_norm_backward(dout,         # (N, C, S) dE/d(output)
     if x.size < SERIAL_VALUES:
         for c in range(C): backward_channel(dout, x, c, mean[c], inv_std[c], w[c], gw, gb, batch_stats, dx)
     else:
-        for c in prange(C): backward_channel(dout, x, c, mean[c], inv_std[c], w[c], gw, gb, batch_stats, dx)
+        for i in prange(C):
+            c = np.int64(i)                      # as in batch_stats
+            backward_channel(dout, x, c, mean[c], inv_std[c], w[c], gw, gb, batch_stats, dx)

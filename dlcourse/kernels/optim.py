@@ -4,6 +4,8 @@ Lesson 07 writes the update as NumPy lines, each a pass over memory with a tempo
 weights those passes and the page faults of the temporaries cost more than half a second per step. Here each weight is
 read and written once, with the same operations in the same order, rounded the same way (compiled without fast-math),
 so both give the same bits."""
+import numpy as np
+
 from .config import SERIAL_VALUES
 from .jit import jit, prange
 
@@ -40,7 +42,8 @@ def sgd_update(w,             # the parameter's data, flat (n,), updated in plac
     "One SGD step for one parameter. Parallel over pieces of CHUNK values (serial below SERIAL_VALUES values)"
     n = w.shape[0]
     if n < SERIAL_VALUES:
-        sgd_span(w, g, v, lr, momentum, dampened, weight_decay, nesterov, first, 0, n)
+        sgd_span(w, g, v, lr, momentum, dampened, weight_decay, nesterov, first, n - n, n)   # int64 bounds everywhere:
     else:
         for c in prange((n + CHUNK - 1) // CHUNK):
-            sgd_span(w, g, v, lr, momentum, dampened, weight_decay, nesterov, first, c * CHUNK, min(n, (c + 1) * CHUNK))
+            lo = np.int64(c) * CHUNK                                                          # sgd_span compiled once
+            sgd_span(w, g, v, lr, momentum, dampened, weight_decay, nesterov, first, lo, min(n, lo + CHUNK))
