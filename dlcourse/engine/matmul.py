@@ -31,13 +31,10 @@ def _openblas():
     return None
 
 
-def _symbol(lib, *names):
-    "The first of `names` that `lib` exports (OpenBLAS builds prefix and suffix their API names), or None"
-    for name in names:
-        for full in (name, f'scipy_{name}64_', f'scipy_{name}_64', f'{name}64_', f'{name}_64'):
-            fn = getattr(lib, full, None)
-            if fn is not None: return fn
-    return None
+def _symbol(lib, name):
+    "OpenBLAS's API function `name` as `lib` exports it (builds prefix and suffix the names), or None"
+    return next((fn for full in (name, f'scipy_{name}64_', f'scipy_{name}_64', f'{name}64_', f'{name}_64')
+                 if (fn := getattr(lib, full, None)) is not None), None)
 
 
 def quiet_blas_threads(timeout=None):  # log2 of the cycles a worker spins before it sleeps, 4..30; None: config's

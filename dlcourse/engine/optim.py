@@ -3,8 +3,7 @@
 import numpy as np
 
 from ..core import FLOAT_DTYPES
-from ..kernels.config import SERIAL_VALUES
-from ..kernels.optim import sgd_span, sgd_update
+from ..kernels.optim import sgd_apply
 
 
 def sgd_step(params,  # the optimizer's parameters, checked by Optimizer.check_step
@@ -24,8 +23,6 @@ def sgd_step(params,  # the optimizer's parameters, checked by Optimizer.check_s
             first = 'momentum_buffer' not in s
             if first: s['momentum_buffer'] = np.empty_like(w)
             v = s['momentum_buffer']
-        args = (w.reshape(-1), p.grad.reshape(-1), v.reshape(-1), f(lr), f(momentum), f(1 - dampening), f(weight_decay),
-                bool(nesterov), first)
-        if w.size < SERIAL_VALUES: sgd_span(*args, 0, w.size)    # small: on this thread, and the parallel kernel is
-        else: sgd_update(*args)                                  # compiled only for a network that has large parameters
+        sgd_apply(w.reshape(-1), p.grad.reshape(-1), v.reshape(-1), f(lr), f(momentum), f(1 - dampening),
+                  f(weight_decay), bool(nesterov), first)
         if w is not p.data: p.data[...] = w                          # a non-contiguous view: write the result back

@@ -121,16 +121,12 @@ def act_forward(x,      # input, flat (n,)
                 act,    # activation code
                 param,  # the activation's parameter, in x's dtype
                 out):   # out: act(x), flat (n,); may be x itself
-    """out = act(x) elementwise. Parallel over chunks of CHUNK values (serial below SERIAL_VALUES values); the inner loop
-    runs over contiguous memory."""
+    """out = act(x) elementwise. Parallel over chunks of CHUNK values (`apply_act` runs small arrays on one thread
+    instead); the inner loop runs over contiguous memory."""
     n = x.shape[0]
-    chunks = (n + CHUNK - 1) // CHUNK
-    if n < SERIAL_VALUES:
-        act_span(x, out, act, param)
-    else:
-        for c in prange(chunks):
-            lo, hi = c * CHUNK, min(n, (c + 1) * CHUNK)
-            act_span(x[lo:hi], out[lo:hi], act, param)
+    for c in prange((n + CHUNK - 1) // CHUNK):
+        lo, hi = c * CHUNK, min(n, (c + 1) * CHUNK)
+        act_span(x[lo:hi], out[lo:hi], act, param)
 
 
 @jit()
@@ -174,12 +170,8 @@ def act_backward(dout,   # dE/dy, flat (n,)
                  act,    # activation code
                  param,  # as in `act_forward`
                  dx):    # out: dE/dz = dout * act'(z), flat (n,); may be dout itself
-    "dx = dout * act'(z). Parallel over chunks as `act_forward`."
+    "dx = dout * act'(z). Parallel over chunks as `act_forward` (`apply_grad` runs small arrays on one thread)"
     n = y.shape[0]
-    chunks = (n + CHUNK - 1) // CHUNK
-    if n < SERIAL_VALUES:
-        grad_span(dout, z, y, act, param, dx)
-    else:
-        for c in prange(chunks):
-            lo, hi = c * CHUNK, min(n, (c + 1) * CHUNK)
-            grad_span(dout[lo:hi], z[lo:hi], y[lo:hi], act, param, dx[lo:hi])
+    for c in prange((n + CHUNK - 1) // CHUNK):
+        lo, hi = c * CHUNK, min(n, (c + 1) * CHUNK)
+        grad_span(dout[lo:hi], z[lo:hi], y[lo:hi], act, param, dx[lo:hi])

@@ -152,7 +152,7 @@ def gemm_nt(a,            # (I, Q)
     J = b.shape[0]
     blocks = ((I + 1) // 2) * ((J + 3) // 4)
     if I * J * Q < SERIAL_MACS:
-        _gemm_nt_blocks(a, b, out, accumulate, blocks - blocks, blocks)    # int64 bounds in both calls: compiled once
+        _gemm_nt_blocks(a, b, out, accumulate, np.int64(0), blocks)        # int64 bounds in both calls: compiled once
     else:
         for it in prange(blocks): _gemm_nt_blocks(a, b, out, accumulate, np.int64(it), np.int64(it) + 1)
 

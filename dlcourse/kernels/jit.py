@@ -15,7 +15,7 @@ What importing dlcourse does to Numba, for the rest of the process (and nothing 
 Compiling is the cold start's cost (a fresh install's first training step), so each kernel is compiled once per dtype:
 calls pass int64 where a literal or a parallel loop's unsigned index would make Numba compile a second version
 (tests/test_cold_start.py counts the compilations), and small arrays skip the parallel versions of the elementwise
-kernels altogether (kernels.act, engine.optim).
+kernels altogether (`apply_act`, `apply_grad` and `sgd_apply` choose).
 
 Compiled kernels are cached on disk where Numba finds a writable place: the `__pycache__` folders of the package,
 NUMBA_CACHE_DIR, or the user's cache folder. Where none is writable (a read-only installation with a read-only home: a

@@ -39,11 +39,15 @@ def sgd_update(w,             # the parameter's data, flat (n,), updated in plac
                weight_decay,  # λ, in w's dtype
                nesterov,      # step along g + μ v instead of v?
                first):        # the first step with momentum: v = g (v's old contents are not read)
-    "One SGD step for one parameter. Parallel over pieces of CHUNK values (serial below SERIAL_VALUES values)"
+    "One SGD step for one parameter. Parallel over pieces of CHUNK values (`sgd_apply` runs small ones on one thread)"
     n = w.shape[0]
-    if n < SERIAL_VALUES:
-        sgd_span(w, g, v, lr, momentum, dampened, weight_decay, nesterov, first, n - n, n)   # int64 bounds everywhere:
-    else:
-        for c in prange((n + CHUNK - 1) // CHUNK):
-            lo = np.int64(c) * CHUNK                                                          # sgd_span compiled once
-            sgd_span(w, g, v, lr, momentum, dampened, weight_decay, nesterov, first, lo, min(n, lo + CHUNK))
+    for c in prange((n + CHUNK - 1) // CHUNK):
+        lo = np.int64(c) * CHUNK                     # int64 bounds, as from Python: sgd_span is compiled once
+        sgd_span(w, g, v, lr, momentum, dampened, weight_decay, nesterov, first, lo, min(n, lo + CHUNK))
+
+
+def sgd_apply(w, g, v, lr, momentum, dampened, weight_decay, nesterov, first):
+    """`sgd_update`'s step (the same arguments), small parameters straight to `sgd_span` on the calling thread: a network
+    whose parameters are all small never compiles the parallel kernel (as `kernels.act.apply_act`)"""
+    if w.shape[0] < SERIAL_VALUES: sgd_span(w, g, v, lr, momentum, dampened, weight_decay, nesterov, first, 0, w.shape[0])
+    else: sgd_update(w, g, v, lr, momentum, dampened, weight_decay, nesterov, first)
