@@ -70,19 +70,19 @@ class ConvActPool(Module):
         N, K, e, avg = len(x), w.shape[0], self._engine, pool.fused_pool == 'avg'
         xp = e.pad(x, *padding)
         out = np.empty((N, K, OH // 2, OW // 2), x.dtype)
-        idx = e.buffer('idx', (0, 0, 0, 0) if avg else out.shape, np.uint8)
-        amap = e.buffer('amap', (N, K, OH, OW) if avg else (0, 0, 0, 0), x.dtype)
-        conv_act_pool_forward(xp, w, np.zeros(K, x.dtype) if b is None else b, code, param, avg, out, idx, amap)
+        idx = None if avg else e.buffer('idx', out.shape, np.uint8)       # the kernel pools as the one given says
+        amap = e.buffer('amap', (N, K, OH, OW), x.dtype) if avg else None
+        conv_act_pool_forward(xp, w, np.zeros(K, x.dtype) if b is None else b, code, param, out, idx, amap)
         conv.floored, pool.floored = conv.floors(x.shape), bool(OH % 2 or OW % 2)
         for m in (conv, act, pool): m._out = None                              # their own backward has nothing to use
-        self._saved, self._out = (x.shape, xp, w, padding, idx, amap, code, param, avg), out
+        self._saved, self._out = (x.shape, xp, w, padding, idx, amap, code, param), out
         return out
 
     def backward(self, dout):
         conv, act, pool = self._layers
         if self._unfused: return conv.backward(act.backward(pool.backward(dout)))
         dout = check_backward(self, dout, self._out)
-        x_shape, xp, w, padding, idx, amap, code, param, avg = self._saved
+        x_shape, xp, w, padding, idx, amap, code, param = self._saved
         check_parameter(conv, 'weight', w.shape, w.dtype)                     # still Parameters, as Conv2d.backward checks
         check_parameter(conv, 'bias', w.shape[:1], w.dtype, optional=True)
         dw = check_grad(conv.weight.grad, 'weight.grad', w)                  # both gradients, before either is written
@@ -90,7 +90,7 @@ class ConvActPool(Module):
         (N, K), e, Wp = dout.shape[:2], self._engine, xp.shape[3]
         OH, OW = xp.shape[2] - w.shape[2] + 1, Wp - w.shape[3] + 1
         gw, dbn = e.buffer('gw', (N, K, (OH - 1) * Wp + OW), xp.dtype), e.buffer('dbn', (N, K), xp.dtype)
-        pool_act_backward_wide(dout, self._out, idx, amap, code, param, avg, Wp, gw, dbn)
+        pool_act_backward_wide(dout, self._out, idx, amap, code, param, Wp, gw, dbn)
         if db is not None: db += dbn.sum(0)
         dxp = e.input_grad_buffer(xp, padding)
         e.direct_backward(gw, xp, w, dw, dxp)

@@ -21,16 +21,16 @@ def conv_act_pool_forward(xp,     # padded input (N, C, Hp, Wp)
                           b,      # bias (K,)
                           act,    # activation code (kernels.act), non-decreasing
                           param,  # the activation's parameter, in xp's dtype
-                          avg,    # average pooling (else max pooling)?
                           out,    # out: pooled activation maps (N, K, OH // 2, OW // 2)
-                          idx,    # out (max pooling): position 0..3 of each window's maximum (N, K, PH, PW) uint8
-                          amap):  # out (average pooling): the activation maps act(z) (N, K, OH, OW)
+                          idx,    # out (max pooling): position 0..3 of each window's maximum (N, K, PH, PW) uint8; else None
+                          amap):  # out (average pooling): the activation maps act(z) (N, K, OH, OW); else None
     """pool(act(w ⋆ xp + b)): stride-1 convolution, activation and 2x2 pooling with stride 2 in one pass.
     Parallel over (image, pair of filters); the convolution is `conv_direct_forward`'s (a wide output of two filters,
     four shifted input vectors per pass, in L1), and the two maps are activated and pooled while they are still in cache.
     Max pooling takes the maximum of z first and activates it once (act is non-decreasing: the same value, a quarter of
     the work); the window's maximum and its position come from `max4`, the rule of max pooling, and the activation runs
-    over the row afterwards."""
+    over the row afterwards. The pooling is chosen by which of `idx` and `amap` is None (exactly one is): Numba decides
+    a test of a None argument when it compiles, so each version holds one pooling's code (a cold start compiles less)."""
     N, C, Hp, Wp = xp.shape
     K, _, kh, kw = w.shape
     OH, OW = Hp - kh + 1, Wp - kw + 1
@@ -45,14 +45,14 @@ def conv_act_pool_forward(xp,     # padded input (N, C, Hp, Wp)
         wide_rows_two_filters(xp[n].reshape(C * Hp * Wp), offs, wf, b, k0, k1, acc)   # lesson 03's convolution
         for q in range(k1 - k0 + 1):
             z, o, k = acc[q], out[n, k0 + q], k0 + q
-            if avg:
+            if amap is not None:                                 # average pooling
                 am = amap[n, k]
                 for i in range(OH): act_span(z[i * Wp:i * Wp + OW], am[i], act, param)   # a call, not the activations inlined
                 for i in range(PH):
                     for j in range(PW):
                         o[i, j] = (am[2 * i, 2 * j] + am[2 * i, 2 * j + 1] + am[2 * i + 1, 2 * j] + am[2 * i + 1, 2 * j + 1]) * quarter
-            else:
-                ix = idx[n, k]
+            if idx is not None:                                  # max pooling (two tests, not if/else: each one on a
+                ix = idx[n, k]                                   # None argument is decided when Numba compiles)
                 for i in range(PH):
                     r0, r1 = 2 * i * Wp, (2 * i + 1) * Wp
                     oi, xi = o[i], ix[i]
@@ -61,14 +61,14 @@ def conv_act_pool_forward(xp,     # padded input (N, C, Hp, Wp)
                     act_span(oi, oi, act, param)
 
 @jit()
-def _pool_act_backward_map(dout, out, idx, amap, act, param, avg, Wp, gw, dbn, n, k):
+def _pool_act_backward_map(dout, out, idx, amap, act, param, Wp, gw, dbn, n, k):
     "`pool_act_backward_wide` for the map (n, k)"
     PH, PW = dout.shape[2], dout.shape[3]
     one, quarter = dout.dtype.type(1), dout.dtype.type(0.25)
     g = gw[n, k]
     g[:] = 0
     s = dout.dtype.type(0)
-    if avg:
+    if amap is not None:                                     # average pooling
         am = amap[n, k]
         for i in range(PH):
             for j in range(PW):
@@ -79,7 +79,7 @@ def _pool_act_backward_map(dout, out, idx, amap, act, param, avg, Wp, gw, dbn, n
                         v = d * activate_grad(a, a, act, param, one)   # act's derivative needs only its output
                         g[(2 * i + di) * Wp + 2 * j + dj] = v
                         s += v
-    else:
+    if idx is not None:                                      # max pooling
         v = np.empty(PW, dout.dtype)
         for i in range(PH):
             y = out[n, k, i]
@@ -93,11 +93,10 @@ def _pool_act_backward_map(dout, out, idx, amap, act, param, avg, Wp, gw, dbn, n
 @jit(parallel=True)
 def pool_act_backward_wide(dout,   # dE/d(pooled output) (N, K, PH, PW)
                            out,    # the forward step's pooled output
-                           idx,    # max pooling: the window positions from `conv_act_pool_forward`
-                           amap,   # average pooling: the activation maps from `conv_act_pool_forward`
+                           idx,    # max pooling: the window positions from `conv_act_pool_forward` (else None)
+                           amap,   # average pooling: the activation maps from `conv_act_pool_forward` (else None)
                            act,    # activation code
                            param,  # the activation's parameter
-                           avg,    # average pooling?
                            Wp,     # row length of the wide layout
                            gw,     # out: dE/dz on wide rows (N, K, M), zero in the gaps
                            dbn):   # out: dE/db of every image (N, K)
@@ -107,9 +106,9 @@ def pool_act_backward_wide(dout,   # dE/d(pooled output) (N, K, PH, PW)
     image, comes for free."""
     N, K = dout.shape[0], dout.shape[1]
     if N * K * gw.shape[2] < SERIAL_VALUES:
-        for nk in range(N * K): _pool_act_backward_map(dout, out, idx, amap, act, param, avg, Wp, gw, dbn, nk // K, nk % K)
+        for nk in range(N * K): _pool_act_backward_map(dout, out, idx, amap, act, param, Wp, gw, dbn, nk // K, nk % K)
     else:
-        for nk in prange(N * K): _pool_act_backward_map(dout, out, idx, amap, act, param, avg, Wp, gw, dbn, nk // K, nk % K)
+        for nk in prange(N * K): _pool_act_backward_map(dout, out, idx, amap, act, param, Wp, gw, dbn, nk // K, nk % K)
 
 @jit()
 def bias_act_forward(z,      # (N, K) x Wᵀ, overwritten with the output
