@@ -2,6 +2,7 @@
 
 Modules:
 
+- `dlcourse.engine.ahead`: Compiling ahead: the cold start of a training run on two cores instead of one.
 - `dlcourse.engine.conv`: The convolution engine: argument checks, reusable buffers, the choice among five algorithms, and the one forward and backward step of a convolution, used by `Conv2d`, `conv2d` and the fused layers alike.
 - `dlcourse.engine.fusion`: Fusion below the layer API. A `Sequential` asks each layer whether it can run together with the layers after it (`Module.fuse`); a stride-1 convolution followed by an activation and 2x2 pooling answers with a `ConvActPool` step, which computes all three in one pass of the fused kernel and their backward step in one more. The network and its layers stay what the user built: same parameters, same results, same checks; only the way they are computed changes.
 - `dlcourse.engine.matmul`: Matrix products for the layers, without transposed copies: a @ b.T (forward of a fully connected layer), a @ b (its input gradient) and a.T @ b (its weight gradient). The course's kernels take small products, where calling BLAS costs more than the arithmetic (thread start-up, and OpenBLAS's workers competing with Numba's); BLAS takes large ones, reading a transposed operand in place (a transposed view is a column-major matrix to BLAS); a weight gradient over a short batch is a few rank-one updates, memory-bound, done in one pass over the gradient (`rank_update`).

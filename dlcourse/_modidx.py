@@ -308,6 +308,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                   'dlcourse.learner.Learner._fit_epoch': ('lib/learner.html#learner._fit_epoch', 'dlcourse/learner.py'),
                                   'dlcourse.learner.Learner._rng_owners': ('lib/learner.html#learner._rng_owners', 'dlcourse/learner.py'),
                                   'dlcourse.learner.Learner._run_epoch': ('lib/learner.html#learner._run_epoch', 'dlcourse/learner.py'),
+                                  'dlcourse.learner.Learner._step': ('lib/learner.html#learner._step', 'dlcourse/learner.py'),
                                   'dlcourse.learner.Learner.evaluate': ('lib/learner.html#learner.evaluate', 'dlcourse/learner.py'),
                                   'dlcourse.learner.Learner.fit': ('lib/learner.html#learner.fit', 'dlcourse/learner.py'),
                                   'dlcourse.learner.Learner.load': ('lib/learner.html#learner.load', 'dlcourse/learner.py'),

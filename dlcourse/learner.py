@@ -9,11 +9,13 @@ __all__ = ['gradient_descent', 'accuracy', 'TrainingDiverged', 'History', 'Learn
 import math
 import sys
 import time
+from contextlib import nullcontext
 
 import numpy as np
 
 from .checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from .core import Module, as_path, check_array, check_positive, get_rng, is_finite
+from .engine.ahead import ahead
 from .losses import CrossEntropyLoss, Loss
 from .optim import Optimizer
 
@@ -217,17 +219,8 @@ class Learner:
         totals, n = dict.fromkeys(['loss', *self.metrics], 0.0), 0
         for self.batch, (xb, yb) in enumerate(dl, 1):
             if len(xb) == 0: raise ValueError(f"{name} yielded an empty batch (batch {self.batch}): every batch needs an example")
-            out = self.model(xb)
-            self.loss = loss = self.loss_fn(out, yb)
-            if not np.isfinite(loss):
-                what = f"epoch {self.epoch + 1}, batch {self.batch}" + ('' if train else ' (validation)')
-                raise TrainingDiverged(f"the loss became {loss} in {what}: training diverged. Try a lower learning rate "
-                                       f"(now {self.optimizer.hyper.get('lr')}), and check the data for NaN or inf if it "
-                                       "happens in the first batches.")
-            if train:
-                self.optimizer.zero_grad()
-                self.model.backward(self.loss_fn.backward())
-                self.optimizer.step()
+            with ahead(self.model, xb, self.optimizer) if train and self.batch == 1 else nullcontext():
+                out, loss = self._step(xb, yb, train)
             k = len(xb)
             totals['loss'] += loss * k
             for m, fn in self.metrics.items(): totals[m] += fn(out, yb) * k
@@ -237,6 +230,21 @@ class Learner:
                 if self._bar is not None: self._bar.update(1); self._bar.set_postfix(epoch=self.epoch + 1, loss=f"{loss:.4f}")
         if n == 0: raise ValueError(f"{name} yielded no examples: there is nothing to {'train on' if train else 'evaluate'}")
         return {m: total / n for m, total in totals.items()}
+
+    def _step(self, xb, yb, train):
+        "The loss of one batch, and a training step if `train`; returns (the model's output, the loss)"
+        out = self.model(xb)
+        self.loss = loss = self.loss_fn(out, yb)
+        if not np.isfinite(loss):
+            what = f"epoch {self.epoch + 1}, batch {self.batch}" + ('' if train else ' (validation)')
+            raise TrainingDiverged(f"the loss became {loss} in {what}: training diverged. Try a lower learning rate "
+                                   f"(now {self.optimizer.hyper.get('lr')}), and check the data for NaN or inf if it "
+                                   "happens in the first batches.")
+        if train:
+            self.optimizer.zero_grad()
+            self.model.backward(self.loss_fn.backward())
+            self.optimizer.step()
+        return out, loss
 
     def evaluate(self, dl):
         "Mean loss and metrics of the model on the batches of `dl`, without training"

@@ -1,3 +1,4 @@
 """The engines between the kernels and the layers: the convolution engine (argument checks, buffers, the choice of
 algorithm, the one forward and backward step), fusion (layers computed together, below the layer API), the matrix
-products of the fully connected layers, batch normalisation's passes and the optimizer's step."""
+products of the fully connected layers, batch normalisation's passes, the optimizer's step, and compiling a first
+training step's kernels on two cores (`ahead`)."""

@@ -34,3 +34,7 @@ BLAS_MIN_MACS = 1 << 25    # multiply-adds from which a product goes to BLAS (be
 RANK_UPDATE_MAX = 16       # batch up to which a large weight gradient a.T @ b is rank-one updates in Numba (else BLAS)
 BLAS_THREAD_TIMEOUT = 4    # OpenBLAS's workers spin 2**4 cycles after a product, then sleep (its default, 2**28 cycles, is
                            # ~0.1 s of a core that Numba's next kernel needs; engine.matmul.quiet_blas_threads)
+
+# The cold start: a training run's first step compiles its kernels on two cores, a helper process taking the second
+# half of them (engine.ahead, for the steps it has a record of)
+COMPILE_AHEAD = True

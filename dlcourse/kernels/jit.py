@@ -20,10 +20,20 @@ kernels altogether (`apply_act`, `apply_grad` and `sgd_apply` choose).
 Compiled kernels are cached on disk where Numba finds a writable place: the `__pycache__` folders of the package,
 NUMBA_CACHE_DIR, or the user's cache folder. Where none is writable (a read-only installation with a read-only home: a
 container, Nix, a locked-down lab), the kernels are compiled without a cache, once in every new process, and one warning
-says so; set NUMBA_CACHE_DIR to a writable folder to keep them."""
+says so; set NUMBA_CACHE_DIR to a writable folder to keep them.
+
+Several processes may fill one cache at once (two training runs, or `engine.ahead`'s helper process compiling the
+second half of a first training step): Numba writes a function's index and its data files without a lock, so two
+processes saving different versions of one function can leave an index entry that names the other's machine code. Each
+kernel's cache is therefore read under a shared and written under an exclusive lock on a file `dlcourse-cache.lock` in
+the cache's folder (`fcntl.flock`; where locking is impossible, Numba's own unlocked files as before)."""
 import ctypes
 import os
 import warnings
+from contextlib import contextmanager
+
+try: import fcntl
+except ImportError: fcntl = None                 # not POSIX: Numba's unlocked cache, as before
 
 import numba
 from numba import prange  # noqa: F401  (the kernels import prange from here, beside jit)
@@ -63,6 +73,48 @@ def _without_cache(fn, options, error):
     return numba.njit(cache=False, **options)(fn)
 
 
+@contextmanager
+def _flocked(path, how):
+    "Hold `fcntl.flock(how)` on the file `path` (created if missing); no lock where it cannot be opened"
+    try: fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError: fd = None
+    try:
+        if fd is not None: fcntl.flock(fd, how)
+        yield
+    finally:
+        if fd is not None: os.close(fd)          # closing releases the lock
+
+
+def _lock_cache(disp):
+    "Read `disp`'s disk cache under a shared lock and write it under an exclusive one (see the module's docstring)"
+    file = getattr(getattr(disp, '_cache', None), '_cache_file', None)      # Numba's IndexDataCacheFile
+    folder = getattr(file, '_cache_path', None)
+    if fcntl is None or folder is None or not hasattr(file, 'save') or not hasattr(file, 'load'): return
+    lock, save, load = os.path.join(folder, 'dlcourse-cache.lock'), file.save, file.load
+
+    def locked_save(key, data):
+        with _flocked(lock, fcntl.LOCK_EX): return save(key, data)
+
+    def locked_load(key):
+        with _flocked(lock, fcntl.LOCK_SH): return load(key)
+    file.save, file.load = locked_save, locked_load
+
+
+# Called as compile_hook(dispatcher, argument types) before a kernel compiles a new version (nothing by default);
+# engine.ahead sets it while a helper process compiles ahead, to wait for a version that process is compiling.
+compile_hook = None
+
+
+def _hook_compile(disp):
+    "Let `compile_hook` see each compilation of `disp` first (its own compilations and those of kernels that call it)"
+    compile = disp.compile
+
+    def hooked(sig):
+        if compile_hook is not None: compile_hook(disp, sig)
+        return compile(sig)
+    disp.compile = hooked
+
+
 def jit(parallel=False,  # run `prange` loops on several threads?
         inline=False,    # inline into every caller when Numba compiles it (small scalar functions called in loops)?
         exact=False):    # no fast-math: every operation rounded as written (a kernel that must agree with NumPy to the bit)
@@ -76,7 +128,11 @@ def jit(parallel=False,  # run `prange` loops on several threads?
                    error_model='numpy', inline='always' if inline else 'never')
 
     def compile(fn):
-        try: return numba.njit(cache=True, **options)(fn)
+        try: disp = numba.njit(cache=True, **options)(fn)
         except RuntimeError as e:                 # "cannot cache function ...: no locator available for file ..."
             return _without_cache(fn, options, e)
+        if hasattr(disp, 'compile'):              # not under NUMBA_DISABLE_JIT=1 (a plain function)
+            _lock_cache(disp)
+            _hook_compile(disp)
+        return disp
     return compile
