@@ -4,6 +4,7 @@ bench/run.py asks for.
     python bench/worker.py dlcourse|torch        # serve JSON requests, one per line on stdin (what run.py does)
     python bench/worker.py dlcourse|torch --rss  # peak memory of AlexNet forward + backward at batch 8, then exit
     python bench/worker.py dlcourse|torch --cold [--unfused] # the first LeNet-5 training step of a fresh process
+    python bench/worker.py dlcourse --cold-train DIR [--no-ahead]  # `dlcourse train`'s first step (output in DIR)
 
 Each library runs in its own process, with the environment it was started with: PyTorch never sees a variable that
 dlcourse (or this suite) sets, and the two libraries' thread pools never share a process. Answers are JSON lines that
@@ -467,7 +468,28 @@ def cold_start(unfused):
     print('@@ ' + json.dumps(dict(ok=True, seconds=since_start, loss=state['loss'])), flush=True)
 
 
+def cold_train(out, ahead):
+    """`dlcourse train` (its defaults: LeNet-5 on the built-in sample, batch 64) until its first training step is over;
+    report seconds since this process started. `ahead`: with engine.ahead's helper process (the default)"""
+    import dlcourse.learner
+    from dlcourse.cli import main
+    from dlcourse.kernels import config
+    config.COMPILE_AHEAD = ahead
+    step = dlcourse.learner.Learner._step
+
+    def first_step(self, xb, yb, train):
+        result = step(self, xb, yb, train)
+        if train:
+            since_start = time.time() - float(os.environ['BENCH_T0'])
+            print('@@ ' + json.dumps(dict(ok=True, seconds=since_start, loss=float(result[1]))), flush=True)
+            os._exit(0)
+        return result
+    dlcourse.learner.Learner._step = first_step
+    main(['train', '--epochs', '1', '--out', out])
+
+
 if __name__ == '__main__':
     if '--rss' in sys.argv: peak_memory()
     elif '--cold' in sys.argv: cold_start('--unfused' in sys.argv)
+    elif '--cold-train' in sys.argv: cold_train(sys.argv[sys.argv.index('--cold-train') + 1], '--no-ahead' not in sys.argv)
     else: serve(Torch() if FRAMEWORK == 'torch' else Dlcourse())
