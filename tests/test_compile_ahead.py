@@ -269,3 +269,14 @@ def test_the_hook_ignores_what_it_does_not_know():
     helper.kernels, helper.index, helper.state, helper.pid = [], {}, mmap.mmap(-1, 1), None
     helper._before_compile(gemm_nt, 'float32(float32)')           # a signature written as text: not in the record
     helper._before_compile(gemm_nt, ())
+
+
+def test_an_odd_network_or_input_means_no_helper(monkeypatch):
+    "Compiling ahead only saves time: a network whose key cannot be made, or an input that is no array, trains without it"
+    class Odd(dl.Sequential):
+        def __repr__(self): raise RuntimeError('no repr')
+    monkeypatch.setattr(A, '_started', set())
+    model = Odd(dl.Linear(4, 2))
+    opt = dl.SGD(model.parameters(), lr=0.1)
+    with A.ahead(model, np.zeros((3, 4), np.float32), opt) as helper: assert helper is None
+    with A.ahead(dl.lenet5(rng=0), [[0.0] * 4], opt) as helper: assert helper is None

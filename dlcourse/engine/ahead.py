@@ -173,9 +173,10 @@ def ahead(model,       # the network about to take its first training step
     """Run the step inside this context: a helper process compiles the second half of its kernels meanwhile (see the
     module's docstring), if FIRST_STEPS knows the step and nothing rules it out; else nothing happens"""
     helper = None
-    if config.COMPILE_AHEAD and hasattr(os, 'fork') and kernels_jit.compile_hook is None:
-        key = step_key(model, x, optimizer)
-        if key not in _started:
+    if config.COMPILE_AHEAD and hasattr(os, 'fork') and kernels_jit.compile_hook is None and isinstance(x, np.ndarray):
+        try: key = step_key(model, x, optimizer)
+        except Exception: key = None                      # a network that does not print or list its parameters: the
+        if key is not None and key not in _started:      # step runs as without a helper (which only saves time)
             _started.add(key)
             kernels = _load(key)
             try: helper = _Helper(kernels) if kernels else None
