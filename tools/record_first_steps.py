@@ -3,7 +3,7 @@
     python tools/record_first_steps.py            # the runs below, each in a fresh process with an empty Numba cache
     python tools/record_first_steps.py --check    # record again and say whether the file still holds the same
 
-Run it after changing a kernel's arguments or which kernels a layer calls: tests/test_cold_start.py fails while the file
+Run it after changing a kernel's arguments or which kernels a layer calls: tests/test_compile_ahead.py fails while the file
 no longer names what LeNet-5's first step compiles. A stale entry costs only time (engine.ahead's docstring says why)."""
 import json
 import os

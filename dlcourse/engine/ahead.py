@@ -17,7 +17,7 @@ at once), a cache that cannot be written (`kernels.jit`'s CacheWarning), NUMBA_D
 `fork`, or `config.COMPILE_AHEAD = False` simply run without it. The kernels' cache files are read and written under a
 file lock (`kernels.jit`), so the two processes never mix their index entries.
 
-FIRST_STEPS is `first_steps.json` beside this file, written by `tools/record_first_steps.py`; tests/test_cold_start.py
+FIRST_STEPS is `first_steps.json` beside this file, written by `tools/record_first_steps.py`; tests/test_compile_ahead.py
 checks that it still names what LeNet-5's first step compiles. A stale entry costs time, never correctness: the helper
 compiles a version nobody needs, or this process compiles one the helper did not."""
 import importlib
