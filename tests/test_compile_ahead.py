@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 import time
 
 import numpy as np
@@ -101,22 +100,27 @@ def test_a_warm_cache_compiles_nothing_and_the_helper_is_reaped(runs):
     assert not ahead['child_left'] and not warm['child_left']
 
 
-# The cache lock: while another process holds the lock of a kernel's cache folder exclusively, saving a new version of
-# the kernel waits; loading takes a shared lock
-LOCKED_SAVE = r'''
-import sys, time
+# The cache lock: while another process holds the lock of a kernel's cache folder exclusively, a process that reads
+# (looks the kernel up) or writes (saves a new version) the cache waits
+LOCKED_KERNEL = r'''
+import time
 from dlcourse.kernels.jit import jit
 @jit()
 def plus_one(x): return x + 1
-t = time.perf_counter()
-plus_one(1.5)                                     # compiles, then saves into the cache: under the lock
-print(time.perf_counter() - t, plus_one._cache_hits.get(plus_one.signatures[0]))
+plus_one(1.5)                                     # looks it up in the cache, compiles, saves: each under the lock
+print(time.time(), plus_one._cache_hits.get(plus_one.signatures[0]))
 '''
 
 
-def test_saving_into_the_cache_waits_for_the_lock(tmp_path):
+def _holds(pid, path):
+    "Has process `pid` the file `path` open?"
+    try: return any(os.readlink(f'/proc/{pid}/fd/{fd}') == str(path) for fd in os.listdir(f'/proc/{pid}/fd'))
+    except OSError: return False
+
+
+def test_the_cache_is_read_and_written_under_the_lock(tmp_path):
     module = tmp_path / 'locked_kernel.py'
-    module.write_text(textwrap.dedent(LOCKED_SAVE))
+    module.write_text(LOCKED_KERNEL)
     cache = tmp_path / 'cache'
     env = dict(os.environ, NUMBA_CACHE_DIR=str(cache), PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ.get('PYTHONPATH', '')]))
     first = subprocess.run([sys.executable, str(module)], env=env, capture_output=True, text=True, timeout=300)
@@ -124,17 +128,19 @@ def test_saving_into_the_cache_waits_for_the_lock(tmp_path):
     locks = list(cache.rglob('dlcourse-cache.lock'))
     assert len(locks) == 1                                         # the folder of the kernel's cache has the lock file
     for f in cache.rglob('*.nb*'): f.unlink()                      # empty the cache again, keep the lock file
-    held = 1.5
     with open(locks[0], 'r+') as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        t0 = time.perf_counter()
         child = subprocess.Popen([sys.executable, str(module)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        time.sleep(held)
-        assert child.poll() is None                                # still waiting for the lock
+        deadline = time.time() + 120
+        while not _holds(child.pid, locks[0].resolve()) and child.poll() is None and time.time() < deadline: time.sleep(0.01)
+        assert _holds(child.pid, locks[0].resolve()), "the kernel never reached its cache's lock"
+        time.sleep(0.5)
+        assert child.poll() is None                                # waiting for the lock, not past it
+        released = time.time()
         fcntl.flock(lock, fcntl.LOCK_UN)
     out, err = child.communicate(timeout=300)
     assert child.returncode == 0, err[-2000:]
-    assert time.perf_counter() - t0 >= held
+    assert float(out.split()[0]) >= released                       # it went on only once the lock was free
     again = subprocess.run([sys.executable, str(module)], env=env, capture_output=True, text=True, timeout=300)
     assert again.stdout.split()[1] == '1'                          # the waiting process did save it: a cache hit
 
@@ -229,6 +235,7 @@ def test_a_killed_run_leaves_its_output_folder_free(tmp_path):
         helpers = _children(run.pid)
         time.sleep(0.02)
     assert helpers, f"no helper process appeared (exit {run.poll()})"
+    assert all(open(f'/proc/{h}/cmdline', 'rb').read() == open(f'/proc/{run.pid}/cmdline', 'rb').read() for h in helpers)
     run.kill()
     run.wait()
     fd = os.open(out, os.O_RDONLY)
