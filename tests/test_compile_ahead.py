@@ -287,3 +287,20 @@ def test_an_odd_network_or_input_means_no_helper(monkeypatch):
     opt = dl.SGD(model.parameters(), lr=0.1)
     with A.ahead(model, np.zeros((3, 4), np.float32), opt) as helper: assert helper is None
     with A.ahead(dl.lenet5(rng=0), [[0.0] * 4], opt) as helper: assert helper is None
+
+
+def test_a_lock_file_this_user_cannot_write_still_locks(tmp_path, monkeypatch):
+    "In a cache shared by several users the lock file may be another's, read-only to us: flock works on a read-only file"
+    path = tmp_path / 'dlcourse-cache.lock'
+    path.touch()
+    real_open = os.open
+    def no_write(p, flags, *args):
+        if flags & (os.O_RDWR | os.O_WRONLY): raise PermissionError(13, 'Permission denied', p)
+        return real_open(p, flags, *args)
+    monkeypatch.setattr(os, 'open', no_write)
+    probe = f"import fcntl; f = open({str(path)!r}); fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)"
+    with kernels_jit._flocked(str(path), fcntl.LOCK_EX):
+        busy = subprocess.run([sys.executable, '-c', probe], capture_output=True, text=True)
+    assert busy.returncode != 0 and 'BlockingIOError' in busy.stderr           # held while inside
+    free = subprocess.run([sys.executable, '-c', probe], capture_output=True, text=True)
+    assert free.returncode == 0, free.stderr                                     # and released after

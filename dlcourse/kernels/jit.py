@@ -77,7 +77,9 @@ def _without_cache(fn, options, error):
 def _flocked(path, how):
     "Hold `fcntl.flock(how)` on the file `path` (created if missing); no lock where it cannot be opened"
     try: fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    except OSError: fd = None
+    except OSError:
+        try: fd = os.open(path, os.O_RDONLY)     # another user's lock file in a shared cache: flock needs no write access
+        except OSError: fd = None
     try:
         if fd is not None: fcntl.flock(fd, how)
         yield
