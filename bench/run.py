@@ -274,10 +274,9 @@ class Suite:
         firsts = {(): [], ('--no-ahead',): []}
         with tempfile.TemporaryDirectory(prefix='dlcourse-train-') as out:
             for i in range(reps):
-                for k, (flags, times) in enumerate(firsts.items()):
-                    cache_v = tempfile.mkdtemp(prefix='dlcourse-numba-cache-')
-                    times.append(tuple(run('dlcourse', f'{out}/{i}-{k}-{when}', *flags, cache_dir=cache_v, mode='--cold-train')
-                                       for when in ('empty', 'warm')))
+                for k, (flags, times) in enumerate(firsts.items()):     # a cache of its own, removed with `out`
+                    times.append(tuple(run('dlcourse', f'{out}/{i}-{k}-{when}', *flags, cache_dir=f'{out}/cache-{i}-{k}',
+                                           mode='--cold-train') for when in ('empty', 'warm')))
         for v, label in (((), 'compiling ahead'), (('--no-ahead',), 'one process')):
             empty, warm = (float(np.median([t[j] for t in firsts[v]])) for j in (0, 1))
             self.row('cold', f"train, empty cache ({label})", 's', empty, torch_s, empty / torch_s,
