@@ -46,7 +46,7 @@ def check_array(x,             # the argument to check
                 shape=None,    # expected shape: ints must match, strings ('N', 'C', ...) match any size
                 dtype=None,    # required dtype (float32 or float64); default: either
                 finite=False,  # reject NaN and inf?
-                hint=''):      # extra advice appended to shape errors
+                hint=''):      # extra advice appended to shape errors (or a function that makes it, called on error)
     "Check that `x` is a float32/float64 ndarray with the expected shape and dtype; return it C-contiguous"
     if not isinstance(x, np.ndarray):
         raise TypeError(f"{name} must be a numpy.ndarray, got {type(x).__name__}")
@@ -60,7 +60,7 @@ def check_array(x,             # the argument to check
         ok = x.ndim == len(shape) and all(isinstance(e, str) or s == e for s, e in zip(x.shape, shape))
         if not ok:
             raise ValueError(f"{name} must have shape {_fmt_shape(shape)} ({len(shape)}-D), got {_fmt_shape(x.shape)}"
-                             + (f"; {hint}" if hint else ''))
+                             + (f"; {hint() if callable(hint) else hint}" if hint else ''))
     if finite and not is_finite(x): raise ValueError(f"{name} contains NaN or inf")
     return np.ascontiguousarray(x) if x.ndim else np.asarray(x)     # (ascontiguousarray would make a 0-d array 1-d)
 
@@ -407,7 +407,8 @@ def check_parameter(module,          # the module that holds the parameter
     if not isinstance(p, Parameter):
         raise TypeError(f"{name} of {type(module).__name__} must be a Parameter, got {type(p).__name__}: "
                         f"to change its values, assign an array to {name}.data")
-    return check_array(p.data, name, shape=shape, dtype=dtype, hint=f"the {name} of {module!r}")
+    return check_array(p.data, name, shape=shape, dtype=dtype,
+                       hint=lambda: f"the {name} of {module!r}")   # a network's repr is long: made only for the error
 
 # %% ../nbs/00_core.ipynb #147cd87b
 def _state_items(module):
