@@ -112,8 +112,8 @@ def act_span(x, out, act, param):
         for i in range(x.shape[0]): out[i] = activate(x[i], ELU, param, one)
     elif act == SOFTPLUS:
         for i in range(x.shape[0]): out[i] = activate(x[i], SOFTPLUS, param, one)
-    else:                                    # an activation without a loop of its own: correct, not vectorised
-        for i in range(x.shape[0]): out[i] = activate(x[i], act, param, one)
+    else:                                    # the identity: `activate` returns v for every other code
+        for i in range(x.shape[0]): out[i] = x[i]
 
 
 @jit(parallel=True)
@@ -145,8 +145,8 @@ def grad_span(dout, z, y, act, param, dx):
         for i in range(y.shape[0]): dx[i] = dout[i] * activate_grad(z[i], y[i], ELU, param, one)
     elif act == SOFTPLUS:
         for i in range(y.shape[0]): dx[i] = dout[i] * activate_grad(z[i], y[i], SOFTPLUS, param, one)
-    else:
-        for i in range(y.shape[0]): dx[i] = dout[i] * activate_grad(z[i], y[i], act, param, one)
+    else:                                    # the identity, whose derivative is 1 (`activate_grad`'s other codes)
+        for i in range(y.shape[0]): dx[i] = dout[i]
 
 
 def apply_act(x, act, param, out):
