@@ -5,6 +5,8 @@ import numpy as np
 from .config import SERIAL_VALUES
 from .jit import jit, prange
 
+MAP_BLOCKS = 64   # max pooling shares its maps out in at most this many blocks (a padded 3x3 window needs scratch per block)
+
 
 @jit()
 def max4(a0, a1, a2, a3):  # the four values of a 2x2 window, in row-major order
@@ -43,16 +45,18 @@ def _max_map_2x2(x, sh, sw, out, idx):
             out[i, j], idx[i, j] = m, (h + s // 2) * W + w + s % 2
 
 @jit()
-def _max_map_3x3(x, sh, sw, out, idx):
-    "3x3 windows, no padding, on one map: 9 loads, a max tree, a select chain for the index; no data-dependent branch"
-    W = x.shape[1]
+def _max_map_3x3(xb, x, sh, sw, ph, pw, out, idx):
+    """3x3 windows on one map x (H, W), read from xb: x itself, or x with ph rows and pw columns of -inf around it. 9 loads,
+    a max tree, a select chain for the position in x; no data-dependent branch. A NaN, or a maximum of -inf (which may be
+    the padding's), sends the window to the exact rule on x"""
+    H, W = x.shape
     for i in range(out.shape[0]):
         for j in range(out.shape[1]):
             h, w = i * sh, j * sw
-            b = h * W + w
-            a0, a1, a2 = x[h, w], x[h, w + 1], x[h, w + 2]
-            a3, a4, a5 = x[h + 1, w], x[h + 1, w + 1], x[h + 1, w + 2]
-            a6, a7, a8 = x[h + 2, w], x[h + 2, w + 1], x[h + 2, w + 2]
+            b = (h - ph) * W + w - pw
+            a0, a1, a2 = xb[h, w], xb[h, w + 1], xb[h, w + 2]
+            a3, a4, a5 = xb[h + 1, w], xb[h + 1, w + 1], xb[h + 1, w + 2]
+            a6, a7, a8 = xb[h + 2, w], xb[h + 2, w + 1], xb[h + 2, w + 2]
             m = max(max(max(a0, a1), max(a2, a3)), max(max(a4, a5), max(max(a6, a7), a8)))
             k = b + 2 * W + 2
             k = b + 2 * W + 1 if a7 == m else k
@@ -65,8 +69,8 @@ def _max_map_3x3(x, sh, sw, out, idx):
             k = b if a0 == m else k
             out[i, j], idx[i, j] = m, k
             if ((a0 != a0) | (a1 != a1) | (a2 != a2) | (a3 != a3) | (a4 != a4) | (a5 != a5) | (a6 != a6) | (a7 != a7)
-                    | (a8 != a8)):
-                _max_window_exact(x, h, h + 3, w, w + 3, out, idx, i, j)
+                    | (a8 != a8) | (m == -np.inf)):
+                _max_window_exact(x, max(h - ph, 0), min(h - ph + 3, H), max(w - pw, 0), min(w - pw + 3, W), out, idx, i, j)
 
 @jit()
 def _max_map(x, kh, kw, sh, sw, ph, pw, out, idx):
@@ -88,20 +92,31 @@ def _max_map(x, kh, kw, sh, sw, ph, pw, out, idx):
             if nan: _max_window_exact(x, h0, h1, w0, w1, out, idx, i, j)
 
 @jit()
-def _max_pool_map(x, kh, kw, sh, sw, ph, pw, out, idx):   # one map (H, W) -> out, idx (O_h, O_w)
-    "Max pooling of one map: the unrolled kernels for 2x2 and 3x3 windows without padding, else the general loop"
-    if kh == 2 and kw == 2 and ph == 0 and pw == 0: _max_map_2x2(x, sh, sw, out, idx)
-    elif kh == 3 and kw == 3 and ph == 0 and pw == 0: _max_map_3x3(x, sh, sw, out, idx)
-    else: _max_map(x, kh, kw, sh, sw, ph, pw, out, idx)
+def _max_pool_maps(x, kh, kw, sh, sw, ph, pw, out, idx, p0, p1):   # maps p0..p1-1 of (P, H, W) -> out, idx
+    """Max pooling of the maps p0 <= p < p1: the unrolled kernels for 2x2 and 3x3 windows (3x3 with padding on a copy of
+    each map inside a border of -inf, one scratch array for all of them), else the general loop"""
+    H, W = x.shape[1], x.shape[2]
+    padded3 = kh == 3 and kw == 3 and (ph > 0 or pw > 0)
+    buf = np.full((H + 2 * ph, W + 2 * pw) if padded3 else (0, 0), -np.inf, x.dtype)   # the border stays -inf
+    for p in range(p0, p1):
+        if kh == 2 and kw == 2 and ph == 0 and pw == 0: _max_map_2x2(x[p], sh, sw, out[p], idx[p])
+        elif kh == 3 and kw == 3 and ph == 0 and pw == 0: _max_map_3x3(x[p], x[p], sh, sw, 0, 0, out[p], idx[p])
+        elif padded3:
+            for h in range(H):
+                src, dst = x[p, h], buf[h + ph]
+                for j in range(W): dst[pw + j] = src[j]
+            _max_map_3x3(buf, x[p], sh, sw, ph, pw, out[p], idx[p])
+        else: _max_map(x[p], kh, kw, sh, sw, ph, pw, out[p], idx[p])
 
 @jit()
-def _max_unpool_map(dout, idx, dx):   # one map: (O_h, O_w), (O_h, O_w), (H, W)
-    "Max pooling backward of one map: clear dx, add each output gradient at its arg-max (overlapping windows accumulate)"
-    d = dx.reshape(dx.size)
-    d[:] = 0
-    for i in range(dout.shape[0]):
-        for j in range(dout.shape[1]):
-            d[idx[i, j]] += dout[i, j]
+def _max_unpool_maps(dout, idx, dx, p0, p1):   # maps p0..p1-1: (P, O_h, O_w), (P, O_h, O_w) -> dx (P, H, W)
+    "Max pooling backward of the maps p0 <= p < p1: clear each map of dx, add each output gradient at its arg-max"
+    HW, O = dx.shape[1] * dx.shape[2], dout.shape[1] * dout.shape[2]
+    d, g, k = dx.reshape(dx.shape[0], HW), dout.reshape(dout.shape[0], O), idx.reshape(idx.shape[0], O)
+    for p in range(p0, p1):
+        dp, gp, kp = d[p], g[p], k[p]
+        dp[:] = 0
+        for o in range(O): dp[kp[o]] += gp[o]           # overlapping windows accumulate
 
 @jit()
 def _sum_pool_map(x, kh, kw, sh, sw, ph, pw, scale, out):   # one map (H, W) -> out (O_h, O_w)
@@ -152,23 +167,28 @@ def max_pool2d_forward(x,           # (P, H, W) float32/float64, C-contiguous: t
                        ph, pw,      # padding (-inf), at most half the window
                        out,         # (P, O_h, O_w), x's dtype: the maxima (written)
                        idx):        # (P, O_h, O_w) int32: position h*W + w of each maximum in its map (written)
-    """Max pooling forward. Parallel over the P maps (one map per task; serial below SERIAL_VALUES values); 2x2 and 3x3 windows without padding are unrolled
-    and branch-free, others loop over the window. Reads x once, writes out and idx once; no allocation."""
-    if x.size < SERIAL_VALUES:
-        for p in range(x.shape[0]): _max_pool_map(x[p], kh, kw, sh, sw, ph, pw, out[p], idx[p])
+    """Max pooling forward. Parallel over blocks of the P maps (serial below SERIAL_VALUES values read); 2x2 and 3x3 windows
+    are unrolled and branch-free, others loop over the window. Reads x once, writes out and idx once; the only allocation
+    is one scratch map per block for padded 3x3 windows."""
+    P = x.shape[0]
+    if out.size * kh * kw < SERIAL_VALUES:                                  # values read, overlapping windows counted
+        _max_pool_maps(x, kh, kw, sh, sw, ph, pw, out, idx, 0, P)
     else:
-        for p in prange(x.shape[0]): _max_pool_map(x[p], kh, kw, sh, sw, ph, pw, out[p], idx[p])
+        NB = min(P, MAP_BLOCKS)
+        for blk in prange(NB): _max_pool_maps(x, kh, kw, sh, sw, ph, pw, out, idx, blk * P // NB, (blk + 1) * P // NB)
 
 @jit(parallel=True)
 def max_pool2d_backward(dout,   # (P, O_h, O_w): d(error)/d(output)
                         idx,    # (P, O_h, O_w) int32: the arg-max positions from `max_pool2d_forward`
                         dx):    # (P, H, W): d(error)/d(input) (written)
     """Max pooling backward: per map, clear dx, then add each output gradient at its arg-max (a scatter; overlapping
-    windows accumulate). Parallel over the P maps (serial below SERIAL_VALUES values); each map's dx stays in cache between the clear and the scatter."""
-    if dx.size < SERIAL_VALUES:
-        for p in range(dx.shape[0]): _max_unpool_map(dout[p], idx[p], dx[p])
+    windows accumulate). Parallel over blocks of the P maps (serial below SERIAL_VALUES values read and written); each
+    map's dx stays in cache between the clear and the scatter."""
+    P = dx.shape[0]
+    if dx.size + 2 * dout.size < SERIAL_VALUES: _max_unpool_maps(dout, idx, dx, 0, P)
     else:
-        for p in prange(dx.shape[0]): _max_unpool_map(dout[p], idx[p], dx[p])
+        NB = min(P, MAP_BLOCKS)
+        for blk in prange(NB): _max_unpool_maps(dout, idx, dx, blk * P // NB, (blk + 1) * P // NB)
 
 @jit(parallel=True)
 def sum_pool2d_forward(x,        # (P, H, W) float32/float64, C-contiguous
