@@ -81,14 +81,18 @@ def random_case(case, dtype, seed, bias=True):
     return x, w, b, rng.normal(size=out_shape).astype(dtype)
 
 
-@pytest.fixture(params=['auto', 'direct', 'im2col', 'im2col-chunked', 'im2col-per-image', 'im2col-per-image-chunked'])
+@pytest.fixture(params=['auto', 'auto-pointwise-batch', 'direct', 'im2col', 'im2col-chunked', 'im2col-per-image',
+                        'im2col-per-image-chunked', 'im2col-channels-last', 'im2col-channels-last-chunked'])
 def method(request, monkeypatch):
-    """Run a test with the automatic choice of kernels (1x1 filters without padding: pointwise), or force one family
-    (direct kernels only run with stride 1): im2col with one GEMM for the batch, one image per chunk, or one GEMM per
-    image (bias inside the product)"""
-    if request.param != 'auto':                       # a 1x1 filter without padding runs pointwise only in 'auto'
+    """Run a test with the automatic choice of kernels (1x1 filters without padding: pointwise, one GEMM per image for
+    these few channels, or one for the batch in 'auto-pointwise-batch'), or force one family (direct kernels only run
+    with stride 1): im2col with one GEMM for the batch, one image per chunk, one GEMM per image (bias inside it), or
+    its patches taken from a channels-last copy of the input (for the batch or one image per chunk)"""
+    if request.param == 'auto-pointwise-batch': monkeypatch.setattr(config, 'POINTWISE_BATCH_MIN_C', 1)
+    elif request.param != 'auto':                     # a 1x1 filter without padding runs pointwise only in 'auto'
         monkeypatch.setattr(engine, 'use_direct', lambda *a: request.param == 'direct')
         monkeypatch.setattr(engine, 'use_pointwise', lambda *a: False)
+        monkeypatch.setattr(engine, 'use_channels_last', lambda *a: 'channels-last' in request.param)
     if request.param.endswith('chunked'): monkeypatch.setattr(config, 'PATCH_BUDGET', 1)   # one image per chunk
     if 'per-image' in request.param: monkeypatch.setattr(config, 'GEMM_PER_IMAGE', 1)        # one GEMM per image
     return request.param
@@ -295,6 +299,38 @@ def test_non_contiguous_inputs_work(method_, monkeypatch):
     np.testing.assert_array_equal(layer.backward(dout), dx_ref)
 
 
+@pytest.mark.parametrize('N,C,H,W,kh,kw,sh,sw,ph,pw', [                    # output rows shorter than SHORT_ROWS:
+    (1, 1, 5, 4, 3, 2, 1, 1, 0, 0), (2, 3, 6, 7, 3, 3, 2, 1, 1, 2), (5, 13, 4, 4, 3, 3, 1, 1, 1, 1),
+    (4, 16, 7, 5, 2, 3, 1, 3, 2, 0), (3, 22, 9, 8, 5, 5, 3, 2, 0, 1), (2, 70, 4, 4, 3, 3, 1, 1, 1, 1),  # 70 channels
+    (2, 3, 5, 40, 3, 2, 1, 1, 1, 2), (70, 1, 3, 17, 2, 2, 2, 1, 1, 0),    # long rows (70 planes: uneven blocks),
+    (1, 3, 4, 50, 3, 3, 1, 3, 0, 2), (5, 13, 6, 15, 3, 3, 1, 1, 1, 1)])   # strided, and rows of SHORT_ROWS values
+def test_kernels_pad_and_crop_each_plane_as_numpy_does(N, C, H, W, kh, kw, sh, sw, ph, pw):
+    """im2col and col2im pad (and crop) each plane themselves: the same values as padding the whole batch with NumPy first
+    (im2col: the windows of np.pad; col2im: every column added onto its window of a zero padded plane, then cropped), on
+    long output rows (copied row by row) and short ones (channel by channel, through a table of offsets)"""
+    from numpy.lib.stride_tricks import sliding_window_view
+    from dlcourse.kernels.conv import PLANE_BLOCKS, SHORT_ROWS, col2im, im2col
+    assert (PLANE_BLOCKS, SHORT_ROWS) == (64, 16)                      # the cases above straddle both
+    rng = np.random.default_rng(N * C)
+    x = rng.normal(size=(N, C, H, W))
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    OH, OW = (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1
+    win = sliding_window_view(xp, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw][:, :, :OH, :OW]    # (N, C, OH, OW, kh, kw)
+    want = win.transpose(1, 4, 5, 0, 2, 3).reshape(C * kh * kw, N * OH * OW)
+    cols = np.full_like(want, np.nan)
+    im2col(x, kh, kw, sh, sw, ph, pw, cols)
+    np.testing.assert_array_equal(cols, want)
+    dcols = rng.normal(size=want.shape)
+    d6 = dcols.reshape(C, kh, kw, N, OH, OW)
+    dxp = np.zeros_like(xp)
+    for r in range(kh):
+        for s_ in range(kw):
+            dxp[:, :, r:r + sh * (OH - 1) + 1:sh, s_:s_ + sw * (OW - 1) + 1:sw] += d6[:, r, s_].transpose(1, 0, 2, 3)
+    dx = np.full_like(x, np.nan)
+    col2im(dcols, kh, kw, sh, sw, ph, pw, dx)
+    np.testing.assert_allclose(dx, dxp[:, :, ph:ph + H, pw:pw + W], rtol=0, atol=1e-13 * np.abs(d6).sum(axis=(1, 2)).max())
+
+
 @pytest.mark.parametrize('filters,stride', [((3, 3), 1), ((1, 1), 1), ((1, 1), 2)])   # 1x1: the pointwise path
 def test_empty_batch(method, filters, stride):
     "A batch of 0 images gives an empty output and empty input gradient, and zero filter gradients"
@@ -380,7 +416,7 @@ def test_boundscheck_catches_a_wrong_index(tmp_path):
     script = textwrap.dedent('''
         import numpy as np
         from dlcourse.kernels.conv import im2col
-        try: im2col(np.zeros((2, 3, 8, 8), np.float32), 3, 3, 1, 1, np.empty((4, 4), np.float32))
+        try: im2col(np.zeros((2, 3, 8, 8), np.float32), 3, 3, 1, 1, 0, 0, np.empty((4, 4), np.float32))
         except IndexError: print('IndexError')
     ''')
     res = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, timeout=600,

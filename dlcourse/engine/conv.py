@@ -2,16 +2,18 @@
 backward step of a convolution, used by `Conv2d`, `conv2d` and the fused layers alike.
 
 Algorithms, chosen from the shapes alone (no API change): a *dense* layer (the filter covers the whole padded input: one
-matrix product per batch), a *pointwise* layer (1x1 filters, no padding, any stride: one matrix product per image on the
-input as it is, no patch matrix), the *direct* kernels (stride 1 and few weights, LeNet-5's layers: convolve on wide rows,
-no patch matrix), and *im2col* (any stride: a patch matrix and one BLAS product, per image for layers with many
-output positions)."""
+matrix product per batch), a *pointwise* layer (1x1 filters, no padding, any stride: no patch matrix; one matrix product
+per image on the input as it is or, with many input channels, one for the batch on the input copied into the GEMM's
+layout), the *direct* kernels (stride 1 and few weights, LeNet-5's layers: convolve on wide rows, no patch matrix), and
+*im2col* (any stride: a patch matrix and one BLAS product, per image for layers with many output positions). The
+direct and dense paths pad the input first; im2col pads each plane as it copies it."""
 import numpy as np
 
 from ..core import as_pair, check_allocation, check_array, check_grad
 from ..kernels import config
 from ..kernels.conv import (col2im, conv_direct_backward_input, conv_direct_backward_weight, conv_direct_forward,
-                            gemm_to_nchw, im2col, matmul_nt_split, nchw_to_gemm, to_wide_rows)
+                            col2im_nhwc, gemm_to_nchw, im2col, im2col_nhwc, matmul_nt_split, nchw_to_gemm, nchw_to_nhwc,
+                            nhwc_to_nchw, to_wide_rows)
 from .matmul import matmul_nn, matmul_nt, matmul_tn
 
 
@@ -49,6 +51,12 @@ def use_direct(C, K, kh, kw):  # the filters' shape
     return K * C * kh * kw <= config.DIRECT_MAX_WEIGHTS
 
 
+def use_channels_last(C, OW, M):  # input channels, output width, output positions of the batch (N*OH*OW)
+    """Take im2col's patches from a channels-last copy of the input? For many channels on small maps (short output rows),
+    unless the batch has so few output positions that transposing the filters (twice a step) costs more than it saves"""
+    return C >= config.CHANNELS_LAST_MIN_C and OW <= config.CHANNELS_LAST_MAX_OW and M >= config.CHANNELS_LAST_MIN_M
+
+
 def use_pointwise(kh, kw, ph, pw):  # the filters' size, the padding
     "Compute a 1x1 convolution without padding as a matrix product per image (any stride)?"
     return kh == kw == 1 and ph == pw == 0
@@ -78,32 +86,40 @@ class ConvEngine:
         "y = conv(x, w) + b: (N, C, H, W) -> (N, K, OH, OW)"
         x, w, b, (sh, sw), (ph, pw), (OH, OW) = check_conv(x, w, b, stride, padding)
         (N, C, H, W), (K, _, kh, kw) = x.shape, w.shape
-        xp = self.pad(x, ph, pw)
         out = np.empty((N, K, OH, OW), x.dtype)
         direct, L = (sh, sw) == (1, 1) and use_direct(C, K, kh, kw), OH * OW
         chunk = max(1, config.PATCH_BUDGET // (C * kh * kw * L))        # images per patch matrix
-        dense = xp.shape[2] == kh and xp.shape[3] == kw                   # the filter covers the padded input
-        pointwise = use_pointwise(kh, kw, ph, pw) and not dense           # 1x1 filters: a matrix product per image
+        dense = H + 2 * ph == kh and W + 2 * pw == kw                     # the filter covers the padded input
+        pointwise = use_pointwise(kh, kw, ph, pw) and not dense           # 1x1 filters: no patch matrix
+        xp = self.pad(x, ph, pw) if direct or dense else x                # im2col pads each plane as it copies it
+        xg = None                                                         # the pointwise input in the GEMM's layout
         if pointwise:                                                     # Y_n = W X_n, X_n (C, L): no patch matrix
             if (sh, sw) != (1, 1):                                        # stride: every sh-th row, sw-th column
                 xp = self.buffer('xs', (N, C, OH, OW), x.dtype)
                 xp[...] = x[:, :, ::sh, ::sw]
-            y = out.reshape(N, K, L)
-            np.matmul(w.reshape(K, C), xp.reshape(N, C, L), out=y)
-            if b is not None: y += b[:, None]
+            if C >= config.POINTWISE_BATCH_MIN_C:                         # one GEMM for the whole batch,
+                xg = self.buffer('xg', (C, N * L), x.dtype)               # Y = W [X_1 ... X_N]
+                nchw_to_gemm(xp.reshape(N, C, L), xg)
+                y = np.matmul(w.reshape(K, C), xg, out=self.buffer('y', (K, N * L), x.dtype))
+                gemm_to_nchw(y, np.zeros(K, x.dtype) if b is None else b, out.reshape(N, K, L))
+            else:
+                y = out.reshape(N, K, L)
+                np.matmul(w.reshape(K, C), xp.reshape(N, C, L), out=y)
+                if b is not None: y += b[:, None]
         elif dense:                                                       # Y = X W^T: each image is its own patch
             y = matmul_nt(xp.reshape(N, C * kh * kw), w.reshape(K, C * kh * kw), out.reshape(N, K))
             if b is not None: y += b
         else:
             b = np.zeros(K, x.dtype) if b is None else b                  # the kernels below add a bias
             if direct: conv_direct_forward(xp, w, b, out)
+            elif use_channels_last(C, OW, N * L): xp = self.channels_last_forward(x, w, b, (sh, sw), (ph, pw), out, chunk)
             else:
                 w2, per_image = w.reshape(K, C * kh * kw), L >= config.GEMM_PER_IMAGE
                 if per_image: w2 = np.concatenate((w2, b[:, None]), axis=1)       # the bias as one more weight...
                 for n0 in range(0, N, chunk):
                     xs = xp[n0:n0 + chunk]
                     cols = self.buffer('cols', (C * kh * kw + int(per_image), len(xs) * L), x.dtype)
-                    im2col(xs, kh, kw, sh, sw, cols[:C * kh * kw])
+                    im2col(xs, kh, kw, sh, sw, ph, pw, cols[:C * kh * kw])
                     if per_image:                                             # ...times a row of ones
                         cols[-1] = 1
                         for j in range(len(xs)):                              # one GEMM per image, into its output
@@ -111,8 +127,10 @@ class ConvEngine:
                     else:
                         y = np.matmul(w2, cols, out=self.buffer('y', (K, len(xs) * L), x.dtype))   # the GEMM
                         gemm_to_nchw(y, b, out[n0:n0 + chunk].reshape(len(xs), K, L))
-        self.saved = dict(x_shape=x.shape, xp=xp, w=w, stride=(sh, sw), padding=(ph, pw), direct=direct, dense=dense,
-                          pointwise=pointwise, chunk=chunk, out_shape=out.shape,
+        last = not (direct or dense or pointwise) and use_channels_last(C, OW, N * L)
+        self.saved = dict(x_shape=x.shape, xp=xp, xg=xg, w=w, stride=(sh, sw), padding=(ph, pw), direct=direct, dense=dense,
+                          channels_last=last,                             # xp: x channels-last and padded
+                          pointwise=pointwise, chunk=chunk, out_shape=out.shape,   # xp: x padded for direct and dense
                           cols_valid=chunk >= N)                          # backward may reuse the patch matrix
         return out
 
@@ -120,22 +138,21 @@ class ConvEngine:
                         xp,        # the padded input of the forward step
                         w,         # the filters
                         dw,        # filter gradient (K, C, kh, kw) to accumulate into
-                        dxp):      # out: dE/d(padded input), or None to skip it
-        "The direct kernels' backward step (stride 1): accumulate dE/dw, write dE/dxp"
+                        padding,   # the forward step's (ph, pw)
+                        x_shape):  # the shape of its unpadded input
+        "The direct kernels' backward step (stride 1): accumulate dE/dw, return dE/dx"
         N, K = gw.shape[:2]
         parts = self.buffer('parts', (max(1, min(N, config.DIRECT_BATCH_SLICES)),) + w.shape, xp.dtype)
         conv_direct_backward_weight(gw, xp, parts)
         dw += parts.sum(0)
-        if dxp is not None: conv_direct_backward_input(gw, w, dxp)
-
-    def crop(self, dxp, x_shape, padding):
-        "dE/dx from dE/d(padded x): the padding's rows and columns dropped"
         (ph, pw), (H, W) = padding, x_shape[2:]
-        return dxp[:, :, ph:ph + H, pw:pw + W].copy() if ph or pw else dxp
-
-    def input_grad_buffer(self, xp, padding):
-        "Where dE/d(padded x) goes: a reusable buffer when it is cropped afterwards, else a fresh array (it is returned)"
-        return self.buffer('dxp', xp.shape, xp.dtype) if any(padding) else np.empty(xp.shape, xp.dtype)
+        if not (ph or pw):
+            dx = np.empty(x_shape, xp.dtype)
+            conv_direct_backward_input(gw, w, dx)
+            return dx
+        dxp = self.buffer('dxp', xp.shape, xp.dtype)                   # dE/d(padded x), then cropped
+        conv_direct_backward_input(gw, w, dxp)
+        return dxp[:, :, ph:ph + H, pw:pw + W].copy()
 
     def backward(self, dout,   # dE/dy (N, K, OH, OW), validated
                  dw,           # filter gradient (K, C, kh, kw) to accumulate into
@@ -152,34 +169,102 @@ class ConvEngine:
         if s['pointwise']:                                               # dE/dW += sum_n G_n X_n^T, dE/dX_n = W^T G_n
             L = dout.shape[2] * dout.shape[3]                             # (N may be 0)
             g, x3, w2 = dout.reshape(N, K, L), xp.reshape(N, C, L), w.reshape(K, C)
-            dw.reshape(K, C)[...] += np.matmul(g, x3.transpose(0, 2, 1)).sum(0)
-            dxs = np.matmul(w2.T, g).reshape(xp.shape)
+            if s['xg'] is None:
+                dw.reshape(K, C)[...] += np.matmul(g, x3.transpose(0, 2, 1)).sum(0)
+                dxs = np.matmul(w2.T, g).reshape(xp.shape)
+            else:                                                         # in the GEMM's layout, as forward
+                gg = self.buffer('g', (K, N * L), xp.dtype)
+                nchw_to_gemm(g, gg)
+                self.add_filter_gradient(dw.reshape(K, C), gg, s['xg'])
+                dxg = np.matmul(w2.T, gg, out=self.buffer('dcols', (C, N * L), xp.dtype))
+                dxs = np.empty(xp.shape, xp.dtype)
+                gemm_to_nchw(dxg, np.zeros(C, xp.dtype), dxs.reshape(N, C, L))
             if (sh, sw) == (1, 1): return dxs
             dx = np.zeros(s['x_shape'], xp.dtype)
             dx[:, :, ::sh, ::sw] = dxs
             return dx
-        dxp = self.input_grad_buffer(xp, padding)
-        if s['dense']:                                                    # dE/dW += G^T X, dE/dX = G W
-            g, x2, w2 = dout.reshape(N, K), xp.reshape(N, C * kh * kw), w.reshape(K, C * kh * kw)
-            matmul_tn(g, x2, dw.reshape(K, -1), accumulate=True)
-            matmul_nn(g, w2, dxp.reshape(N, C * kh * kw))                 # (N may be 0)
-        elif s['direct']:
+        if s['channels_last']: return self.channels_last_backward(dout, xp, w, dw)
+        if not (s['dense'] or s['direct']):                               # im2col: x unpadded, padding inside the kernels
+            return self.im2col_backward(dout, xp, w, dw, padding)
+        if s['direct']:
             gw = self.buffer('gw', (N, K, (dout.shape[2] - 1) * xp.shape[3] + dout.shape[3]), xp.dtype)
             to_wide_rows(dout, xp.shape[3], gw)
-            self.direct_backward(gw, xp, w, dw, dxp)
-        else:
-            L, chunk, w2, dw2 = dout.shape[2] * dout.shape[3], s['chunk'], w.reshape(K, -1), dw.reshape(K, -1)
-            for n0 in range(0, N, chunk):
-                nb = min(chunk, N - n0)
-                cols = self.buffer('cols', (C * kh * kw, nb * L), xp.dtype)
-                if not s['cols_valid']: im2col(xp[n0:n0 + nb], kh, kw, sh, sw, cols)
-                g = self.buffer('g', (K, nb * L), xp.dtype)
-                nchw_to_gemm(dout[n0:n0 + nb].reshape(nb, K, L), g)
-                if K * C * kh * kw <= config.SPLIT_K_MAX_WEIGHTS:                               # dE/dW = G X_col^T
-                    parts = self.buffer('parts', (config.SPLIT_K_PIECES, K, C * kh * kw), xp.dtype)   # small: in Numba
-                    matmul_nt_split(g, cols, parts)
-                    dw2 += parts.sum(0)
-                else: dw2 += g @ cols.T                                                          # large: BLAS
-                dcols = np.matmul(w2.T, g, out=self.buffer('dcols', cols.shape, xp.dtype))      # dE/dX_col = W^T G
-                col2im(dcols, kh, kw, sh, sw, dxp[n0:n0 + nb])
-        return self.crop(dxp, s['x_shape'], padding)
+            return self.direct_backward(gw, xp, w, dw, padding, s['x_shape'])
+        dxp = self.buffer('dxp', xp.shape, xp.dtype) if any(padding) else np.empty(xp.shape, xp.dtype)
+        g, x2, w2 = dout.reshape(N, K), xp.reshape(N, C * kh * kw), w.reshape(K, C * kh * kw)   # dense:
+        matmul_tn(g, x2, dw.reshape(K, -1), accumulate=True)             # dE/dW += G^T X
+        matmul_nn(g, w2, dxp.reshape(N, C * kh * kw))                     # dE/dX = G W (N may be 0)
+        (ph, pw), (H, W) = padding, s['x_shape'][2:]
+        return dxp[:, :, ph:ph + H, pw:pw + W].copy() if ph or pw else dxp
+
+    def add_filter_gradient(self, dw2,  # (K, Q) filter gradient, to accumulate into
+                            g,             # output gradient in the GEMM's layout (K, M)
+                            cols):         # the product's input (Q, M), M = N*OH*OW columns
+        """dw2 += G X^T with BLAS. With many columns as (X G^T)^T: the same product, 1.3-1.9x as fast on the zoo's layers,
+        though its transposed result must then be added, which costs more than it saves when the columns are few, or
+        when the gradient outgrows the cache and the columns are not very many"""
+        M, size = g.shape[1], dw2.size
+        if M >= config.DW_TRANSPOSED_MIN_COLUMNS and (size <= config.DW_TRANSPOSED_CACHED or M >= config.DW_TRANSPOSED_LONG):
+            dw2 += np.matmul(cols, g.T, out=self.buffer('dwt', dw2.shape[::-1], dw2.dtype)).T
+        else: dw2 += g @ cols.T
+
+    def channels_last_forward(self, x, w, b, stride, padding, out, chunk):   # as `forward`; b not None
+        """im2col on a channels-last copy of the input: Y^T = X_col^T W^T, one row of X_col^T per output position. Returns
+        the copy (N, Hp, Wp, C), which backward takes its patches from again when the batch went in chunks"""
+        (N, C, H, W), (K, _, kh, kw), (sh, sw), (ph, pw) = x.shape, w.shape, stride, padding
+        L, Q = out.shape[2] * out.shape[3], C * kh * kw
+        xt = self.buffer('xt', (N, H + 2 * ph, W + 2 * pw, C), x.dtype)
+        nchw_to_nhwc(x, ph, pw, xt)
+        wt = np.ascontiguousarray(w.transpose(2, 3, 1, 0)).reshape(Q, K)   # W^T, rows (r, s, c) as the patches'
+        for n0 in range(0, N, chunk):
+            nb = min(chunk, N - n0)
+            colst = self.buffer('cols', (nb * L, Q), x.dtype)
+            im2col_nhwc(xt[n0:n0 + nb], kh, kw, sh, sw, colst)
+            yt = np.matmul(colst, wt, out=self.buffer('y', (nb * L, K), x.dtype))
+            nhwc_to_nchw(yt, b, out[n0:n0 + nb].reshape(nb, K, L))
+        return xt
+
+    def channels_last_backward(self, dout, xt, w, dw):   # as `backward`; xt from `channels_last_forward`
+        "dE/dW^T... as im2col's backward, on the channels-last patches: dE/dW = G X_col^T, dE/dX_col^T = G^T W"
+        s = self.saved
+        (N, C, H, W), (sh, sw), (ph, pw) = s['x_shape'], s['stride'], s['padding']
+        K, _, kh, kw = w.shape
+        OH, OW = dout.shape[2:]
+        L, Q, chunk = OH * OW, C * kh * kw, s['chunk']
+        gt = self.buffer('g', (N * L, K), xt.dtype)
+        nchw_to_nhwc(dout, 0, 0, gt.reshape(N, OH, OW, K))               # G^T, one row per output position
+        w2 = np.ascontiguousarray(w.transpose(0, 2, 3, 1)).reshape(K, Q)
+        dw2 = np.zeros((K, Q), xt.dtype)
+        dx = np.empty(s['x_shape'], xt.dtype)
+        for n0 in range(0, N, chunk):
+            nb = min(chunk, N - n0)
+            colst = self.buffer('cols', (nb * L, Q), xt.dtype)
+            if not s['cols_valid']: im2col_nhwc(xt[n0:n0 + nb], kh, kw, sh, sw, colst)
+            g = gt[n0 * L:(n0 + nb) * L]
+            dw2 += g.T @ colst                                            # dE/dW, columns (r, s, c)
+            dcolst = np.matmul(g, w2, out=self.buffer('dcols', (nb * L, Q), xt.dtype))
+            col2im_nhwc(dcolst, kh, kw, sh, sw, ph, pw, dx[n0:n0 + nb])
+        dw += dw2.reshape(K, kh, kw, C).transpose(0, 3, 1, 2)
+        return dx
+
+    def im2col_backward(self, dout, x, w, dw, padding):   # as `backward`; x unpadded, padding (ph, pw)
+        "The im2col path's backward step: accumulate dE/dw, return dE/dx (col2im pads and crops each plane in cache)"
+        s, (ph, pw) = self.saved, padding
+        (N, C), (sh, sw) = x.shape[:2], s['stride']
+        K, _, kh, kw = w.shape
+        L, chunk, w2, dw2 = dout.shape[2] * dout.shape[3], s['chunk'], w.reshape(K, -1), dw.reshape(K, -1)
+        dx = np.empty(x.shape, x.dtype)
+        for n0 in range(0, N, chunk):
+            nb = min(chunk, N - n0)
+            cols = self.buffer('cols', (C * kh * kw, nb * L), x.dtype)
+            if not s['cols_valid']: im2col(x[n0:n0 + nb], kh, kw, sh, sw, ph, pw, cols)
+            g = self.buffer('g', (K, nb * L), x.dtype)
+            nchw_to_gemm(dout[n0:n0 + nb].reshape(nb, K, L), g)
+            if K * C * kh * kw <= config.SPLIT_K_MAX_WEIGHTS:                               # dE/dW = G X_col^T
+                parts = self.buffer('parts', (config.SPLIT_K_PIECES, K, C * kh * kw), x.dtype)   # small: in Numba
+                matmul_nt_split(g, cols, parts)
+                dw2 += parts.sum(0)
+            else: self.add_filter_gradient(dw2, g, cols)                                    # large: BLAS
+            dcols = np.matmul(w2.T, g, out=self.buffer('dcols', cols.shape, x.dtype))       # dE/dX_col = W^T G
+            col2im(dcols, kh, kw, sh, sw, ph, pw, dx[n0:n0 + nb])
+        return dx

@@ -92,8 +92,6 @@ class ConvActPool(Module):
         gw, dbn = e.buffer('gw', (N, K, (OH - 1) * Wp + OW), xp.dtype), e.buffer('dbn', (N, K), xp.dtype)
         pool_act_backward_wide(dout, self._out, idx, amap, code, param, Wp, gw, dbn)
         if db is not None: db += dbn.sum(0)
-        dxp = e.input_grad_buffer(xp, padding)
-        e.direct_backward(gw, xp, w, dw, dxp)
-        return e.crop(dxp, x_shape, padding)
+        return e.direct_backward(gw, xp, w, dw, padding, x_shape)
 
     def extra_repr(self): return ' -> '.join(type(m).__name__ for m in self._layers)

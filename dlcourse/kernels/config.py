@@ -20,10 +20,23 @@ SERIAL_VALUES = 1 << 17    # values read (memory-bound kernels: pooling, activat
 # Convolution: which algorithm
 DIRECT_MAX_WEIGHTS = 4096  # K*C*kh*kw up to which a stride-1 convolution uses the direct kernels (LeNet-5's layers)
 PATCH_BUDGET = 1 << 24     # values of an im2col patch matrix at most (64 MB in float32); larger batches go in chunks
+POINTWISE_BATCH_MIN_C = 32 # input channels from which a 1x1 convolution is one GEMM for the whole batch (its input copied
+                           # into the GEMM's layout) instead of one per image: 0.6-0.9 of the time in every such zoo layer
+                           # timed, most on small maps (GoogLeNet's 6x6 and 3x3); with fewer channels the copies cost more
+CHANNELS_LAST_MIN_C = 16   # im2col takes its patches from a channels-last copy of the input for layers with at least this
+CHANNELS_LAST_MAX_OW = 16  # many input channels, output rows of at most this many values (a patch row is then kh runs of
+CHANNELS_LAST_MIN_M = 512  # kw*C values, not C*kh*kw runs of OW) and at least this many output positions in the batch:
+                           # 0.66-0.96 of the time on the small ResNet-18's, ResNet-18's and GoogLeNet's 7x7 to 16x16
+                           # maps; with fewer positions (ResNet-18's 2x2 and 4x4 maps at batch 8) transposing the
+                           # filters costs more than the patches save, up to 3.7x the time
 GEMM_PER_IMAGE = 2048      # output positions per image from which every image gets its own GEMM, the bias inside it
                            # (AlexNet's conv1: 3,025; conv2: 729 is faster as one large GEMM)
 SPLIT_K_MAX_WEIGHTS = 1 << 12  # K*C*kh*kw up to which im2col's filter gradient is a split-K product in Numba (else BLAS:
                                # from 4,608 weights, e.g. ResNet-18's 32x16x3x3, it was faster in every zoo layer timed)
+DW_TRANSPOSED_MIN_COLUMNS = 512  # columns (N*OH*OW) from which BLAS computes the filter gradient transposed, X G^T, and
+DW_TRANSPOSED_CACHED = 1 << 18   # adds it back: for gradients of up to this many weights (they stay in cache while added),
+DW_TRANSPOSED_LONG = 8192        # larger ones only from this many columns. Adding it back made ResNet-18's layers on
+                                 # 2x2-4x4 maps (32-128 columns) 1.5-3.5x slower, VGG-16's 512x512 layers (784) 1.4x
 SPLIT_K_PIECES = 16        # pieces of the long dimension in that product, summed afterwards
 DIRECT_BATCH_SLICES = 4    # slices of the batch whose filter gradients the direct backward computes side by side
 

@@ -7,67 +7,223 @@ from .config import SERIAL_MACS
 from .jit import jit, prange
 
 
+SHORT_ROWS = 16     # output rows shorter than this: im2col and col2im gather and scatter through a table of offsets
+PLANE_BLOCKS = 64   # im2col and col2im share their N*C planes out in at most this many blocks, each with its own scratch
+
+
+@jit()
+def patch_offsets(kh, kw, sh, sw, OH, OW, Wp):
+    "tab[(r, s), (i, j)] = (i*sh + r)*Wp + j*sw + s: where each value of each tap's patch row lies in a flattened padded plane"
+    tab = np.empty((kh * kw, OH * OW), np.uint32)       # unsigned: indexing with it needs no wraparound test
+    for r in range(kh):
+        for s in range(kw):
+            for i in range(OH):
+                for j in range(OW): tab[r * kw + s, i * OW + j] = (i * sh + r) * Wp + j * sw + s
+    return tab
+
+@jit()
+def padded_plane(x, ph, pw, buf):
+    """One plane x (H, W) with ph rows and pw columns of zeros around it: x itself when there is no padding, else `buf`
+    (H + 2ph, W + 2pw), whose inside is overwritten (its border must already be zero)"""
+    if ph == 0 and pw == 0: return x
+    H, W = x.shape
+    for h in range(H):
+        src, dst = x[h], buf[h + ph]
+        for j in range(W): dst[pw + j] = src[j]
+    return buf
+
 @jit(parallel=True)
-def im2col(xp,          # padded input (N, C, Hp, Wp)
+def im2col(x,           # input (N, C, H, W), unpadded
            kh, kw,      # filter size
            sh, sw,      # stride
+           ph, pw,      # padding
            cols):       # out: patch matrix (C*kh*kw, N*OH*OW)
-    """Patch matrix of the padded input: cols[(c, r, s), (n, i, j)] = xp[n, c, i*sh + r, j*sw + s].
-    Parallel over the N*C input planes (each writes its own segments of the rows); for each input row the kw taps are
-    consecutive, so the row stays in L1 while the inner loop copies its OW values (contiguous) into each tap's row.
+    """Patch matrix of the padded input: cols[(c, r, s), (n, i, j)] = xp[n, c, i*sh + r, j*sw + s], xp = x padded.
+    Parallel over blocks of the N*C input planes (each writes its own segments of the rows). Each plane is padded on its
+    own, in a small array that stays in cache, so the padded batch never goes through memory. For each input row the
+    kw taps are consecutive, so the row stays in L1 while the inner loop copies its OW values into each tap's row.
     With a horizontal stride sw > 1 the plane is first split into its sw phases, phases[h, q, m] = xp[n, c, h, m*sw + q],
     so that tap s reads the contiguous run phases[h, s % sw, s // sw:][:OW] instead of every sw-th value."""
-    N, C, Hp, Wp = xp.shape
+    N, C, H, W = x.shape
+    Hp, Wp = H + 2 * ph, W + 2 * pw
     OH, OW = (Hp - kh) // sh + 1, (Wp - kw) // sw + 1
-    L, PW = OH * OW, (Wp + sw - 1) // sw
-    for nc in prange(N * C):
-        n, c = nc // C, nc % C
-        plane = xp[n, c]
-        phases = np.empty((Hp if sw > 1 else 0, sw, PW), xp.dtype)
-        for h in range(phases.shape[0]):
-            src = plane[h]
-            for q in range(sw):
-                dst = phases[h, q]
-                for m in range((Wp - q + sw - 1) // sw): dst[m] = src[m * sw + q]
-        for r in range(kh):
-            for i in range(OH):
-                o = n * L + i * OW
-                if sw == 1:
-                    src = plane[i * sh + r]
-                    for s in range(kw):
-                        dst = cols[(c * kh + r) * kw + s, o:o + OW]
-                        for j in range(OW): dst[j] = src[j + s]
-                else:
-                    rows = phases[i * sh + r]
-                    for s in range(kw):
-                        src = rows[s % sw, s // sw:s // sw + OW]
-                        dst = cols[(c * kh + r) * kw + s, o:o + OW]
-                        for j in range(OW): dst[j] = src[j]
+    L, PW, NC = OH * OW, (Wp + sw - 1) // sw, N * C
+    NB = min(NC, PLANE_BLOCKS)
+    if OW < SHORT_ROWS:                                      # short output rows: channel by channel, row by row
+        tab, T, NL = patch_offsets(kh, kw, sh, sw, OH, OW, Wp), kh * kw, N * L
+        cf, NB = cols.reshape(cols.size), min(C, PLANE_BLOCKS)
+        for blk in prange(NB):
+            pad = np.zeros((N, Hp, Wp), x.dtype)            # the block's channel, padded, for every image
+            for c in range(blk * C // NB, (blk + 1) * C // NB):
+                for n in range(N):
+                    for h in range(H):
+                        src, dst = x[n, c, h], pad[n, ph + h]
+                        for j in range(W): dst[pw + j] = src[j]
+                pf = pad.reshape(N * Hp * Wp)
+                for t in range(T):                           # row (c, t) of cols, written front to back
+                    o = (c * T + t) * NL
+                    for n in range(N):
+                        po = n * Hp * Wp
+                        for l in range(L): cf[o + n * L + l] = pf[po + tab[t, l]]
+        return
+    for blk in prange(NB):
+        buf = np.zeros((Hp, Wp), x.dtype)                    # scratch of this block: allocated once, not per plane
+        phases = np.empty((Hp if sw > 1 else 0, sw, PW), x.dtype)
+        for nc in range(blk * NC // NB, (blk + 1) * NC // NB):
+            n, c = nc // C, nc % C
+            plane = padded_plane(x[n, c], ph, pw, buf)
+            for h in range(phases.shape[0]):
+                src = plane[h]
+                for q in range(sw):
+                    dst = phases[h, q]
+                    for m in range((Wp - q + sw - 1) // sw): dst[m] = src[m * sw + q]
+            for r in range(kh):
+                for i in range(OH):
+                    o = n * L + i * OW
+                    if sw == 1:
+                        src = plane[i * sh + r]
+                        for s in range(kw):
+                            dst = cols[(c * kh + r) * kw + s, o:o + OW]
+                            for j in range(OW): dst[j] = src[j + s]
+                    else:
+                        rows = phases[i * sh + r]
+                        for s in range(kw):
+                            src = rows[s % sw, s // sw:s // sw + OW]
+                            dst = cols[(c * kh + r) * kw + s, o:o + OW]
+                            for j in range(OW): dst[j] = src[j]
 
 @jit(parallel=True)
 def col2im(dcols,       # patch gradients (C*kh*kw, N*OH*OW)
            kh, kw,      # filter size
            sh, sw,      # stride
-           dxp):        # out: gradient of the padded input (N, C, Hp, Wp), overwritten
-    """Adjoint of `im2col`: add every column back onto its patch, dxp[n, c, i*sh + r, j*sw + s] += dcols[(c, r, s), (n, i, j)].
-    Parallel over the N*C planes of `dxp` (each owned by one iteration: no races); for each row of the plane the inner
-    loop adds the OW values of each of the kw taps (contiguous in `dcols`) while the row stays in L1."""
-    N, C, Hp, Wp = dxp.shape
+           ph, pw,      # padding
+           dx):         # out: gradient of the unpadded input (N, C, H, W), overwritten
+    """Adjoint of `im2col`: add every column back onto its patch, dxp[n, c, i*sh + r, j*sw + s] += dcols[(c, r, s), (n, i, j)],
+    and keep the part of dxp inside the padding: dx = dxp[:, :, ph:ph + H, pw:pw + W].
+    Parallel over blocks of the N*C planes (each plane owned by one block: no races). A padded plane is summed in a small
+    array that stays in cache and only its inside is written to `dx`. For each row of the plane the inner loop adds the
+    OW values of each of the kw taps (contiguous in `dcols`) while the row stays in L1."""
+    N, C, H, W = dx.shape
+    Hp, Wp = H + 2 * ph, W + 2 * pw
     OH, OW = (Hp - kh) // sh + 1, (Wp - kw) // sw + 1
-    L = OH * OW
-    for nc in prange(N * C):
-        n, c = nc // C, nc % C
-        plane = dxp[n, c]
-        plane[:] = 0
-        for r in range(kh):
-            for i in range(OH):
-                dst, o = plane[i * sh + r], n * L + i * OW
-                for s in range(kw):
-                    src = dcols[(c * kh + r) * kw + s, o:o + OW]
-                    if sw == 1:
-                        for j in range(OW): dst[j + s] += src[j]
-                    else:
-                        for j in range(OW): dst[j * sw + s] += src[j]
+    L, NC = OH * OW, N * C
+    if OW < SHORT_ROWS:                                      # short output rows: channel by channel, row by row
+        tab, T, NL = patch_offsets(kh, kw, sh, sw, OH, OW, Wp), kh * kw, N * L
+        df, NB = dcols.reshape(dcols.size), min(C, PLANE_BLOCKS)
+        for blk in prange(NB):
+            pad = np.empty((N, Hp, Wp), dx.dtype)           # the block's channel, padded, for every image
+            pf = pad.reshape(N * Hp * Wp)
+            for c in range(blk * C // NB, (blk + 1) * C // NB):
+                pf[:] = 0
+                for t in range(T):                           # row (c, t) of dcols, read front to back
+                    o = (c * T + t) * NL
+                    for n in range(N):
+                        po = n * Hp * Wp
+                        for l in range(L): pf[po + tab[t, l]] += df[o + n * L + l]
+                for n in range(N):
+                    for h in range(H):
+                        src, dst = pad[n, ph + h], dx[n, c, h]
+                        for j in range(W): dst[j] = src[pw + j]
+        return
+    NB = min(NC, PLANE_BLOCKS)
+    for blk in prange(NB):
+        buf = np.empty((Hp, Wp), dx.dtype)
+        for nc in range(blk * NC // NB, (blk + 1) * NC // NB):
+            n, c = nc // C, nc % C
+            plane = dx[n, c] if ph == 0 and pw == 0 else buf
+            plane[:] = 0
+            for r in range(kh):
+                for i in range(OH):
+                    dst, o = plane[i * sh + r], n * L + i * OW
+                    for s in range(kw):
+                        src = dcols[(c * kh + r) * kw + s, o:o + OW]
+                        if sw == 1:
+                            for j in range(OW): dst[j + s] += src[j]
+                        else:
+                            for j in range(OW): dst[j * sw + s] += src[j]
+            if ph or pw:
+                out = dx[n, c]
+                for h in range(H):
+                    src, dst = plane[ph + h], out[h]
+                    for j in range(W): dst[j] = src[pw + j]
+
+@jit(parallel=True)
+def nchw_to_nhwc(x,        # (N, C, H, W)
+                 ph, pw,   # padding
+                 xt):      # out: (N, H + 2ph, W + 2pw, C), channels last, zero border
+    """xt[n, ph + h, pw + w, c] = x[n, c, h, w], zeros around: a batch in channels-last order, padded in the same pass.
+    Parallel over the images; each image's values stay in cache while its channels are interleaved."""
+    N, C, H, W = x.shape
+    Hp, Wp = xt.shape[1], xt.shape[2]
+    for n in prange(N):
+        t = xt[n]
+        for h in range(Hp):
+            if h < ph or h >= ph + H: t[h] = 0
+            else:
+                row = t[h]
+                row[:pw] = 0
+                row[pw + W:] = 0
+                for c in range(C):
+                    src = x[n, c, h - ph]
+                    for w in range(W): row[pw + w, c] = src[w]
+
+@jit(parallel=True)
+def im2col_nhwc(xt,        # padded channels-last input (N, Hp, Wp, C), from `nchw_to_nhwc`
+                kh, kw,    # filter size
+                sh, sw,    # stride
+                colst):    # out: transposed patch matrix (N*OH*OW, kh*kw*C)
+    """colst[(n, i, j), (r, s, c)] = xt[n, i*sh + r, j*sw + s, c]: one row per output position. With the channels last,
+    the kw*C values of one filter row are contiguous in both arrays: a patch row is kh copies of kw*C values, however
+    small the map. Parallel over the N*OH output rows."""
+    N, Hp, Wp, C = xt.shape
+    OH, OW = (Hp - kh) // sh + 1, (Wp - kw) // sw + 1
+    R = kw * C
+    for ni in prange(N * OH):
+        n, i = ni // OH, ni % OH
+        for j in range(OW):
+            dst = colst[ni * OW + j]
+            for r in range(kh):
+                src = xt[n, i * sh + r].reshape(Wp * C)[j * sw * C:j * sw * C + R]
+                d = dst[r * R:(r + 1) * R]
+                for q in range(R): d[q] = src[q]
+
+@jit(parallel=True)
+def col2im_nhwc(dcolst,    # transposed patch gradients (N*OH*OW, kh*kw*C)
+                kh, kw,    # filter size
+                sh, sw,    # stride
+                ph, pw,    # padding
+                dx):       # out: gradient of the input (N, C, H, W), overwritten
+    """Adjoint of `nchw_to_nhwc` and `im2col_nhwc`: add every patch row back onto its window of a padded channels-last
+    image (kw*C contiguous values per filter row), then write the image's inside back in NCHW order. Parallel over the
+    images (each owns its padded scratch image, which stays in cache)."""
+    N, C, H, W = dx.shape
+    Hp, Wp = H + 2 * ph, W + 2 * pw
+    OH, OW = (Hp - kh) // sh + 1, (Wp - kw) // sw + 1
+    R = kw * C
+    for n in prange(N):
+        acc = np.zeros((Hp, Wp * C), dx.dtype)
+        for i in range(OH):
+            for j in range(OW):
+                src = dcolst[(n * OH + i) * OW + j]
+                for r in range(kh):
+                    d, g = acc[i * sh + r, j * sw * C:j * sw * C + R], src[r * R:(r + 1) * R]
+                    for q in range(R): d[q] += g[q]
+        for c in range(C):
+            for h in range(H):
+                row, out = acc[ph + h], dx[n, c, h]
+                for w in range(W): out[w] = row[(pw + w) * C + c]
+
+@jit(parallel=True)
+def nhwc_to_nchw(yt,       # (N*L, K): one row per output position, as a GEMM on `im2col_nhwc`'s matrix gives it
+                 b,        # bias (K,)
+                 out):     # out: (N, K, L)
+    """out[n, k, l] = yt[n*L + l, k] + b[k]: channels-last rows to NCHW planes, with the bias. Parallel over the images."""
+    N, K, L = out.shape
+    for n in prange(N):
+        src = yt[n * L:(n + 1) * L]
+        for k in range(K):
+            dst, bk = out[n, k], b[k]
+            for l in range(L): dst[l] = src[l, k] + bk
 
 @jit(parallel=True)
 def gemm_to_nchw(y,     # GEMM result (K, N*L)
