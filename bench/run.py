@@ -67,6 +67,11 @@ def lenet_flop(batch, train=True):
     return batch * fwd * (3 if train else 1)
 
 
+# what each process's glibc allocator does with freed memory (dlcourse.engine.memory's answers)
+MALLOC_SAID = {'kept': 'kept for the next step', 'off': "returned to the system (glibc's default)",
+               'not glibc': 'as the C library does it (not glibc)', 'refused': "returned to the system (mallopt refused)"}
+
+
 class Worker:
     "A worker process of bench/worker.py for one library, answering JSON requests"
     def __init__(self, framework, env):
@@ -106,12 +111,17 @@ class Suite:
             env.update({v: str(args.threads) for v in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'OPENBLAS_NUM_THREADS',
                                                         'NUMBA_NUM_THREADS')})
         self.env = env
-        self.dl, self.torch = Worker('dlcourse', env), Worker('torch', env)
+        # PyTorch's process builds the zoo's networks with dlcourse (to_torch), and importing dlcourse sets glibc's
+        # allocator to keep freed memory (engine.memory): the variable keeps PyTorch's process on the allocator's defaults
+        self.envs = dict(dlcourse=env, torch=dict(env, DLCOURSE_KEEP_FREED_MEMORY='0'))
+        self.dl, self.torch = Worker('dlcourse', env), Worker('torch', self.envs['torch'])
+        self.torch_kept = None                       # PyTorch with dlcourse's allocator setting (started when needed)
         self.weights = tempfile.mkdtemp(prefix='dlcourse-bench-')
         self.quick = args.quick
 
     def close(self):
         self.dl.close(); self.torch.close()
+        if self.torch_kept is not None: self.torch_kept.close()
 
     # -- output ------------------------------------------------------------------------------------------------
     def row(self, section, case, unit, ours, theirs, ratio=None, ratio_range=None, noise=None, note=''):
@@ -137,15 +147,21 @@ class Suite:
                 per_round[label].append(float(np.median(t)))
         return times, per_round
 
-    def compare(self, section, case, kind, setup, rounds, n, variants=('lenet5()', 'unfused'), per_item=None, flop=None):
+    def compare(self, section, case, kind, setup, rounds, n, variants=('lenet5()', 'unfused'), per_item=None, flop=None,
+                kept=False):
         """Time dlcourse's variants against PyTorch on the same callable kind; print a line per variant (time, then
-        throughput per item and GFLOP/s when given)"""
+        throughput per item and GFLOP/s when given). With `kept`, a third process also times PyTorch with glibc's
+        allocator keeping freed memory, as importing dlcourse sets it (engine.memory), for a line of its own"""
         entries = []
         for v in variants:
             self.dl.ask('setup', key=f'{case}/{v}', kind=kind, **setup(v))
             entries.append((v, self.dl, f'{case}/{v}'))
         self.torch.ask('setup', key=case, kind=kind, **setup('torch'))
         entries.append(('torch', self.torch, case))
+        if kept:
+            if self.torch_kept is None: self.torch_kept = Worker('torch', self.env)
+            self.torch_kept.ask('setup', key=case, kind=kind, **setup('torch'))
+            entries.append(('torch, kept', self.torch_kept, case))
         times, per_round = self.interleaved(entries, rounds, n)
         t_torch = float(np.median(times['torch']))
         for v in variants:
@@ -159,8 +175,14 @@ class Suite:
             if flop:
                 self.row(section, '  GFLOP/s (% of roof)', 'GFLOP/s', flop / t / 1e9, flop / t_torch / 1e9,
                          note=f"{100 * flop / t / 1e9 / self.roof:.0f}% / {100 * flop / t_torch / 1e9 / self.roof:.0f}%")
+            if kept:
+                t_kept = float(np.median(times['torch, kept']))
+                ratios = [a / b for a, b in zip(per_round[v], per_round['torch, kept'])]
+                self.row(section, '  PyTorch keeping freed memory too', 's', t, t_kept, t / t_kept,
+                         (min(ratios), max(ratios)), (spread(times[v]), spread(times['torch, kept'])))
         for v in variants: self.dl.ask('drop', key=f'{case}/{v}')
         self.torch.ask('drop', key=case)
+        if kept: self.torch_kept.ask('drop', key=case)
         return times
 
     # -- sections ----------------------------------------------------------------------------------------------
@@ -172,9 +194,10 @@ class Suite:
         print(f"dlcourse benchmark suite, {self.meta['started']}: {self.meta['cpu']}, {self.meta['cores']} cores, "
               f"load average {os.getloadavg()[0]:.1f}")
         print(f"dlcourse {dl['version']}: Numba {dl['numba']} ({dl['threading_layer']} layer, {dl['threads']} threads), "
-              f"NumPy {dl['numpy']} ({dl['blas']}: {dl['blas_kernel']})")
+              f"NumPy {dl['numpy']} ({dl['blas']}: {dl['blas_kernel']}), freed memory {MALLOC_SAID[dl['malloc']]}")
         if self.openblas_unset: print(f"unset for this run (they force an older OpenBLAS kernel): {', '.join(self.openblas_unset)}")
-        print(f"PyTorch {to['version']}: {to['threads']} threads, {to['blas']}, OMP_WAIT_POLICY {to['omp_wait_policy']}")
+        print(f"PyTorch {to['version']}: {to['threads']} threads, {to['blas']}, OMP_WAIT_POLICY {to['omp_wait_policy']}, "
+              f"freed memory {MALLOC_SAID[to['malloc']]}")
         print(f"command: {self.args.command}")
         print(f"\n{'case':40s} {'dlcourse':>12s} {'PyTorch':>12s} {'ratio':>6s} {'rounds':>11s} {'spread dl/torch':>16s}")
 
@@ -229,8 +252,8 @@ class Suite:
         for i, (label, builder, kwargs, shape, target) in enumerate(ZOO_CASES):
             rounds, n = (2, 2) if q else ((4, 3) if shape[0] * shape[2] * shape[3] < 300_000 else (3, 2))
             self.compare('zoo', label, 'zoo_step', lambda v: dict(case=i), rounds, n, variants=('dlcourse',),
-                         per_item=('images/s', shape[0]))
-            self.rows[-2]['target'] = target
+                         per_item=('images/s', shape[0]), kept=True)
+            next(r for r in self.rows if r['section'] == 'zoo' and r['case'] == label)['target'] = target
             mine, theirs = self.dl.ask('zoo_profile', case=i)['ms'], self.torch.ask('zoo_profile', case=i)['ms']
             for kind in sorted(set(mine) | set(theirs), key=lambda k: (k.startswith('rest'), -mine.get(k, 0))):
                 a, b = mine.get(kind), theirs.get(kind)
@@ -256,7 +279,7 @@ class Suite:
         self.heading('Cold start: a fresh process imports the library and runs the first LeNet-5 step (batch 64)')
         cache = tempfile.mkdtemp(prefix='dlcourse-numba-cache-')
         def run(framework, *flags, cache_dir=cache, mode='--cold'):
-            env = dict(self.env, NUMBA_CACHE_DIR=cache_dir, BENCH_T0=repr(time.time()))
+            env = dict(self.envs[framework], NUMBA_CACHE_DIR=cache_dir, BENCH_T0=repr(time.time()))
             out = subprocess.run([sys.executable, str(HERE / 'worker.py'), framework, mode, *flags], env=env,
                                  capture_output=True, text=True, cwd=HERE.parent)
             line = next((l for l in out.stdout.splitlines() if l.startswith('@@ ')), None)
@@ -287,7 +310,7 @@ class Suite:
         self.heading('Peak memory: AlexNet forward + cross-entropy + backward at batch 8 (resident set, MiB)')
         res = {}
         for fw in ('dlcourse', 'torch'):
-            out = subprocess.run([sys.executable, str(HERE / 'worker.py'), fw, '--rss'], env=self.env, capture_output=True,
+            out = subprocess.run([sys.executable, str(HERE / 'worker.py'), fw, '--rss'], env=self.envs[fw], capture_output=True,
                                  text=True, cwd=HERE.parent)
             line = next((l for l in out.stdout.splitlines() if l.startswith('@@ ')), None)
             if line is None: raise RuntimeError(f"memory run of {fw} failed:\n{out.stderr[-2000:]}")

@@ -127,7 +127,9 @@ class Dlcourse:
         x = np.ones((4, 1, 8, 8), np.float32)
         from dlcourse.conv import conv2d
         conv2d(x, np.ones((2, 1, 3, 3), np.float32))                    # start Numba's thread pool
+        from dlcourse.engine.memory import MALLOC
         return dict(version=self.dl.__version__, numba=numba.__version__, numpy=np.__version__, blas=f"{blas['name']} {blas['version']}",
+                    malloc=MALLOC,
                     blas_kernel=kernel, threads=numba.get_num_threads(), threading_layer=numba.threading_layer())
 
     def model(self, name, variant='lenet5()', train=True):
@@ -257,8 +259,9 @@ class Torch:
         torch = self.torch
         config = torch.__config__.show()
         backend = 'MKL' if 'USE_MKL=ON' in config or 'BLAS_INFO=mkl' in config else 'other BLAS'
+        from dlcourse.engine.memory import MALLOC                      # (dlcourse builds the zoo's networks here)
         return dict(version=torch.__version__, threads=torch.get_num_threads(), blas=backend,
-                    omp_wait_policy=os.environ.get('OMP_WAIT_POLICY', '(unset)'))
+                    omp_wait_policy=os.environ.get('OMP_WAIT_POLICY', '(unset)'), malloc=MALLOC)
 
     def model(self, name, train=True, weights=None):
         "LeNet-5 or AlexNet as dlcourse.zoo builds them (same layer names), with dlcourse's weights"

@@ -48,6 +48,10 @@ RANK_UPDATE_MAX = 16       # batch up to which a large weight gradient a.T @ b i
 BLAS_THREAD_TIMEOUT = 4    # OpenBLAS's workers spin 2**4 cycles after a product, then sleep (its default, 2**28 cycles, is
                            # ~0.1 s of a core that Numba's next kernel needs; engine.matmul.quiet_blas_threads)
 
+# Memory: freed memory glibc's allocator keeps for the next training step instead of returning it to the system (bytes;
+# 0 leaves the allocator as it is). engine.memory.keep_freed_memory applies it when dlcourse is imported
+KEEP_FREED_MEMORY = 1 << 30
+
 # The cold start: a training run's first step compiles its kernels on two cores, a helper process taking the second
 # half of them (engine.ahead, for the steps it has a record of)
 COMPILE_AHEAD = True
