@@ -91,6 +91,7 @@ class ConvEngine:
         chunk = max(1, config.PATCH_BUDGET // (C * kh * kw * L))        # images per patch matrix
         dense = H + 2 * ph == kh and W + 2 * pw == kw                     # the filter covers the padded input
         pointwise = use_pointwise(kh, kw, ph, pw) and not dense           # 1x1 filters: no patch matrix
+        last = not (direct or dense or pointwise) and use_channels_last(C, OW, N * L)   # im2col, channels last
         xp = self.pad(x, ph, pw) if direct or dense else x                # im2col pads each plane as it copies it
         xg = None                                                         # the pointwise input in the GEMM's layout
         if pointwise:                                                     # Y_n = W X_n, X_n (C, L): no patch matrix
@@ -112,7 +113,7 @@ class ConvEngine:
         else:
             b = np.zeros(K, x.dtype) if b is None else b                  # the kernels below add a bias
             if direct: conv_direct_forward(xp, w, b, out)
-            elif use_channels_last(C, OW, N * L): xp = self.channels_last_forward(x, w, b, (sh, sw), (ph, pw), out, chunk)
+            elif last: xp = self.channels_last_forward(x, w, b, (sh, sw), (ph, pw), out, chunk)
             else:
                 w2, per_image = w.reshape(K, C * kh * kw), L >= config.GEMM_PER_IMAGE
                 if per_image: w2 = np.concatenate((w2, b[:, None]), axis=1)       # the bias as one more weight...
@@ -127,11 +128,10 @@ class ConvEngine:
                     else:
                         y = np.matmul(w2, cols, out=self.buffer('y', (K, len(xs) * L), x.dtype))   # the GEMM
                         gemm_to_nchw(y, b, out[n0:n0 + chunk].reshape(len(xs), K, L))
-        last = not (direct or dense or pointwise) and use_channels_last(C, OW, N * L)
         self.saved = dict(x_shape=x.shape, xp=xp, xg=xg, w=w, stride=(sh, sw), padding=(ph, pw), direct=direct, dense=dense,
-                          channels_last=last,                             # xp: x channels-last and padded
-                          pointwise=pointwise, chunk=chunk, out_shape=out.shape,   # xp: x padded for direct and dense
-                          cols_valid=chunk >= N)                          # backward may reuse the patch matrix
+                          channels_last=last, pointwise=pointwise, chunk=chunk, out_shape=out.shape,
+                          cols_valid=chunk >= N)      # backward may reuse the patch matrix. xp: x padded (direct, dense),
+                                                      # padded channels last (channels_last), or x itself
         return out
 
     def direct_backward(self, gw,  # dE/dy on wide rows (N, K, M), from `to_wide_rows` or the fused pooling backward
@@ -225,7 +225,8 @@ class ConvEngine:
         return xt
 
     def channels_last_backward(self, dout, xt, w, dw):   # as `backward`; xt from `channels_last_forward`
-        "dE/dW^T... as im2col's backward, on the channels-last patches: dE/dW = G X_col^T, dE/dX_col^T = G^T W"
+        """The channels-last path's backward step: accumulate dE/dw = G X_col^T (its columns in the patches' order (r, s, c)),
+        return dE/dx from dE/dX_col^T = G^T W, added back onto each padded image and cropped by `col2im_nhwc`"""
         s = self.saved
         (N, C, H, W), (sh, sw), (ph, pw) = s['x_shape'], s['stride'], s['padding']
         K, _, kh, kw = w.shape

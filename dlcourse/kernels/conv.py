@@ -43,7 +43,10 @@ def im2col(x,           # input (N, C, H, W), unpadded
     own, in a small array that stays in cache, so the padded batch never goes through memory. For each input row the
     kw taps are consecutive, so the row stays in L1 while the inner loop copies its OW values into each tap's row.
     With a horizontal stride sw > 1 the plane is first split into its sw phases, phases[h, q, m] = xp[n, c, h, m*sw + q],
-    so that tap s reads the contiguous run phases[h, s % sw, s // sw:][:OW] instead of every sw-th value."""
+    so that tap s reads the contiguous run phases[h, s % sw, s // sw:][:OW] instead of every sw-th value.
+    Output rows shorter than SHORT_ROWS would make that many short runs; then the kernel goes channel by channel instead
+    (parallel over blocks of channels): the channel is padded for the whole batch in one scratch array, and each of its
+    kh*kw rows of the patch matrix is written from front to back, gathered through a table of offsets (`patch_offsets`)."""
     N, C, H, W = x.shape
     Hp, Wp = H + 2 * ph, W + 2 * pw
     OH, OW = (Hp - kh) // sh + 1, (Wp - kw) // sw + 1
@@ -102,7 +105,9 @@ def col2im(dcols,       # patch gradients (C*kh*kw, N*OH*OW)
     and keep the part of dxp inside the padding: dx = dxp[:, :, ph:ph + H, pw:pw + W].
     Parallel over blocks of the N*C planes (each plane owned by one block: no races). A padded plane is summed in a small
     array that stays in cache and only its inside is written to `dx`. For each row of the plane the inner loop adds the
-    OW values of each of the kw taps (contiguous in `dcols`) while the row stays in L1."""
+    OW values of each of the kw taps (contiguous in `dcols`) while the row stays in L1. With output rows shorter than
+    SHORT_ROWS it goes channel by channel, as `im2col` does: each row of `dcols` is read from front to back and scattered
+    onto the channel's padded planes through `patch_offsets` (within one row no two values meet: no races, no conflicts)."""
     N, C, H, W = dx.shape
     Hp, Wp = H + 2 * ph, W + 2 * pw
     OH, OW = (Hp - kh) // sh + 1, (Wp - kw) // sw + 1
