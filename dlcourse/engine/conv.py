@@ -93,7 +93,7 @@ class ConvEngine:
         pointwise = use_pointwise(kh, kw, ph, pw) and not dense           # 1x1 filters: no patch matrix
         last = not (direct or dense or pointwise) and use_channels_last(C, OW, N * L)   # im2col, channels last
         xp = self.pad(x, ph, pw) if direct or dense else x                # im2col pads each plane as it copies it
-        xg = None                                                         # the pointwise input in the GEMM's layout
+        xg = wt = None                      # the pointwise input in the GEMM's layout; W^T of the channels-last path
         if pointwise:                                                     # Y_n = W X_n, X_n (C, L): no patch matrix
             if (sh, sw) != (1, 1):                                        # stride: every sh-th row, sw-th column
                 xp = self.buffer('xs', (N, C, OH, OW), x.dtype)
@@ -113,7 +113,7 @@ class ConvEngine:
         else:
             b = np.zeros(K, x.dtype) if b is None else b                  # the kernels below add a bias
             if direct: conv_direct_forward(xp, w, b, out)
-            elif last: xp = self.channels_last_forward(x, w, b, (sh, sw), (ph, pw), out, chunk)
+            elif last: xp, wt = self.channels_last_forward(x, w, b, (sh, sw), (ph, pw), out, chunk)
             else:
                 w2, per_image = w.reshape(K, C * kh * kw), L >= config.GEMM_PER_IMAGE
                 if per_image: w2 = np.concatenate((w2, b[:, None]), axis=1)       # the bias as one more weight...
@@ -128,8 +128,8 @@ class ConvEngine:
                     else:
                         y = np.matmul(w2, cols, out=self.buffer('y', (K, len(xs) * L), x.dtype))   # the GEMM
                         gemm_to_nchw(y, b, out[n0:n0 + chunk].reshape(len(xs), K, L))
-        self.saved = dict(x_shape=x.shape, xp=xp, xg=xg, w=w, stride=(sh, sw), padding=(ph, pw), direct=direct, dense=dense,
-                          channels_last=last, pointwise=pointwise, chunk=chunk, out_shape=out.shape,
+        self.saved = dict(x_shape=x.shape, xp=xp, xg=xg, wt=wt, w=w, stride=(sh, sw), padding=(ph, pw), direct=direct,
+                          dense=dense, channels_last=last, pointwise=pointwise, chunk=chunk, out_shape=out.shape,
                           cols_valid=chunk >= N)      # backward may reuse the patch matrix. xp: x padded (direct, dense),
                                                       # padded channels last (channels_last), or x itself
         return out
@@ -145,14 +145,18 @@ class ConvEngine:
         parts = self.buffer('parts', (max(1, min(N, config.DIRECT_BATCH_SLICES)),) + w.shape, xp.dtype)
         conv_direct_backward_weight(gw, xp, parts)
         dw += parts.sum(0)
-        (ph, pw), (H, W) = padding, x_shape[2:]
-        if not (ph or pw):
-            dx = np.empty(x_shape, xp.dtype)
-            conv_direct_backward_input(gw, w, dx)
-            return dx
-        dxp = self.buffer('dxp', xp.shape, xp.dtype)                   # dE/d(padded x), then cropped
+        dxp = self.input_grad_buffer(xp, padding)
         conv_direct_backward_input(gw, w, dxp)
-        return dxp[:, :, ph:ph + H, pw:pw + W].copy()
+        return self.crop(dxp, x_shape, padding)
+
+    def crop(self, dxp, x_shape, padding):
+        "dE/dx from dE/d(padded x): the padding's rows and columns dropped"
+        (ph, pw), (H, W) = padding, x_shape[2:]
+        return dxp[:, :, ph:ph + H, pw:pw + W].copy() if ph or pw else dxp
+
+    def input_grad_buffer(self, xp, padding):
+        "Where dE/d(padded x) goes: a reusable buffer when it is cropped afterwards, else a fresh array (it is returned)"
+        return self.buffer('dxp', xp.shape, xp.dtype) if any(padding) else np.empty(xp.shape, xp.dtype)
 
     def backward(self, dout,   # dE/dy (N, K, OH, OW), validated
                  dw,           # filter gradient (K, C, kh, kw) to accumulate into
@@ -190,12 +194,11 @@ class ConvEngine:
             gw = self.buffer('gw', (N, K, (dout.shape[2] - 1) * xp.shape[3] + dout.shape[3]), xp.dtype)
             to_wide_rows(dout, xp.shape[3], gw)
             return self.direct_backward(gw, xp, w, dw, padding, s['x_shape'])
-        dxp = self.buffer('dxp', xp.shape, xp.dtype) if any(padding) else np.empty(xp.shape, xp.dtype)
+        dxp = self.input_grad_buffer(xp, padding)
         g, x2, w2 = dout.reshape(N, K), xp.reshape(N, C * kh * kw), w.reshape(K, C * kh * kw)   # dense:
         matmul_tn(g, x2, dw.reshape(K, -1), accumulate=True)             # dE/dW += G^T X
         matmul_nn(g, w2, dxp.reshape(N, C * kh * kw))                     # dE/dX = G W (N may be 0)
-        (ph, pw), (H, W) = padding, s['x_shape'][2:]
-        return dxp[:, :, ph:ph + H, pw:pw + W].copy() if ph or pw else dxp
+        return self.crop(dxp, s['x_shape'], padding)
 
     def add_filter_gradient(self, dw2,  # (K, Q) filter gradient, to accumulate into
                             g,             # output gradient in the GEMM's layout (K, M)
@@ -210,7 +213,7 @@ class ConvEngine:
 
     def channels_last_forward(self, x, w, b, stride, padding, out, chunk):   # as `forward`; b not None
         """im2col on a channels-last copy of the input: Y^T = X_col^T W^T, one row of X_col^T per output position. Returns
-        the copy (N, Hp, Wp, C), which backward takes its patches from again when the batch went in chunks"""
+        the copy (N, Hp, Wp, C), which backward takes its patches from again when the batch went in chunks, and W^T"""
         (N, C, H, W), (K, _, kh, kw), (sh, sw), (ph, pw) = x.shape, w.shape, stride, padding
         L, Q = out.shape[2] * out.shape[3], C * kh * kw
         xt = self.buffer('xt', (N, H + 2 * ph, W + 2 * pw, C), x.dtype)
@@ -222,7 +225,7 @@ class ConvEngine:
             im2col_nhwc(xt[n0:n0 + nb], kh, kw, sh, sw, colst)
             yt = np.matmul(colst, wt, out=self.buffer('y', (nb * L, K), x.dtype))
             nhwc_to_nchw(yt, b, out[n0:n0 + nb].reshape(nb, K, L))
-        return xt
+        return xt, wt
 
     def channels_last_backward(self, dout, xt, w, dw):   # as `backward`; xt from `channels_last_forward`
         """The channels-last path's backward step: accumulate dE/dw = G X_col^T (its columns in the patches' order (r, s, c)),
@@ -234,7 +237,7 @@ class ConvEngine:
         L, Q, chunk = OH * OW, C * kh * kw, s['chunk']
         gt = self.buffer('g', (N * L, K), xt.dtype)
         nchw_to_nhwc(dout, 0, 0, gt.reshape(N, OH, OW, K))               # G^T, one row per output position
-        w2 = np.ascontiguousarray(w.transpose(0, 2, 3, 1)).reshape(K, Q)
+        w2 = s['wt'].T                                                    # W, columns (r, s, c): forward's W^T
         dw2 = np.zeros((K, Q), xt.dtype)
         dx = np.empty(s['x_shape'], xt.dtype)
         for n0 in range(0, N, chunk):

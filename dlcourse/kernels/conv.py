@@ -22,14 +22,27 @@ def patch_offsets(kh, kw, sh, sw, OH, OW, Wp):
     return tab
 
 @jit()
-def padded_plane(x, ph, pw, buf):
-    """One plane x (H, W) with ph rows and pw columns of zeros around it: x itself when there is no padding, else `buf`
-    (H + 2ph, W + 2pw), whose inside is overwritten (its border must already be zero)"""
-    if ph == 0 and pw == 0: return x
+def to_inside(x, ph, pw, buf):
+    "buf[ph:ph + H, pw:pw + W] = x: a plane x (H, W) copied into the inside of a padded plane `buf`, its border untouched"
     H, W = x.shape
     for h in range(H):
         src, dst = x[h], buf[h + ph]
         for j in range(W): dst[pw + j] = src[j]
+
+@jit()
+def from_inside(buf, ph, pw, out):
+    "out = buf[ph:ph + H, pw:pw + W]: the inside of a padded plane `buf` copied into a plane out (H, W)"
+    H, W = out.shape
+    for h in range(H):
+        src, dst = buf[ph + h], out[h]
+        for j in range(W): dst[j] = src[pw + j]
+
+@jit()
+def padded_plane(x, ph, pw, buf):
+    """One plane x (H, W) with ph rows and pw columns of zeros around it: x itself when there is no padding, else `buf`
+    (H + 2ph, W + 2pw), whose inside is overwritten (its border must already be zero)"""
+    if ph == 0 and pw == 0: return x
+    to_inside(x, ph, pw, buf)
     return buf
 
 @jit(parallel=True)
@@ -58,10 +71,7 @@ def im2col(x,           # input (N, C, H, W), unpadded
         for blk in prange(NB):
             pad = np.zeros((N, Hp, Wp), x.dtype)            # the block's channel, padded, for every image
             for c in range(blk * C // NB, (blk + 1) * C // NB):
-                for n in range(N):
-                    for h in range(H):
-                        src, dst = x[n, c, h], pad[n, ph + h]
-                        for j in range(W): dst[pw + j] = src[j]
+                for n in range(N): to_inside(x[n, c], ph, pw, pad[n])
                 pf = pad.reshape(N * Hp * Wp)
                 for t in range(T):                           # row (c, t) of cols, written front to back
                     o = (c * T + t) * NL
@@ -125,10 +135,7 @@ def col2im(dcols,       # patch gradients (C*kh*kw, N*OH*OW)
                     for n in range(N):
                         po = n * Hp * Wp
                         for l in range(L): pf[po + tab[t, l]] += df[o + n * L + l]
-                for n in range(N):
-                    for h in range(H):
-                        src, dst = pad[n, ph + h], dx[n, c, h]
-                        for j in range(W): dst[j] = src[pw + j]
+                for n in range(N): from_inside(pad[n], ph, pw, dx[n, c])
         return
     NB = min(NC, PLANE_BLOCKS)
     for blk in prange(NB):
@@ -146,11 +153,7 @@ def col2im(dcols,       # patch gradients (C*kh*kw, N*OH*OW)
                             for j in range(OW): dst[j + s] += src[j]
                         else:
                             for j in range(OW): dst[j * sw + s] += src[j]
-            if ph or pw:
-                out = dx[n, c]
-                for h in range(H):
-                    src, dst = plane[ph + h], out[h]
-                    for j in range(W): dst[j] = src[pw + j]
+            if ph or pw: from_inside(plane, ph, pw, dx[n, c])
 
 @jit(parallel=True)
 def nchw_to_nhwc(x,        # (N, C, H, W)
