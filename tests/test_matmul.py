@@ -64,3 +64,21 @@ def test_large_layer_gradients_take_no_transposed_copies():
     assert (np.abs(dx - dout.astype(np.float64) @ w) <= bound(dout, w, np.float32)).all()
     gw = dout.T.astype(np.float64) @ x
     assert (np.abs(layer.weight.grad - gw) <= bound(dout.T, x, np.float32)).all()
+
+
+@pytest.mark.parametrize('I,J,Q', [(1, 1, 1), (3, 5, 7), (64, 128, 127), (64, 128, 128), (65, 131, 130)])
+@pytest.mark.parametrize('accumulate', [False, True])
+def test_small_products_skip_the_parallel_kernel_with_the_same_bits(I, J, Q, accumulate):
+    """apply_gemm_nt runs products below SERIAL_MACS multiply-adds on the calling thread (the shapes straddle it) with
+    the blocks gemm_nt runs: the same bits as gemm_nt, within the float32 bound of the float64 product"""
+    from dlcourse.kernels.conv import SERIAL_MACS, apply_gemm_nt, gemm_nt
+    assert (I * J * Q < SERIAL_MACS) == ((I, J, Q) in [(1, 1, 1), (3, 5, 7), (64, 128, 127)])
+    rng = np.random.default_rng(I + J + Q)
+    a, b = rng.normal(size=(I, Q)).astype(np.float32), rng.normal(size=(J, Q)).astype(np.float32)
+    start = rng.normal(size=(I, J)).astype(np.float32)
+    got, want = start.copy(), start.copy()
+    apply_gemm_nt(a, b, got, accumulate)
+    gemm_nt(a, b, want, accumulate)
+    assert np.array_equal(got, want)
+    exact = a.astype(np.float64) @ b.T.astype(np.float64) + (start if accumulate else 0)
+    assert (np.abs(got - exact) <= bound(a, b.T, np.float32) + np.finfo(np.float32).eps * np.abs(exact)).all()

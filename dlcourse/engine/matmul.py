@@ -15,7 +15,7 @@ import os
 import numpy as np
 
 from ..kernels import config
-from ..kernels.conv import gemm_nt, rank_update
+from ..kernels.conv import apply_gemm_nt, rank_update
 
 
 def _openblas():
@@ -74,7 +74,7 @@ def matmul_nt(a,                 # (I, Q), C-contiguous
     "out (+)= a @ b.T; returns out"
     (I, Q), J = a.shape, b.shape[0]
     if out is None: out = np.empty((I, J), a.dtype)
-    if I * J * Q < config.BLAS_MIN_MACS: gemm_nt(a, b, out, accumulate)
+    if I * J * Q < config.BLAS_MIN_MACS: apply_gemm_nt(a, b, out, accumulate)
     elif accumulate: out += a @ b.T
     else: np.matmul(a, b.T, out=out)
     return out
@@ -86,7 +86,7 @@ def matmul_nn(a,         # (I, Q), C-contiguous
     "out = a @ b; returns out"
     (I, Q), J = a.shape, b.shape[1]
     if out is None: out = np.empty((I, J), a.dtype)
-    if I * J * Q < config.BLAS_MIN_MACS: gemm_nt(a, np.ascontiguousarray(b.T), out, False)   # small: the copy is cheap
+    if I * J * Q < config.BLAS_MIN_MACS: apply_gemm_nt(a, np.ascontiguousarray(b.T), out, False)   # small: the copy is cheap
     else: np.matmul(a, b, out=out)
     return out
 
@@ -98,7 +98,7 @@ def matmul_tn(a,                 # (Q, I), C-contiguous
     "out (+)= a.T @ b; returns out"
     (Q, I), J = a.shape, b.shape[1]
     if I * J * Q < config.BLAS_MIN_MACS:
-        gemm_nt(np.ascontiguousarray(a.T), np.ascontiguousarray(b.T), out, accumulate)
+        apply_gemm_nt(np.ascontiguousarray(a.T), np.ascontiguousarray(b.T), out, accumulate)
     elif Q <= config.RANK_UPDATE_MAX: rank_update(a, b, out, accumulate)
     elif accumulate: out += a.T @ b
     else: np.matmul(a.T, b, out=out)

@@ -54,20 +54,58 @@ def _is_float32(v):
 
 
 @jit(inline=True)
+def _sigmoid(v, param, one): return one / (one + math.exp(-v))
+
+@jit(inline=True)
+def _tanh(v, param, one): return tanh_f32(v) if is_float32(v) else math.tanh(v)
+
+@jit(inline=True)
+def _relu(v, param, one): return one - one if v <= one - one else v            # NaN <= 0 is false: NaN stays NaN
+
+@jit(inline=True)
+def _leaky_relu(v, param, one): return v if v > one - one else v * param
+
+@jit(inline=True)
+def _elu(v, param, one): return v if v > one - one else param * math.expm1(v)
+
+@jit(inline=True)
+def _softplus(v, param, one): return max(v, one - one) + math.log1p(math.exp(-abs(v)))
+
+
+@jit(inline=True)
 def activate(v,      # a number
              act,    # activation code
              param,  # the activation's parameter in v's dtype (leaky ReLU's slope, ELU's alpha; else unused)
              one):   # 1 in v's dtype (float32 arithmetic stays float32)
     """act(v), as lesson 04's NumPy functions define it, also at -inf, inf and NaN (NaN stays NaN; ReLU of -inf is 0, as
-    max(-inf, 0)); tanh of a float32 is `tanh_f32`"""
-    zero = one - one
-    if act == SIGMOID: return one / (one + math.exp(-v))
-    if act == TANH: return tanh_f32(v) if is_float32(v) else math.tanh(v)
-    if act == RELU: return zero if v <= zero else v                     # NaN <= 0 is false: NaN stays NaN
-    if act == LEAKY_RELU: return v if v > zero else v * param
-    if act == ELU: return v if v > zero else param * math.expm1(v)
-    if act == SOFTPLUS: return max(v, zero) + math.log1p(math.exp(-abs(v)))
+    max(-inf, 0)); tanh of a float32 is `tanh_f32`. Each activation is one small function above (`_sigmoid`, `_tanh`,
+    ...), so that a loop over one activation compiles only its own"""
+    if act == SIGMOID: return _sigmoid(v, param, one)
+    if act == TANH: return _tanh(v, param, one)
+    if act == RELU: return _relu(v, param, one)
+    if act == LEAKY_RELU: return _leaky_relu(v, param, one)
+    if act == ELU: return _elu(v, param, one)
+    if act == SOFTPLUS: return _softplus(v, param, one)
     return v
+
+
+@jit(inline=True)
+def _sigmoid_grad(z, y, param, one): return y * (one - y)
+
+@jit(inline=True)
+def _tanh_grad(z, y, param, one): return one - y * y
+
+@jit(inline=True)
+def _relu_grad(z, y, param, one): return one if y > one - one else one - one
+
+@jit(inline=True)
+def _leaky_relu_grad(z, y, param, one): return one if z > one - one else param
+
+@jit(inline=True)
+def _elu_grad(z, y, param, one): return one if z > one - one else y + param
+
+@jit(inline=True)
+def _softplus_grad(z, y, param, one): return -math.expm1(-y)
 
 
 @jit(inline=True)
@@ -77,16 +115,15 @@ def activate_grad(z,      # the activation's input (the fused layers, which keep
                   param,  # as in `activate`
                   one):   # 1 in y's dtype
     """d act/dz at z: y(1 - y) (sigmoid), 1 - y² (tanh), [y > 0] (ReLU), 1 or α (leaky ReLU), 1 or y + α (ELU),
-    1 - exp(-y) (softplus: σ(z) = 1 - exp(-y)), 1 (identity). Leaky ReLU and ELU choose their branch by z > 0: with a
-    negative α, y > 0 where z < 0. For α >= 0 (the only case the fused layers compute), y > 0 exactly where z > 0, so
-    passing y for z gives the same derivative"""
-    zero = one - one
-    if act == SIGMOID: return y * (one - y)
-    if act == TANH: return one - y * y
-    if act == RELU: return one if y > zero else zero
-    if act == LEAKY_RELU: return one if z > zero else param
-    if act == ELU: return one if z > zero else y + param
-    if act == SOFTPLUS: return -math.expm1(-y)
+    1 - exp(-y) (softplus: σ(z) = 1 - exp(-y)), 1 (identity); one small function each, as in `activate`. Leaky ReLU and
+    ELU choose their branch by z > 0: with a negative α, y > 0 where z < 0. For α >= 0 (the only case the fused layers
+    compute), y > 0 exactly where z > 0, so passing y for z gives the same derivative"""
+    if act == SIGMOID: return _sigmoid_grad(z, y, param, one)
+    if act == TANH: return _tanh_grad(z, y, param, one)
+    if act == RELU: return _relu_grad(z, y, param, one)
+    if act == LEAKY_RELU: return _leaky_relu_grad(z, y, param, one)
+    if act == ELU: return _elu_grad(z, y, param, one)
+    if act == SOFTPLUS: return _softplus_grad(z, y, param, one)
     return one
 
 
@@ -96,22 +133,22 @@ CHUNK = 4096   # values per task of the parallel elementwise kernels (16 KB of f
 @jit()
 def act_span(x, out, act, param):
     """out = act(x) for two flat arrays of one length (out may be x). The activation is chosen once, outside the loop: each
-    loop below holds one activation (a constant code), so that the compiler drops the other branches and vectorises the
-    loop. (The callers pass slices: a loop over range(lo, hi) would not vectorise, since Numba must allow for negative
-    indices there.)"""
+    loop below calls one activation's own function, so that the loop holds only its code and vectorises, and compiling
+    it types one activation, not all of them (half of this kernel's compile time). (The callers pass slices: a loop over
+    range(lo, hi) would not vectorise, since Numba must allow for negative indices there.)"""
     one = x.dtype.type(1)
     if act == SIGMOID:
-        for i in range(x.shape[0]): out[i] = activate(x[i], SIGMOID, param, one)
+        for i in range(x.shape[0]): out[i] = _sigmoid(x[i], param, one)
     elif act == TANH:
-        for i in range(x.shape[0]): out[i] = activate(x[i], TANH, param, one)
+        for i in range(x.shape[0]): out[i] = _tanh(x[i], param, one)
     elif act == RELU:
-        for i in range(x.shape[0]): out[i] = activate(x[i], RELU, param, one)
+        for i in range(x.shape[0]): out[i] = _relu(x[i], param, one)
     elif act == LEAKY_RELU:
-        for i in range(x.shape[0]): out[i] = activate(x[i], LEAKY_RELU, param, one)
+        for i in range(x.shape[0]): out[i] = _leaky_relu(x[i], param, one)
     elif act == ELU:
-        for i in range(x.shape[0]): out[i] = activate(x[i], ELU, param, one)
+        for i in range(x.shape[0]): out[i] = _elu(x[i], param, one)
     elif act == SOFTPLUS:
-        for i in range(x.shape[0]): out[i] = activate(x[i], SOFTPLUS, param, one)
+        for i in range(x.shape[0]): out[i] = _softplus(x[i], param, one)
     else:                                    # the identity: `activate` returns v for every other code
         for i in range(x.shape[0]): out[i] = x[i]
 
@@ -134,17 +171,17 @@ def grad_span(dout, z, y, act, param, dx):
     "dx = dout * act'(z) for flat arrays of one length (dx may be dout); the activation chosen outside the loop, as in `act_span`"
     one = y.dtype.type(1)
     if act == SIGMOID:
-        for i in range(y.shape[0]): dx[i] = dout[i] * activate_grad(z[i], y[i], SIGMOID, param, one)
+        for i in range(y.shape[0]): dx[i] = dout[i] * _sigmoid_grad(z[i], y[i], param, one)
     elif act == TANH:
-        for i in range(y.shape[0]): dx[i] = dout[i] * activate_grad(z[i], y[i], TANH, param, one)
+        for i in range(y.shape[0]): dx[i] = dout[i] * _tanh_grad(z[i], y[i], param, one)
     elif act == RELU:
-        for i in range(y.shape[0]): dx[i] = dout[i] * activate_grad(z[i], y[i], RELU, param, one)
+        for i in range(y.shape[0]): dx[i] = dout[i] * _relu_grad(z[i], y[i], param, one)
     elif act == LEAKY_RELU:
-        for i in range(y.shape[0]): dx[i] = dout[i] * activate_grad(z[i], y[i], LEAKY_RELU, param, one)
+        for i in range(y.shape[0]): dx[i] = dout[i] * _leaky_relu_grad(z[i], y[i], param, one)
     elif act == ELU:
-        for i in range(y.shape[0]): dx[i] = dout[i] * activate_grad(z[i], y[i], ELU, param, one)
+        for i in range(y.shape[0]): dx[i] = dout[i] * _elu_grad(z[i], y[i], param, one)
     elif act == SOFTPLUS:
-        for i in range(y.shape[0]): dx[i] = dout[i] * activate_grad(z[i], y[i], SOFTPLUS, param, one)
+        for i in range(y.shape[0]): dx[i] = dout[i] * _softplus_grad(z[i], y[i], param, one)
     else:                                    # the identity, whose derivative is 1 (`activate_grad`'s other codes)
         for i in range(y.shape[0]): dx[i] = dout[i]
 

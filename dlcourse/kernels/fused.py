@@ -6,7 +6,7 @@ reuse the convolution's wide-row kernel (kernels.conv), the activations (kernels
 
 Numba caches these kernels by the contents of this file alone, while the activations are compiled into them: after a
 change to kernels.act, change this file too (a word of this docstring will do, or delete its cache in __pycache__), or
-stale kernels are loaded."""
+the stale kernels are loaded."""
 import numpy as np
 
 from .act import act_span, activate, activate_grad, grad_span
