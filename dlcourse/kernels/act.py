@@ -134,7 +134,7 @@ CHUNK = 4096   # values per task of the parallel elementwise kernels (16 KB of f
 def act_span(x, out, act, param):
     """out = act(x) for two flat arrays of one length (out may be x). The activation is chosen once, outside the loop: each
     loop below calls one activation's own function, so that the loop holds only its code and vectorises, and compiling
-    it types one activation, not all of them (half of this kernel's compile time). (The callers pass slices: a loop over
+    it types one activation, not all of them (a third of this kernel's compile time). (The callers pass slices: a loop over
     range(lo, hi) would not vectorise, since Numba must allow for negative indices there.)"""
     one = x.dtype.type(1)
     if act == SIGMOID:

@@ -322,8 +322,8 @@ def gemm_nt(a,            # (I, Q)
 
 def apply_gemm_nt(a, b, out, accumulate):
     """`gemm_nt` (out (+)= a @ b.T), small products straight to its serial blocks on the calling thread, as `gemm_nt`
-    runs them: a network whose products are all small (LeNet-5's fully connected layers) never compiles the parallel
-    kernel, whose parallel loop alone is about a second of a cold start (as `kernels.act.apply_act`)"""
+    runs them: a network whose products are all small (a toy problem's MLP; the small ResNet-18's classifier) never
+    compiles the parallel kernel, whose parallel loop alone is about a second of a cold start (as `kernels.act.apply_act`)"""
     (I, Q), J = a.shape, b.shape[0]
     if I * J * Q < SERIAL_MACS: _gemm_nt_blocks(a, b, out, accumulate, 0, ((I + 1) // 2) * ((J + 3) // 4))
     else: gemm_nt(a, b, out, accumulate)
