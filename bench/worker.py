@@ -128,8 +128,10 @@ class Dlcourse:
         from dlcourse.conv import conv2d
         conv2d(x, np.ones((2, 1, 3, 3), np.float32))                    # start Numba's thread pool
         from dlcourse.engine.memory import MALLOC
+        from dlcourse.kernels import prebuilt
+        level, why = prebuilt.status()
         return dict(version=self.dl.__version__, numba=numba.__version__, numpy=np.__version__, blas=f"{blas['name']} {blas['version']}",
-                    malloc=MALLOC,
+                    malloc=MALLOC, kernels=f'shipped, compiled for {level}' if why is None else f'compiled here ({why})',
                     blas_kernel=kernel, threads=numba.get_num_threads(), threading_layer=numba.threading_layer())
 
     def model(self, name, variant='lenet5()', train=True):

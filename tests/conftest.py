@@ -48,6 +48,21 @@ def torch():
     return torch
 
 
+# The start of a child process's script that counts compilations: `compiled` maps 'module.kernel' to the times Numba
+# compiled it (versions loaded from a cache or the shipped code are not compilations)
+COUNT_COMPILATIONS = r'''
+import collections
+from numba.core import event
+compiled = collections.Counter()
+class Count(event.Listener):
+    def on_start(self, ev): pass
+    def on_end(self, ev):
+        f = ev.data['dispatcher'].py_func
+        compiled[f.__module__ + '.' + f.__qualname__] += 1
+event.register('numba:compile', Count())
+'''
+
+
 def compiled_env(**env):
     """The environment for a child process that must run the compiled kernels from the package's cache: this one without
     NUMBA_DISABLE_JIT, NUMBA_BOUNDSCHECK and NUMBA_CACHE_DIR (tools/test also runs the kernel tests under the first two,

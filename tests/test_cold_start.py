@@ -13,17 +13,10 @@ import pytest
 
 from dlcourse.kernels import act as K
 from dlcourse.kernels.config import SERIAL_VALUES
+from conftest import COUNT_COMPILATIONS
 
-PROBE = r'''
-import collections, json
-from numba.core import event
-compiled = collections.Counter()
-class Count(event.Listener):
-    def on_start(self, ev): pass
-    def on_end(self, ev):
-        f = ev.data['dispatcher'].py_func
-        compiled[f.__module__ + '.' + f.__qualname__] += 1
-event.register('numba:compile', Count())
+PROBE = COUNT_COMPILATIONS + r'''
+import json
 import numpy as np
 import dlcourse as dl
 loss_fn = dl.CrossEntropyLoss()
@@ -51,7 +44,8 @@ print(json.dumps({k: v for k, v in compiled.items() if k.startswith('dlcourse')}
 def probe(tmp_path_factory):
     """({kernel: times compiled} by a small MLP's step, the same after a LeNet-5 step, and after a ResNet-18 step) in a
     fresh process, empty cache"""
-    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path_factory.mktemp('numba-cache')))
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path_factory.mktemp('numba-cache')),
+               DLCOURSE_PREBUILT='0')      # what the compiler does: the shipped code is tests/test_prebuilt.py's
     out = subprocess.run([sys.executable, '-c', PROBE], env=env, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     return tuple(json.loads(line) for line in out.stdout.strip().splitlines()[-3:])

@@ -46,7 +46,7 @@ print(json.dumps(dict(compiled=compiled, losses=[float(l) for l in losses], chec
 
 
 def run_probe(mode, cache):
-    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache))
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache), DLCOURSE_PREBUILT='0')     # the compiler's cold start
     out = subprocess.run([sys.executable, '-c', PROBE, mode], env=env, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -227,7 +227,7 @@ def test_a_killed_run_leaves_its_output_folder_free(tmp_path):
     """`dlcourse train` holds a lock on its output folder; the helper it forks must not keep it (nor its pipes) when the
     run is killed during its first step: a rerun into the same folder starts at once, and the helper ends soon after"""
     out = tmp_path / 'run'
-    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / 'cache'))          # empty: the helper compiles for seconds
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / 'cache'), DLCOURSE_PREBUILT='0')   # empty: the helper compiles for seconds
     run = subprocess.Popen([sys.executable, '-m', 'dlcourse', 'train', '--epochs', '1', '--out', str(out)], env=env,
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline, helpers = time.time() + 120, []

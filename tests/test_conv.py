@@ -427,7 +427,8 @@ def test_boundscheck_catches_a_wrong_index(tmp_path):
 
 def test_kernels_load_from_the_cache(tmp_path):
     "A second process loads every compiled kernel from Numba's on-disk cache instead of compiling it"
-    cache = dict(NUMBA_CACHE_DIR=str(tmp_path))      # a private cache: no other process writes its index meanwhile
+    cache = dict(NUMBA_CACHE_DIR=str(tmp_path),      # a private cache: no other process writes its index meanwhile
+                 DLCOURSE_PREBUILT='0')              # Numba's own cache, not the shipped code (tests/test_prebuilt.py)
     first = run_script(**cache)['stats']
     assert all(misses > 0 for hits, misses in first.values()), 'the first process should have compiled'
     stats = run_script(**cache)['stats']

@@ -109,6 +109,8 @@ def test_wheel_holds_the_package_and_the_course(dist):
     shipped = {p.relative_to(ROOT).as_posix() for folder in ('data', 'widgets/static')
                for p in (ROOT/'dlcourse'/folder).iterdir()}
     shipped.add('dlcourse/engine/first_steps.json')               # engine.ahead's record of first training steps
+    shipped |= {p.relative_to(ROOT).as_posix() for p in (ROOT/'dlcourse'/'kernels'/'prebuilt').glob('*.pkl')}   # compiled kernels
+    assert len(shipped) > 8
     assert shipped - names == set()
     assert not any(n.startswith('tests/') for n in names)
 
@@ -276,6 +278,9 @@ def test_the_users_path(dist, tmp_path):
     _run([py, '-m', 'pip', 'show', 'dlcourse'], venv, home)
     assert Path(where).is_relative_to(venv) and torch_spec == 'None', r.stdout     # the installed package; no PyTorch
 
+    r = _run([py, '-c', 'from dlcourse.kernels import prebuilt as p; print(p.host_level(), p.status()[1])'], venv, home)
+    level, why = r.stdout.split(maxsplit=1)      # the installed Numba, the wheel's compiled kernels: used on this CPU
+    assert why.strip() == 'None' if level != 'None' else why.strip() != 'None', r.stdout + r.stderr
     r = _run([exe/'dlcourse', 'train', '--epochs', '1', '--out', 'run', '--quiet'], venv, home)
     assert r.returncode == 0 and 'final test accuracy' in r.stdout, r.stderr[-3000:]
     assert {p.name for p in (home/'run').iterdir()} == {'checkpoint.npz', 'curves.png', 'history.csv'}

@@ -46,7 +46,7 @@ main(['train', '--epochs', '1', '--out', sys.argv[1], *sys.argv[2:]])
 def record(args):
     "The first step of `dlcourse train ARGS`: {key, kernels}, in a fresh process with an empty cache"
     with tempfile.TemporaryDirectory() as tmp:
-        env = dict(os.environ, NUMBA_CACHE_DIR=str(Path(tmp) / 'cache'))
+        env = dict(os.environ, NUMBA_CACHE_DIR=str(Path(tmp) / 'cache'), DLCOURSE_PREBUILT='0')   # what compiles
         out = subprocess.run([sys.executable, '-c', PROBE, str(Path(tmp) / 'run'), *args], env=env, cwd=tmp,
                              capture_output=True, text=True)
     line = next((l for l in out.stdout.splitlines() if l.startswith('@@ ')), None)

@@ -1,8 +1,10 @@
 """Compiling ahead: the cold start of a training run on two cores instead of one.
 
-A fresh install's first training step spends seconds compiling kernels (LeNet-5: seven kernels with their callees, about
-ten seconds on one core), while the machine's other core waits. Numba compiles on one thread (a global lock), but two
-processes can compile at once and share Numba's disk cache. So when `Learner.fit` starts its first step, `ahead`
+Where the package's compiled kernels (`kernels.prebuilt`) hold a step's kernels, nothing compiles and nothing here
+happens. Elsewhere (another CPU family, another Numba, kernels changed since they were built, DLCOURSE_PREBUILT=0), a
+first training step spends seconds compiling kernels (LeNet-5: seven kernels with their callees, 10-20 seconds on one
+core), while the machine's other core waits. Numba compiles on one thread (a global lock), but two processes can
+compile at once and share Numba's disk cache. So when `Learner.fit` starts its first step, `ahead`
 looks the step up in FIRST_STEPS, the kernels that first steps compile (recorded in order, per network, input and
 optimizer), and forks a helper process that compiles them from the last one backwards, while this process runs the step
 and compiles from the first one on. Each kernel the helper finishes lands in the cache, and this process loads it when
@@ -12,8 +14,8 @@ the step is over, and exits.
 The two processes share a little memory that says for each kernel whether this process took it (the helper then stops),
 the helper is compiling it (this process waits for it instead of compiling it a second time), or it is done.
 Everything else is as without the helper: results do not depend on it (the same kernels, loaded from the cache instead
-of compiled here), and a step that is not in FIRST_STEPS, a warm cache (the helper finds its first kernel done and stops
-at once), a cache that cannot be written (`kernels.jit`'s CacheWarning), NUMBA_DISABLE_JIT=1, a platform without
+of compiled here), and a step that is not in FIRST_STEPS, one whose kernels are all in the shipped code, a warm cache
+(the helper finds its first kernel done and stops at once), a cache that cannot be written (`kernels.jit`'s CacheWarning), NUMBA_DISABLE_JIT=1, a platform without
 `fork`, or `config.COMPILE_AHEAD = False` simply run without it. The kernels' cache files are read and written under a
 file lock (`kernels.jit`), so the two processes never mix their index entries.
 
@@ -34,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..kernels import config, jit as kernels_jit
+from ..kernels import config, jit as kernels_jit, prebuilt
 from . import fusion
 
 FIRST_STEPS = Path(__file__).with_name('first_steps.json')
@@ -179,6 +181,7 @@ def ahead(model,       # the network about to take its first training step
         if key is not None and key not in _started:      # step runs as without a helper (which only saves time)
             _started.add(key)
             kernels = _load(key)
+            if kernels and all(prebuilt.has(disp, sig) for disp, sig in kernels): kernels = None   # nothing to compile
             try: helper = _Helper(kernels) if kernels else None
             except OSError: helper = None                 # no helper process (fork refused): compile here
     try: yield helper

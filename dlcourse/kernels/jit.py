@@ -17,6 +17,10 @@ calls pass int64 where a literal or a parallel loop's unsigned index would make 
 (tests/test_cold_start.py counts the compilations), and small arrays skip the parallel versions of the elementwise
 kernels altogether (`apply_act`, `apply_grad` and `sgd_apply` choose).
 
+Where the package ships a kernel version compiled ahead of time for this CPU (`prebuilt`: x86-64 with AVX2 or AVX-512,
+the Numba and Python it was built with), the kernel loads it instead of compiling, when Numba's disk cache has nothing:
+a fresh install's first training runs compile nothing. Everything else compiles here, once, as follows.
+
 Compiled kernels are cached on disk where Numba finds a writable place: the `__pycache__` folders of the package,
 NUMBA_CACHE_DIR, or the user's cache folder. Where none is writable (a read-only installation with a read-only home: a
 container, Nix, a locked-down lab), the kernels are compiled without a cache, once in every new process, and one warning
@@ -38,6 +42,7 @@ except ImportError: fcntl = None                 # not POSIX: Numba's unlocked c
 import numba
 from numba import prange  # noqa: F401  (the kernels import prange from here, beside jit)
 
+from . import prebuilt
 from .config import FASTMATH, THREADING_LAYERS
 
 
@@ -70,7 +75,9 @@ def _without_cache(fn, options, error):
         warnings.warn(f"dlcourse: Numba cannot cache compiled kernels here ({error}); they are compiled again in every "
                       "new process: set NUMBA_CACHE_DIR to a writable folder to keep them", CacheWarning, stacklevel=4)
     _uncached.append(fn.__qualname__)
-    return numba.njit(cache=False, **options)(fn)
+    disp = numba.njit(cache=False, **options)(fn)
+    prebuilt.attach(disp)                        # the shipped machine code needs no writable cache
+    return disp
 
 
 @contextmanager
@@ -136,5 +143,6 @@ def jit(parallel=False,  # run `prange` loops on several threads?
         if hasattr(disp, 'compile'):              # not under NUMBA_DISABLE_JIT=1 (a plain function)
             _lock_cache(disp)
             _hook_compile(disp)
+            prebuilt.attach(disp)
         return disp
     return compile
