@@ -171,23 +171,24 @@ def fresh(monkeypatch):
     return monkeypatch
 
 
-import llvmlite.binding as _ll
-_HOST_FEATURES = set(_ll.get_host_cpu_features())
+from numba.core import codegen as _codegen
+_HOST_FEATURES = {f[1:] for f in _codegen.get_host_cpu_features().split(',')}
 
 
 def _features(*on):
-    "A CPU's feature map (as llvmlite gives it) with only the features `on`"
-    return {name: name in on for name in _HOST_FEATURES | prebuilt.LEVELS['x86-64-v4']}
+    "A CPU's feature string (as Numba gives it: '+avx2,-avx512f,...') with only the features `on`"
+    return ','.join(('+' if name in on else '-') + name for name in sorted(_HOST_FEATURES | prebuilt.LEVELS['x86-64-v4']))
 
 
 def test_the_level_follows_the_cpus_features(fresh):
-    import llvmlite.binding as ll
     fresh.setattr('platform.machine', lambda: 'x86_64')
     v3, v4 = prebuilt.LEVELS['x86-64-v3'], prebuilt.LEVELS['x86-64-v4']
     for on, level in [(v4 | {'sha', 'avx512vnni'}, 'x86-64-v4'), (v3 | {'avx512f'}, 'x86-64-v3'),
                       (v3 - {'fma'}, None), (v3 - {'movbe'}, None), (set(), None)]:
-        fresh.setattr(ll, 'get_host_cpu_features', lambda on=on: _features(*on))
+        fresh.setattr(_codegen, 'get_host_cpu_features', lambda on=on: _features(*on))
         assert prebuilt.host_level() == level, (sorted(on), level)
+    fresh.setattr(_codegen, 'get_host_cpu_features', lambda: '')       # what Numba says where LLVM cannot tell
+    assert prebuilt.host_level() is None
     fresh.setattr('platform.machine', lambda: 'aarch64')
     assert prebuilt.host_level() is None
 
@@ -195,14 +196,13 @@ def test_the_level_follows_the_cpus_features(fresh):
 @pytest.mark.parametrize('case', ['opt-out', 'boundscheck', 'cpu name', 'sources', 'numba', 'no avx2', 'missing file'])
 def test_where_the_shipped_code_does_not_apply_nothing_is_loaded(fresh, case, tmp_path):
     "Each reason not to use the shipped code: status() names it, and no kernel version is found in it"
-    import llvmlite.binding as ll
     import numba
     if case == 'opt-out': fresh.setenv('DLCOURSE_PREBUILT', '0')
     if case == 'boundscheck': fresh.setattr(numba.config, 'BOUNDSCHECK', 1)
     if case == 'cpu name': fresh.setattr(numba.config, 'CPU_NAME', 'skylake')
     if case == 'sources': fresh.setattr(prebuilt, 'sources_hash', lambda: '0' * 64)
     if case == 'numba': fresh.setattr(numba, '__version__', '0.99.0')
-    if case == 'no avx2': fresh.setattr(ll, 'get_host_cpu_features', lambda: _features(*prebuilt.LEVELS['x86-64-v3'] - {'avx2'}))
+    if case == 'no avx2': fresh.setattr(_codegen, 'get_host_cpu_features', lambda: _features(*prebuilt.LEVELS['x86-64-v3'] - {'avx2'}))
     if case == 'missing file': fresh.setattr(prebuilt, 'FOLDER', tmp_path)
     level, why = prebuilt.status()
     expected = {'opt-out': 'DLCOURSE_PREBUILT=0', 'boundscheck': 'NUMBA_BOUNDSCHECK', 'cpu name': 'NUMBA_CPU_NAME',

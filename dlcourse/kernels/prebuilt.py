@@ -63,18 +63,17 @@ def sources_hash():
 
 def build_tag():
     "What the shipped code was compiled with and must agree with here: versions, platform and the kernels' sources"
-    import llvmlite
+    from importlib.metadata import version
     return dict(format=FORMAT, python='%d.%d' % sys.version_info[:2], numba=numba.__version__,
-                llvmlite=llvmlite.__version__, machine=platform.machine(), system=platform.system(),
+                llvmlite=version('llvmlite'), machine=platform.machine(), system=platform.system(),
                 sources=sources_hash())
 
 
 def host_level():
     "The best x86-64 level this CPU has (a key of LEVELS), or None"
     if platform.machine().lower() not in ('x86_64', 'amd64'): return None
-    import llvmlite.binding as ll
-    try: have = {name for name, on in ll.get_host_cpu_features().items() if on}
-    except RuntimeError: return None              # LLVM cannot tell on this system
+    from numba.core import codegen
+    have = {f[1:] for f in codegen.get_host_cpu_features().split(',') if f.startswith('+')}   # '' where LLVM cannot tell
     return next((level for level, needs in LEVELS.items() if needs <= have), None)
 
 
