@@ -10,11 +10,12 @@ Run it after changing anything under dlcourse/kernels/, or after upgrading Numba
 shipped files were built from other sources or another Numba. Two steps, each in a fresh process with an empty Numba
 cache and the shipped code switched off (DLCOURSE_PREBUILT=0):
 
-1. record: run WORKLOADS on this machine and list every kernel version they compiled (module, name, argument types);
-2. compile, once per level and Python: Numba compiles each listed version for a generic CPU of the level (NUMBA_CPU_NAME=LEVEL,
-   NUMBA_CPU_FEATURES empty: the level's own features, nothing of this machine's) without running it, so that this
-   machine can build the AVX-512 level even without AVX-512; Intel's SVML stays off, as the code must run where it is
-   not installed. Each compiled object is stored as Numba's disk cache stores it, compressed."""
+1. record: run the workloads (TRAIN_RUNS, then the rest of RECORD) on this machine and list every kernel version they
+   compiled (module, name, argument types);
+2. compile, once per level and Python: Numba compiles each listed version for a generic CPU of the level
+   (NUMBA_CPU_NAME=LEVEL, NUMBA_CPU_FEATURES empty: the level's own features, nothing of this machine's) without
+   running it, so that this machine can build the AVX-512 level even without AVX-512; Intel's SVML stays off, as the
+   code must run where it is not installed. Each compiled object is stored as Numba's disk cache stores it, compressed."""
 import argparse
 import os
 import pickle
