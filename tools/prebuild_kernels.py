@@ -160,8 +160,7 @@ def main():
     prebuilt.FOLDER.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        versions = record(tmp)
-        with open(tmp / 'versions.pkl', 'wb') as f: pickle.dump(versions, f)
+        versions = record(tmp)                    # also left in tmp / 'versions.pkl' for the compiling processes
         print(f'{len(versions)} kernel versions', file=sys.stderr)
         for python in [sys.executable, *args.python]:
             for level in prebuilt.LEVELS:

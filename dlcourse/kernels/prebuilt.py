@@ -122,9 +122,15 @@ def _choose():
     _state.setdefault('entries', None)
 
 
-def status():
-    "(level, None) where the shipped code is used, else (level or None, why not): for `dlcourse info` and the tests"
+def _entries():
+    "The shipped code's entries in use in this process (deciding once whether to use them), or None"
     if not _state: _choose()
+    return _state['entries']
+
+
+def status():
+    "(level, None) where the shipped code is used, else (level or None, why not): for bench/ and the tests"
+    _entries()
     return _state['level'], _state['why']
 
 
@@ -141,16 +147,15 @@ def key(py_func, sig):
 
 def payload(py_func, sig):
     "The compiled object of `py_func` for `sig` as Numba's disk cache stores it (unpickled), or None"
-    if not _state: _choose()
-    entries = _state['entries']
+    entries = _entries()
     blob = None if entries is None else entries.get(key(py_func, sig))
     return None if blob is None else pickle.loads(zlib.decompress(blob))
 
 
 def has(disp, sig):
     "Is `disp`'s version for `sig` in the shipped code, and is that code used here?"
-    if not _state: _choose()
-    return _state['entries'] is not None and key(disp.py_func, sig) in _state['entries']
+    entries = _entries()
+    return entries is not None and key(disp.py_func, sig) in entries
 
 
 def attach(disp):
