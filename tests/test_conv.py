@@ -81,16 +81,20 @@ def random_case(case, dtype, seed, bias=True):
     return x, w, b, rng.normal(size=out_shape).astype(dtype)
 
 
-@pytest.fixture(params=['auto', 'auto-pointwise-batch', 'direct', 'im2col', 'im2col-chunked', 'im2col-per-image',
-                        'im2col-per-image-chunked', 'im2col-channels-last', 'im2col-channels-last-chunked'])
+@pytest.fixture(params=['auto', 'auto-pointwise-batch', 'direct', 'direct-wide-rows', 'im2col', 'im2col-chunked',
+                        'im2col-per-image', 'im2col-per-image-chunked', 'im2col-channels-last', 'im2col-channels-last-chunked'])
 def method(request, monkeypatch):
     """Run a test with the automatic choice of kernels (1x1 filters without padding: pointwise, one GEMM per image for
     these few channels, or one for the batch in 'auto-pointwise-batch'), or force one family (direct kernels only run
-    with stride 1): im2col with one GEMM for the batch, one image per chunk, one GEMM per image (bias inside it), or
-    its patches taken from a channels-last copy of the input (for the batch or one image per chunk)"""
+    with stride 1; 'direct' computes dE/dx of every layer with "same" padding as a forward convolution of the padded
+    gradient, 'direct-wide-rows' never does): im2col with one GEMM for the batch, one image per chunk, one GEMM per
+    image (bias inside it), or its patches taken from a channels-last copy of the input (for the batch or one image per
+    chunk)"""
+    if request.param.startswith('direct'):
+        monkeypatch.setattr(config, 'FULL_CORRELATION_MIN_C', 1 if request.param == 'direct' else 10**9)
     if request.param == 'auto-pointwise-batch': monkeypatch.setattr(config, 'POINTWISE_BATCH_MIN_C', 1)
     elif request.param != 'auto':                     # a 1x1 filter without padding runs pointwise only in 'auto'
-        monkeypatch.setattr(engine, 'use_direct', lambda *a: request.param == 'direct')
+        monkeypatch.setattr(engine, 'use_direct', lambda *a: request.param.startswith('direct'))
         monkeypatch.setattr(engine, 'use_pointwise', lambda *a: False)
         monkeypatch.setattr(engine, 'use_channels_last', lambda *a: 'channels-last' in request.param)
     if request.param.endswith('chunked'): monkeypatch.setattr(config, 'PATCH_BUDGET', 1)   # one image per chunk
@@ -106,6 +110,8 @@ def method(request, monkeypatch):
 @example(case=dict(x=(2, 3, 9, 6), w=(4, 3, 1, 1), stride=(2, 3), padding=(0, 1)), dtype=np.float64, bias=True, seed=3)
 @example(case=dict(x=(3, 4, 7, 6), w=(2, 4, 1, 1), stride=(2, 3), padding=(0, 0)), dtype=np.float32, bias=False, seed=4)
 @example(case=dict(x=(2, 3, 5, 5), w=(4, 3, 1, 1), stride=(1, 1), padding=(0, 0)), dtype=np.float64, bias=True, seed=5)
+@example(case=dict(x=(2, 9, 6, 5), w=(5, 9, 3, 5), stride=(1, 1), padding=(1, 2)), dtype=np.float32, bias=True, seed=6)
+@example(case=dict(x=(3, 8, 4, 7), w=(3, 8, 3, 3), stride=(1, 1), padding=(1, 1)), dtype=np.float64, bias=False, seed=7)
 def test_conv2d_matches_torch(torch, method, case, dtype, bias, seed):
     x, w, b, dout = random_case(case, dtype, seed, bias)
     (out_t, dx_t, dw_t, db_t), scales = torch_conv(torch, x, w, b, case['stride'], case['padding'], dout)

@@ -6,7 +6,8 @@ matrix product per batch), a *pointwise* layer (1x1 filters, no padding, any str
 per image on the input as it is or, with many input channels, one for the batch on the input copied into the GEMM's
 layout), the *direct* kernels (stride 1 and few weights, LeNet-5's layers: convolve on wide rows, no patch matrix), and
 *im2col* (any stride: a patch matrix and one BLAS product, per image for layers with many output positions). The
-direct and dense paths pad the input first; im2col pads each plane as it copies it."""
+direct and dense paths pad the input first; im2col pads each plane as it copies it. A direct layer with "same" padding
+and enough input channels computes dE/dx as a forward convolution too (`use_full_correlation`)."""
 import numpy as np
 
 from ..core import as_pair, check_allocation, check_array, check_grad
@@ -51,6 +52,14 @@ def use_direct(C, K, kh, kw):  # the filters' shape
     return K * C * kh * kw <= config.DIRECT_MAX_WEIGHTS
 
 
+def use_full_correlation(C, kh, kw, padding):  # input channels, the filters' size, the padding (ph, pw)
+    """Compute a direct layer's dE/dx as a forward convolution of the output gradient, padded by (kh-1-ph, kw-1-pw), with
+    the filters flipped and the roles of the channels swapped? For "same" padding (2ph = kh - 1, 2pw = kw - 1) the padded
+    gradient is also the wide rows of the filter gradient (no `to_wide_rows`) and the result is dE/dx itself (no padded
+    dE/dx to crop); with few input channels the forward kernel would have too few filters to work on"""
+    return 2 * padding[0] == kh - 1 and 2 * padding[1] == kw - 1 and C >= config.FULL_CORRELATION_MIN_C
+
+
 def use_channels_last(C, OW, M):  # input channels, output width, output positions of the batch (N*OH*OW)
     """Take im2col's patches from a channels-last copy of the input? For many channels on small maps (short output rows),
     unless the batch has so few output positions that transposing the filters (twice a step) costs more than it saves"""
@@ -73,11 +82,11 @@ class ConvEngine:
         if buf is None or buf.dtype != dtype or buf.size < size: buf = self._buffers[name] = np.empty(size, dtype)
         return buf[:size].reshape(shape)
 
-    def pad(self, x, ph, pw):
-        "x with ph rows and pw columns of zeros around every plane (x itself when there is no padding)"
+    def pad(self, x, ph, pw, name='xp'):
+        "x with ph rows and pw columns of zeros around every plane (x itself when there is no padding), in buffer `name`"
         if ph == pw == 0: return x
         N, C, H, W = x.shape
-        xp = self.buffer('xp', (N, C, H + 2 * ph, W + 2 * pw), x.dtype)
+        xp = self.buffer(name, (N, C, H + 2 * ph, W + 2 * pw), x.dtype)
         xp[:, :, :ph] = 0; xp[:, :, ph + H:] = 0; xp[:, :, :, :pw] = 0; xp[:, :, :, pw + W:] = 0
         xp[:, :, ph:ph + H, pw:pw + W] = x
         return xp
@@ -141,13 +150,23 @@ class ConvEngine:
                         padding,   # the forward step's (ph, pw)
                         x_shape):  # the shape of its unpadded input
         "The direct kernels' backward step (stride 1): accumulate dE/dw, return dE/dx"
-        N, K = gw.shape[:2]
-        parts = self.buffer('parts', (max(1, min(N, config.DIRECT_BATCH_SLICES)),) + w.shape, xp.dtype)
-        conv_direct_backward_weight(gw, xp, parts)
-        dw += parts.sum(0)
+        self.direct_filter_gradient(gw, 0, xp, w, dw)
         dxp = self.input_grad_buffer(xp, padding)
         conv_direct_backward_input(gw, w, dxp)
         return self.crop(dxp, x_shape, padding)
+
+    def direct_filter_gradient(self, g,  # (N, K, S): the wide rows of dE/dy at [:, :, start:start + M]
+                               start, xp, w, dw):
+        "dw += dE/dw of a direct layer, summed over DIRECT_BATCH_SLICES slices of the batch computed side by side"
+        parts = self.buffer('parts', (max(1, min(len(xp), config.DIRECT_BATCH_SLICES)),) + w.shape, xp.dtype)
+        conv_direct_backward_weight(g, start, xp, parts)
+        dw += parts.sum(0)
+
+    def flipped(self, w):
+        "The filters of dE/dx as a convolution: w'[c, k, r, s] = w[k, c, kh-1-r, kw-1-s], (C, K, kh, kw) C-contiguous"
+        wf = self.buffer('wflip', (w.shape[1], w.shape[0]) + w.shape[2:], w.dtype)
+        wf[...] = w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]
+        return wf
 
     def crop(self, dxp, x_shape, padding):
         "dE/dx from dE/d(padded x): the padding's rows and columns dropped"
@@ -191,8 +210,16 @@ class ConvEngine:
         if not (s['dense'] or s['direct']):                               # im2col: x unpadded, padding inside the kernels
             return self.im2col_backward(dout, xp, w, dw, padding)
         if s['direct']:
-            gw = self.buffer('gw', (N, K, (dout.shape[2] - 1) * xp.shape[3] + dout.shape[3]), xp.dtype)
-            to_wide_rows(dout, xp.shape[3], gw)
+            (OH, OW), Wp = dout.shape[2:], xp.shape[3]
+            if use_full_correlation(C, kh, kw, padding):
+                gh, gw_ = kh - 1 - padding[0], kw - 1 - padding[1]
+                gp = self.pad(dout, gh, gw_, 'gp')         # rows of Wp values: the wide rows with their gaps, from gh*Wp + gw_
+                self.direct_filter_gradient(gp.reshape(N, K, gp.shape[2] * Wp), gh * Wp + gw_, xp, w, dw)
+                dx = np.empty(s['x_shape'], xp.dtype)        # dE/dx = the padded gradient convolved with w' (`flipped`)
+                conv_direct_forward(gp, self.flipped(w), np.zeros(C, xp.dtype), dx)
+                return dx
+            gw = self.buffer('gw', (N, K, (OH - 1) * Wp + OW), xp.dtype)
+            to_wide_rows(dout, Wp, gw)
             return self.direct_backward(gw, xp, w, dw, padding, s['x_shape'])
         dxp = self.input_grad_buffer(xp, padding)
         g, x2, w2 = dout.reshape(N, K), xp.reshape(N, C * kh * kw), w.reshape(K, C * kh * kw)   # dense:
@@ -245,7 +272,8 @@ class ConvEngine:
             colst = self.buffer('cols', (nb * L, Q), xt.dtype)
             if not s['cols_valid']: im2col_nhwc(xt[n0:n0 + nb], kh, kw, sh, sw, colst)
             g = gt[n0 * L:(n0 + nb) * L]
-            dw2 += g.T @ colst                                            # dE/dW, columns (r, s, c)
+            dw2 += np.matmul(colst.T, g, out=self.buffer('dwt', (Q, K), xt.dtype)).T   # dE/dW, columns (r, s, c):
+                                                                          # as (X_col G^T)^T, 1.15-1.35x BLAS's speed
             dcolst = np.matmul(g, w2, out=self.buffer('dcols', (nb * L, Q), xt.dtype))
             col2im_nhwc(dcolst, kh, kw, sh, sw, ph, pw, dx[n0:n0 + nb])
         dw += dw2.reshape(K, kh, kw, C).transpose(0, 3, 1, 2)

@@ -19,6 +19,10 @@ SERIAL_VALUES = 1 << 17    # values read (memory-bound kernels: pooling, activat
 
 # Convolution: which algorithm
 DIRECT_MAX_WEIGHTS = 4096  # K*C*kh*kw up to which a stride-1 convolution uses the direct kernels (LeNet-5's layers)
+FULL_CORRELATION_MIN_C = 8 # input channels from which a direct layer with "same" padding computes dE/dx as a forward
+                           # convolution of the padded output gradient (engine.conv.use_full_correlation): dE/dx and its
+                           # layout copies in 0.8 of the time on the small ResNet-18's 8- and 16-channel layers; LeNet-5's
+                           # C1 (1 input channel: one filter of the forward kernel) took 2.1 times as long
 PATCH_BUDGET = 1 << 24     # values of an im2col patch matrix at most (64 MB in float32); larger batches go in chunks
 POINTWISE_BATCH_MIN_C = 32 # input channels from which a 1x1 convolution is one GEMM for the whole batch (its input copied
                            # into the GEMM's layout) instead of one per image: 0.6-0.9 of the time in every such zoo layer

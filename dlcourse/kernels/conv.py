@@ -428,10 +428,12 @@ def to_wide_rows(dout,  # output gradient (N, K, OH, OW)
             row[o + OW:o + Wp] = 0
 
 @jit(parallel=True)
-def conv_direct_backward_weight(gw,      # wide output gradient from `to_wide_rows` (N, K, M)
+def conv_direct_backward_weight(gw,      # output gradient (N, K, S) holding the wide rows at [:, :, start:start + M]
+                                start,   # where they begin: 0 from `to_wide_rows`, or inside a padded gradient
                                 xp,      # padded input (N, C, Hp, Wp)
                                 parts):  # out: filter gradient of each of NB slices of the batch (NB, K, C, kh, kw)
     """parts[b, k, t] = sum over the images n of slice b and the wide positions p of g_wide[n, k, p] xflat[n, p + o_t].
+    The wide rows may lie inside a padded gradient (N, K, Hp', Wp) of "same" padding: its zero columns are the gaps.
     Parallel over (batch slice, pair of filters), so that every item owns its sums; the inner loop is a dot product of
     two gradient rows with four shifted input vectors (8 running sums in the input's dtype, 8 multiply-adds per 6 loads)."""
     N, C, Hp, Wp = xp.shape
@@ -447,7 +449,7 @@ def conv_direct_backward_weight(gw,      # wide output gradient from `to_wide_ro
         p0[:] = 0
         p1[:] = 0
         for n in range(b * N // NB, (b + 1) * N // NB):
-            ga, gb, xf = gw[n, k0], gw[n, k1], xp[n].reshape(C * Hp * Wp)
+            ga, gb, xf = gw[n, k0, start:start + M], gw[n, k1, start:start + M], xp[n].reshape(C * Hp * Wp)
             t = 0
             while t + 4 <= T:
                 x0, x1 = xf[offs[t]:offs[t] + M], xf[offs[t + 1]:offs[t + 1] + M]
