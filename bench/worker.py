@@ -242,6 +242,8 @@ class Dlcourse:
         for s in fused + [m for _, m in model.named_modules() if not list(m.named_children())]:
             kind = LAYER_TYPES.get(type(s).__name__, 'other')
             timed_method(s, 'forward', kind); timed_method(s, 'backward', kind)
+            if hasattr(s, 'forward_relu'): timed_method(s, 'forward_relu', kind)   # batch norm with its ReLU (and a
+                                                                                   # residual sum) fused: counted as batch norm
         def step():
             loss_fn(model(x), y); opt.zero_grad(); model.backward(loss_fn.backward()); opt.step()
         return layer_breakdown(step, spent, steps)

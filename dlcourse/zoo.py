@@ -18,6 +18,7 @@ from .checkpoint import load_checkpoint
 from .conv import Conv2d
 from .core import (DEFAULT_DTYPE, Module, Parameter, Sequential, as_float_dtype, check_allocation, check_array,
                            check_backward, check_choice, check_grad, check_number, check_parameter, check_positive, get_rng)
+from .engine.fusion import bn_relu
 from .engine.norm import batch_statistics, normalize, normalize_backward
 from .init import kaiming_normal_
 from .layers import Flatten, Linear
@@ -358,10 +359,15 @@ class BatchNorm2d(Module):
         self.register_buffer('running_mean', np.zeros(C, dtype)); self.register_buffer('running_var', np.ones(C, dtype))
         self._x = self._mean = self._inv_std = self._out = None
 
-    def forward(self, x):
+    def forward(self, x): return self._forward(x)
+
+    def _forward(self, x, residual=None, relu=False):
+        "The forward step; `forward_relu` adds a residual and applies a ReLU in the same pass"
         C, (w, b, running_mean, running_var) = self.num_features, _bn_arrays(self)
         eps, momentum = check_number(self.eps, 'eps', low=0, low_open=True), check_number(self.momentum, 'momentum', 0, 1)  # set since?
         x = check_array(x, 'x', shape=('N', C, 'H', 'W'), dtype=w.dtype, hint=f"BatchNorm2d takes (N, C, H, W), C = num_features = {C}")
+        if residual is not None:
+            residual = check_array(residual, 'residual', shape=x.shape, dtype=x.dtype, hint="the residual added to the output")
         self._batch_stats, m = self.training, x.size // C                       # m: values per channel
         if self.training:
             if m < 2: raise ValueError(f"BatchNorm2d needs more than one value per channel in training, got x of shape {x.shape}")
@@ -371,14 +377,20 @@ class BatchNorm2d(Module):
             self.running_var *= 1 - mom; self.running_var += mom * var * x.dtype.type(m / (m - 1))   # unbiased, as PyTorch
         else: mean, var = running_mean, running_var
         self._x, self._mean, self._inv_std = x, mean, 1 / np.sqrt(var + x.dtype.type(eps))
-        self._out = normalize(x, mean, self._inv_std, w, b)                      # x̂ · weight + bias in one pass (the engine)
+        self._out = normalize(x, mean, self._inv_std, w, b, residual, relu)     # x̂ · weight + bias in one pass (the engine)
         return self._out
+
+    def forward_relu(self, x, act, residual=None):
+        "act(self(x) + residual) in one pass for `act`, a ReLU, which keeps the output for its backward step (`BatchNormReLU`)"
+        act._x = act._out = out = self._forward(x, residual, relu=True)      # ReLU's derivative needs only its output
+        return out
 
     def backward(self, dout):
         dout = check_backward(self, dout, self._out)
         w, b = _bn_arrays(self, dout.dtype, dout.shape[1])[:2]                  # the forward pass's C and dtype
         gw, gb = check_grad(self.weight.grad, 'weight.grad', w), check_grad(self.bias.grad, 'bias.grad', b)
         return normalize_backward(dout, self._x, self._mean, self._inv_std, w, gw, gb, self._batch_stats)  # adds to gw, gb
+    def fuse(self, following): return bn_relu(self, following)     # batch norm and a ReLU: one step (engine.fusion)
     def extra_repr(self): return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
 
 # %% ../nbs/08_model_zoo.ipynb #4fd5957b
@@ -406,9 +418,12 @@ class BasicBlock(Module):
     def forward(self, x):
         x = check_array(x, 'x', shape=('N', self.in_channels, 'H', 'W'), dtype=self.dtype,
                         hint=f"BasicBlock takes a batch (N, C, H, W) with C = in_channels = {self.in_channels}")
-        residual = self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x)))))       # F(x)
+        (step1, n1), (step2, n2) = self.bn1.fuse((self.relu1,)), self.bn2.fuse((self.relu2,))   # batch norm + ReLU in
+        h = self.conv1(x)                                                          # one pass where they can (below the API)
+        h = step1(h) if n1 else self.relu1(self.bn1(h))
+        residual = self.conv2(h)                                                   # F(x) is bn2 of it
         shortcut = x if self.downsample is None else self.downsample(x)
-        self._out = self.relu2(residual + shortcut)
+        self._out = step2(residual, shortcut) if n2 else self.relu2(self.bn2(residual) + shortcut)
         return self._out
 
     def backward(self, dout):

@@ -68,3 +68,92 @@ def test_a_nan_stays_in_its_channel():
     x[2, 1, 1, 1] = np.nan
     out = BatchNorm2d(2)(x)
     assert np.isfinite(out[:, 0]).all() and np.isnan(out[:, 1]).all()
+
+
+# Batch normalisation and the ReLU after it in one pass (engine.fusion.BatchNormReLU), below the layer API
+
+def _run(model, x, fused, seed=0):
+    "Output, dE/dx and every parameter's gradient of one forward and backward pass, with fusion on or off"
+    from dlcourse.engine.fusion import fusion
+    g = np.random.default_rng(seed).normal(size=model(x).shape).astype(x.dtype)
+    with fusion(fused):
+        model.zero_grad()
+        out = model(x)
+        dx = model.backward(g)
+    return [out, dx] + [p.grad.copy() for p in model.parameters()]
+
+
+def _bound(want, dtype, terms):
+    "Largest difference two summation orders of `terms` float values of this size can give (absolute, per array)"
+    return 4 * terms * np.finfo(dtype).eps * max(1.0, float(np.abs(want).max()))
+
+
+@pytest.mark.parametrize('dtype', [np.float32, np.float64])
+@pytest.mark.parametrize('train', [True, False], ids=['train', 'eval'])
+@pytest.mark.parametrize('shape', [(3, 4, 5, 6), (4, 8, 64, SERIAL_VALUES // (4 * 8 * 64) + 1)], ids=['serial', 'parallel'])
+def test_residual_block_fused_matches_its_layers(dtype, train, shape):
+    """A ResNet block computes relu(bn1(.)) and relu(bn2(.) + shortcut) in the batch-norm pass; its output, dE/dx and
+    gradients are those of the layers one by one (the same operations; the bound allows float32's reassociated sums)"""
+    from dlcourse.engine.fusion import BatchNormReLU
+    from dlcourse.zoo import BasicBlock
+    N, C, H, W = shape
+    for block in (BasicBlock(C, C, 1, dtype=dtype, rng=1), BasicBlock(C, 2 * C, 2, dtype=dtype, rng=1)):
+        rng = np.random.default_rng(2)
+        for bn in (block.bn1, block.bn2):
+            bn.weight.data[:] = rng.uniform(-2, 2, bn.num_features); bn.bias.data[:] = rng.uniform(-1, 1, bn.num_features)
+            bn.running_mean[:] = rng.uniform(-1, 1, bn.num_features); bn.running_var[:] = rng.uniform(0.5, 2, bn.num_features)
+        block.train(train)
+        x = rng.normal(size=shape).astype(dtype)
+        state = {k: v.copy() for k, v in block.state_dict().items()}
+        fused = _run(block, x, True)
+        assert isinstance(block.bn1.__dict__.get('_fused'), BatchNormReLU)      # it did fuse
+        block.load_state_dict(state)                                            # the running statistics as before
+        plain = _run(block, x, False)
+        for a, b in zip(fused, plain):
+            np.testing.assert_allclose(a, b, rtol=0, atol=_bound(b, dtype, C * 9 * 4))
+        np.testing.assert_array_equal(fused[0] >= 0, True)                       # the block ends in a ReLU
+
+
+def test_sequential_fuses_batch_norm_and_relu_only():
+    "A Sequential fuses BatchNorm2d + ReLU into one step; not with another activation, nor with a forward hook on either"
+    from dlcourse.activations import LeakyReLU, ReLU
+    from dlcourse.conv import Conv2d
+    from dlcourse.core import Sequential
+    from dlcourse.engine.fusion import BatchNormReLU
+    x = np.random.default_rng(0).normal(size=(4, 3, 6, 6))
+    net = Sequential(Conv2d(3, 5, 3, padding=1, dtype=np.float64, rng=0), BatchNorm2d(5, dtype=np.float64), ReLU())
+    fused = _run(net, x, True)
+    steps = [type(s) for s in net._steps]
+    plain = _run(net, x, False)
+    assert steps == [Conv2d, BatchNormReLU]
+    for a, b in zip(fused, plain): np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-13)
+    other = Sequential(BatchNorm2d(3, dtype=np.float64), LeakyReLU(0.1))
+    other(x)
+    assert [type(s) for s in other._steps] == [BatchNorm2d, LeakyReLU]
+    seen = []
+    net[2].register_forward_hook(lambda m, i, o: seen.append(o))                 # a hook wants the ReLU's own output
+    out = net(x)
+    assert [type(s) for s in net._steps] == [Conv2d, BatchNorm2d, ReLU] and seen[0] is out
+
+
+def test_fused_residual_is_checked():
+    "The residual must have the output's shape (ValueError) and dtype (TypeError): a clear error, not a broadcast"
+    from dlcourse.activations import ReLU
+    from dlcourse.engine.fusion import BatchNormReLU
+    step = BatchNormReLU(BatchNorm2d(2), ReLU())
+    x = np.ones((3, 2, 4, 4), np.float32)
+    with pytest.raises(ValueError, match='residual'): step(x, np.ones((3, 2, 4, 1), np.float32))
+    with pytest.raises(TypeError, match='residual'): step(x, np.ones((3, 2, 4, 4), np.float64))
+    out = step(x + np.arange(4, dtype=np.float32), -np.ones((3, 2, 4, 4), np.float32))
+    want = np.maximum(BatchNorm2d(2)(x + np.arange(4, dtype=np.float32)) - 1, 0)
+    np.testing.assert_allclose(out, want, rtol=1e-6, atol=1e-6)
+
+
+def test_fused_relu_keeps_nan():
+    "relu(NaN) is NaN in the fused pass too (as ReLU's own kernel): a NaN is not hidden as 0"
+    from dlcourse.activations import ReLU
+    from dlcourse.engine.fusion import BatchNormReLU
+    x = np.random.default_rng(0).normal(size=(4, 2, 3, 3)).astype(np.float32)
+    res = np.zeros_like(x); res[1, 0, 2, 2] = np.nan
+    out = BatchNormReLU(BatchNorm2d(2), ReLU())(x, res)
+    assert np.isnan(out[1, 0, 2, 2]) and np.isfinite(np.delete(out.reshape(-1), np.ravel_multi_index((1, 0, 2, 2), x.shape))).all()

@@ -1,6 +1,8 @@
 """Fusion below the layer API. A `Sequential` asks each layer whether it can run together with the layers after it
 (`Module.fuse`); a stride-1 convolution followed by an activation and 2x2 pooling answers with a `ConvActPool` step,
-which computes all three in one pass of the fused kernel and their backward step in one more. The network and its
+which computes all three in one pass of the fused kernel and their backward step in one more. Batch normalisation
+followed by a ReLU answers with a `BatchNormReLU` step, which ResNet's residual block also uses for the sum at its end,
+relu(bn(x) + shortcut): the batch-norm kernel adds and activates while it normalises. The network and its
 layers stay what the user built: same parameters, same results, same checks; only the way they are computed changes.
 
 `fusion(False)` turns it off (to compare, or to look at each layer's own computation).
@@ -13,6 +15,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from ..core import Module, check_backward, check_grad, check_parameter
+from ..kernels.act import RELU
 from ..kernels.fused import conv_act_pool_forward, pool_act_backward_wide
 from .conv import ConvEngine, check_conv, use_direct
 
@@ -93,5 +96,38 @@ class ConvActPool(Module):
         pool_act_backward_wide(dout, self._out, idx, amap, code, param, Wp, gw, dbn)
         if db is not None: db += dbn.sum(0)
         return e.direct_backward(gw, xp, w, dw, padding, x_shape)
+
+    def extra_repr(self): return ' -> '.join(type(m).__name__ for m in self._layers)
+
+
+def bn_relu(bn,          # a BatchNorm2d
+            following):  # the modules after it (in a Sequential, or the block that holds it)
+    "`BatchNorm2d.fuse`: (a BatchNormReLU step, 1) for batch normalisation followed by a ReLU, else (bn, 0)"
+    if not _enabled or len(following) < 1: return bn, 0
+    act = following[0]
+    if not (callable(getattr(act, 'kernel_args', None)) and getattr(act, 'code', None) == RELU and _plain(bn, act)):
+        return bn, 0
+    cached = bn.__dict__.get('_fused')
+    if cached is None or cached._layers[1] is not act: bn._fused = cached = BatchNormReLU(bn, act)
+    return cached, 1
+
+
+class BatchNormReLU(Module):
+    """relu(bn(x)), or relu(bn(x) + residual) as a residual block ends, for a BatchNorm2d and a ReLU: the normalising pass
+    adds and activates (`BatchNorm2d.forward_relu`), so the sum and the activation cost no pass over memory. Backward, the
+    two layers' own steps (ReLU's derivative needs only the output, which the ReLU keeps): inside batch normalisation's
+    backward kernel the derivative made it no faster"""
+    def __init__(self, bn, act):
+        super().__init__()
+        self._layers, self._out = (bn, act), None
+
+    def forward(self, x, residual=None):
+        bn, act = self._layers
+        self._out = bn.forward_relu(x, act, residual)
+        return self._out
+
+    def backward(self, dout):
+        bn, act = self._layers
+        return bn.backward(act.backward(dout))
 
     def extra_repr(self): return ' -> '.join(type(m).__name__ for m in self._layers)

@@ -1,6 +1,7 @@
 """Batch normalisation for BatchNorm2d (lesson 08): the batch's statistics, the normalisation and its backward step as
 kernels (kernels.norm), each one pass over the data per channel instead of the several passes and temporaries of the
-lesson's NumPy functions `batch_norm` and `batch_norm_backward`, which the tests hold them to. The arrays arrive checked
+lesson's NumPy functions `batch_norm` and `batch_norm_backward`, which the tests hold them to. A ReLU after the layer,
+and a residual added before it, can go into the normalising pass (`engine.fusion.BatchNormReLU`). The arrays arrive checked
 by the layer: x and dout C-contiguous (N, C, H, W), the per-channel arrays (C,) of x's dtype."""
 import numpy as np
 
@@ -17,10 +18,13 @@ def batch_statistics(x):  # (N, C, H, W)
     return mean.astype(x.dtype), var.astype(x.dtype)
 
 
-def normalize(x, mean, inv_std, weight, bias):
-    "(x - mean) · inv_std · weight + bias per channel: BatchNorm2d's output (N, C, H, W)"
+def normalize(x, mean, inv_std, weight, bias,
+              residual=None,   # an array of x's shape and dtype to add (C-contiguous), or None
+              relu=False):     # apply ReLU to the result?
+    "(x - mean) · inv_std · weight + bias per channel: BatchNorm2d's output (N, C, H, W); relu(that + residual) in one pass"
     out = np.empty_like(x)
-    norm.batch_norm_forward(_nc(x), mean, inv_std, weight, bias, _nc(out))
+    add = residual is not None
+    norm.batch_norm_forward(_nc(x), mean, inv_std, weight, bias, _nc(residual if add else x), add, bool(relu), _nc(out))
     return out
 
 

@@ -1,8 +1,10 @@
 """Batch normalisation in passes over each channel: its statistics, the normalisation with the affine step, and the
-backward step with the weight and bias gradients, each one kernel parallel over the channels. The input is seen as
+backward step with the weight and bias gradients, each one kernel parallel over the channels. The normalisation may add
+a residual and apply a ReLU in the same pass. The input is seen as
 (N, C, S), S = H*W: a channel is N contiguous runs of S values. Sums are kept in float64."""
 import numpy as np
 
+from .act import _relu
 from .config import SERIAL_VALUES
 from .jit import jit, prange
 
@@ -39,10 +41,19 @@ def batch_stats(x,      # (N, C, S)
 
 
 @jit()
-def normalize_channel(x, c, mu, r, w, b, out):
-    "out[:, c] = (x[:, c] - mu) * r * w + b"
-    for n in range(x.shape[0]):
-        for j in range(x.shape[2]): out[n, c, j] = (x[n, c, j] - mu) * r * w + b
+def normalize_channel(x, c, mu, r, w, b, res, add, relu, out):
+    "out[:, c] = (x[:, c] - mu) * r * w + b, plus res[:, c] if `add`, then max(0, .) if `relu` (see `batch_norm_forward`)"
+    one = x.dtype.type(1)
+    for n in range(x.shape[0]):                # one loop per case: each holds only its own arithmetic and vectorises
+        src, dst, plus = x[n, c], out[n, c], res[n, c]
+        if add and relu:
+            for j in range(x.shape[2]): dst[j] = _relu((src[j] - mu) * r * w + b + plus[j], one, one)
+        elif add:
+            for j in range(x.shape[2]): dst[j] = (src[j] - mu) * r * w + b + plus[j]
+        elif relu:
+            for j in range(x.shape[2]): dst[j] = _relu((src[j] - mu) * r * w + b, one, one)
+        else:
+            for j in range(x.shape[2]): dst[j] = (src[j] - mu) * r * w + b
 
 
 @jit(parallel=True)
@@ -50,15 +61,19 @@ def batch_norm_forward(x,        # (N, C, S)
                        mean,     # (C,) the statistics to normalise with, in x's dtype
                        inv_std,  # (C,) 1 / sqrt(σ² + ϵ), in x's dtype
                        w, b,     # (C,) weight and bias
+                       res,      # (N, C, S) added to the result if `add` (else not read: pass x)
+                       add,      # add res? (a residual connection)
+                       relu,     # then apply ReLU? (the activation after batch norm, fused)
                        out):     # out: (N, C, S)
-    "out = x̂ · w + b with x̂ = (x - mean) · inv_std, per channel"
+    """out = x̂ · w + b with x̂ = (x - mean) · inv_std, per channel, plus res if `add`, then ReLU if `relu`, in the same
+    pass (ResNet's relu(bn(x)) and relu(bn(x) + shortcut): no pass over memory for the sum or the activation)"""
     C = x.shape[1]
     if x.size < SERIAL_VALUES:
-        for c in range(C): normalize_channel(x, c, mean[c], inv_std[c], w[c], b[c], out)
+        for c in range(C): normalize_channel(x, c, mean[c], inv_std[c], w[c], b[c], res, add, relu, out)
     else:
         for i in prange(C):
             c = np.int64(i)                      # as in batch_stats
-            normalize_channel(x, c, mean[c], inv_std[c], w[c], b[c], out)
+            normalize_channel(x, c, mean[c], inv_std[c], w[c], b[c], res, add, relu, out)
 
 
 @jit()
