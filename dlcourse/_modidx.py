@@ -474,6 +474,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                              'dlcourse/zoo.py'),
                               'dlcourse.zoo.LocalResponseNorm.forward': ('model_zoo.html#localresponsenorm.forward', 'dlcourse/zoo.py'),
                               'dlcourse.zoo._bn_arrays': ('model_zoo.html#_bn_arrays', 'dlcourse/zoo.py'),
+                              'dlcourse.zoo._bn_statistics': ('model_zoo.html#_bn_statistics', 'dlcourse/zoo.py'),
                               'dlcourse.zoo._channel_window_sum': ('model_zoo.html#_channel_window_sum', 'dlcourse/zoo.py'),
                               'dlcourse.zoo._check_classes': ('model_zoo.html#_check_classes', 'dlcourse/zoo.py'),
                               'dlcourse.zoo._check_head': ('model_zoo.html#_check_head', 'dlcourse/zoo.py'),

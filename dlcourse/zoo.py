@@ -343,6 +343,17 @@ def _bn_arrays(bn,           # a BatchNorm2d
     if (arrays[3] < 0).any(): raise ValueError(f"running_var must hold variances (>= 0), got {arrays[3].min()} in it")
     return arrays
 
+def _bn_statistics(bn, x, momentum, running_mean, running_var):  # a BatchNorm2d, its input and its arrays, checked
+    "(μ, σ²) that normalise x: in training the batch's own, which also update the running averages; else the running ones"
+    if not bn.training: return running_mean, running_var
+    m = x.size // bn.num_features                                            # values per channel
+    if m < 2: raise ValueError(f"BatchNorm2d needs more than one value per channel in training, got x of shape {x.shape}")
+    mean, var = batch_statistics(x)                                         # μ and σ², biased: they normalise this batch
+    mom = x.dtype.type(momentum)
+    bn.running_mean *= 1 - mom; bn.running_mean += mom * mean
+    bn.running_var *= 1 - mom; bn.running_var += mom * var * x.dtype.type(m / (m - 1))   # unbiased, as PyTorch
+    return mean, var
+
 # %% ../nbs/08_model_zoo.ipynb #43f29f74
 class BatchNorm2d(Module):
     "Batch normalisation of each channel, x̂ · weight + bias: batch statistics in training, running averages in evaluation"
@@ -360,22 +371,13 @@ class BatchNorm2d(Module):
         self._x = self._mean = self._inv_std = self._out = None
 
     def forward(self, x): return self._forward(x)
-
-    def _forward(self, x, residual=None, relu=False):
-        "The forward step; `forward_relu` adds a residual and applies a ReLU in the same pass"
+    def _forward(self, x, residual=None, relu=False):      # `forward_relu` adds a residual and applies ReLU in the same pass
         C, (w, b, running_mean, running_var) = self.num_features, _bn_arrays(self)
         eps, momentum = check_number(self.eps, 'eps', low=0, low_open=True), check_number(self.momentum, 'momentum', 0, 1)  # set since?
         x = check_array(x, 'x', shape=('N', C, 'H', 'W'), dtype=w.dtype, hint=f"BatchNorm2d takes (N, C, H, W), C = num_features = {C}")
         if residual is not None:
             residual = check_array(residual, 'residual', shape=x.shape, dtype=x.dtype, hint="the residual added to the output")
-        self._batch_stats, m = self.training, x.size // C                       # m: values per channel
-        if self.training:
-            if m < 2: raise ValueError(f"BatchNorm2d needs more than one value per channel in training, got x of shape {x.shape}")
-            mean, var = batch_statistics(x)                                     # μ and σ², biased: they normalise this batch
-            mom = x.dtype.type(momentum)
-            self.running_mean *= 1 - mom; self.running_mean += mom * mean
-            self.running_var *= 1 - mom; self.running_var += mom * var * x.dtype.type(m / (m - 1))   # unbiased, as PyTorch
-        else: mean, var = running_mean, running_var
+        self._batch_stats, (mean, var) = self.training, _bn_statistics(self, x, momentum, running_mean, running_var)
         self._x, self._mean, self._inv_std = x, mean, 1 / np.sqrt(var + x.dtype.type(eps))
         self._out = normalize(x, mean, self._inv_std, w, b, residual, relu)     # x̂ · weight + bias in one pass (the engine)
         return self._out
