@@ -90,13 +90,12 @@ def _bound(want, dtype, terms):
 
 @pytest.mark.parametrize('dtype', [np.float32, np.float64])
 @pytest.mark.parametrize('train', [True, False], ids=['train', 'eval'])
-@pytest.mark.parametrize('shape', [(3, 4, 5, 6), (4, 8, 64, SERIAL_VALUES // (4 * 8 * 64) + 1)], ids=['serial', 'parallel'])
-def test_residual_block_fused_matches_its_layers(dtype, train, shape):
+def test_residual_block_fused_matches_its_layers(dtype, train):
     """A ResNet block computes relu(bn1(.)) and relu(bn2(.) + shortcut) in the batch-norm pass; its output, dE/dx and
     gradients are those of the layers one by one (the same operations; the bound allows float32's reassociated sums)"""
     from dlcourse.engine.fusion import BatchNormReLU
     from dlcourse.zoo import BasicBlock
-    N, C, H, W = shape
+    N, C, H, W = shape = (3, 4, 5, 6)
     for block in (BasicBlock(C, C, 1, dtype=dtype, rng=1), BasicBlock(C, 2 * C, 2, dtype=dtype, rng=1)):
         rng = np.random.default_rng(2)
         for bn in (block.bn1, block.bn2):
@@ -112,6 +111,32 @@ def test_residual_block_fused_matches_its_layers(dtype, train, shape):
         for a, b in zip(fused, plain):
             np.testing.assert_allclose(a, b, rtol=0, atol=_bound(b, dtype, C * 9 * 4))
         np.testing.assert_array_equal(fused[0] >= 0, True)                       # the block ends in a ReLU
+
+
+@pytest.mark.parametrize('shape', SHAPES, ids=['serial', 'parallel'])
+@pytest.mark.parametrize('dtype', [np.float32, np.float64])
+@pytest.mark.parametrize('train', [True, False], ids=['train', 'eval'])
+def test_fused_step_matches_the_layers(shape, dtype, train):
+    "relu(bn(x) (+ residual)) in one pass, below and above the size from which the kernel runs on several threads"
+    from dlcourse.activations import ReLU
+    from dlcourse.engine.fusion import BatchNormReLU
+    rng = np.random.default_rng(5)
+    x, res, g = (rng.normal(1, 2, size=shape).astype(dtype) for _ in range(3))
+    for residual in (None, res):
+        bn, act = BatchNorm2d(shape[1], dtype=dtype).train(train), ReLU()
+        bn.weight.data[:] = rng.uniform(-2, 2, shape[1]); bn.bias.data[:] = rng.uniform(-1, 1, shape[1])
+        bn.running_mean[:] = rng.uniform(0, 2, shape[1]); bn.running_var[:] = rng.uniform(1, 3, shape[1])
+        state = {k: v.copy() for k, v in bn.state_dict().items()}
+        step = BatchNormReLU(bn, act)
+        out = step(x) if residual is None else step(x, residual)
+        dx, gw, gb = step.backward(g), bn.weight.grad.copy(), bn.bias.grad.copy()
+        bn.load_state_dict(state); bn.zero_grad()
+        y = bn(x)
+        want = act(y if residual is None else y + residual)
+        want_dx = bn.backward(act.backward(g))
+        np.testing.assert_array_equal(out >= 0, True)
+        for got, ref in ((out, want), (dx, want_dx), (gw, bn.weight.grad), (gb, bn.bias.grad)):
+            np.testing.assert_allclose(got, ref, rtol=0, atol=_bound(ref, dtype, 4))
 
 
 def test_sequential_fuses_batch_norm_and_relu_only():
