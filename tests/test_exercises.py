@@ -26,7 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 LESSONS = et.lessons()
 EXERCISES = {lesson: list(et.exercises(et.read_nb(path), path.name)) for lesson, path in LESSONS.items()}
-CELL_TIMEOUT = 60
+CELL_TIMEOUT = 20     # seconds a graded cell may run: the slowest graded notebook takes about 5 s in all; the looping
+                      # submission waits it out twice (its check cell and the lesson's finite-difference test call the loop)
 
 
 # ------------------------------------------------------------------------------------------------------------ helpers
@@ -387,6 +388,44 @@ def test_grading_time_per_notebook(graded):
     for (s, l), t in seconds.items():
         if s == 'instructor': by_lesson[l] = t
     print('grading time per notebook (s):', by_lesson)
+
+
+def test_parsing_in_threads_survives_the_garbage_collector():
+    """`grade --jobs N` plans submissions in N threads, parsing their cells. While the garbage collector runs finalizers
+    (Python code: a thread switch can come inside a parse), the parses of two threads must not trip over each other
+    (CPython 3.11 keeps one AST recursion-depth count per interpreter: "SystemError: AST constructor recursion depth
+    mismatch" without the grader's lock)"""
+    import threading
+    src = (ROOT/'tools'/'exercise_tool.py').read_text(encoding='utf-8')
+    errors, parsed, stop = [], [], threading.Event()
+    body = len(et._parse(src).body)
+
+    class Finalized:
+        def __del__(self): sum(range(50))              # Python code run by the garbage collector
+
+    def parse():
+        for _ in range(30):
+            try:
+                tree = et._parse(src)
+                parsed.append((type(tree).__name__, len(tree.body), et._imports_only('import numpy as np\nfrom os import path')))
+            except SystemError as e: errors.append(e)
+
+    def churn():
+        for _ in range(3000):
+            if stop.is_set(): return
+            cycle = [Finalized() for _ in range(100)]
+            cycle.append(cycle)                          # reference cycles: only the collector frees them
+            del cycle
+
+    parsers = [threading.Thread(target=parse, daemon=True) for _ in range(2)]
+    churners = [threading.Thread(target=churn, daemon=True) for _ in range(2)]
+    for t in churners + parsers: t.start()
+    for t in parsers: t.join(timeout=120)
+    stop.set()
+    for t in churners: t.join(timeout=120)
+    assert not any(t.is_alive() for t in parsers + churners), 'a thread is stuck'
+    assert errors == []
+    assert parsed == [('Module', body, True)] * 60 and body > 50
 
 
 def test_a_stuck_process_times_out_and_is_killed(built, cache, tmp_path):

@@ -176,9 +176,19 @@ def build(names=None, out=ROOT/'exercises', nbs=NBS):
 
 
 # ------------------------------------------------------------------------------------------------- lessons as graded
+_AST_LOCK = threading.Lock()
+
+
+def _ast(src):
+    """ast.parse(src), one thread at a time: `grade` plans submissions in several threads, and CPython 3.11 counts the
+    depth of the AST it builds in one place per interpreter, so a thread switch inside a parse (a finalizer that the
+    garbage collector runs) makes another thread's parse fail with SystemError ("AST constructor recursion depth mismatch")"""
+    with _AST_LOCK: return ast.parse(src)
+
+
 def _imports_only(src):
     "True if the code is nothing but import statements (after its directives)"
-    try: tree = ast.parse(src)
+    try: tree = _ast(src)
     except SyntaxError: return False
     return all(isinstance(node, (ast.Import, ast.ImportFrom)) for node in tree.body)
 
@@ -191,7 +201,7 @@ _BUILTINS = set(dir(builtins))
 def _parse(src):
     "The AST of a cell (magic and shell lines blanked), or None"
     lines = ['' if l.lstrip().startswith(('%', '!')) else l for l in src.splitlines()]
-    try: return ast.parse('\n'.join(lines))
+    try: return _ast('\n'.join(lines))
     except SyntaxError: return None
 
 
