@@ -6,9 +6,12 @@ import inspect
 import json
 import math
 import os
+import signal
 import stat
 import tempfile
+import threading
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +64,33 @@ def _final_mode(path):
     except OSError: return 0o666 & ~_umask()
 
 
+@contextmanager
+def _signals_held():
+    """Hold Ctrl-C (SIGINT) and SIGTERM while the block runs, then act on them: their Python handlers raise at the next
+    bytecode, so one arriving while a temporary file is created but not yet named in the caller would leave that file
+    behind. In the main thread only (elsewhere no signal handler runs); a handler not installed from Python stays"""
+    held, saved = [], {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            handler = signal.getsignal(signum)
+            if handler is not None: saved[signum] = signal.signal(signum, lambda n, frame: held.append((n, frame)))
+    try: yield
+    finally:
+        try:
+            for signum, handler in saved.items(): signal.signal(signum, handler)
+        finally:
+            for signum, frame in held:                 # as if each had arrived now
+                handler = saved[signum]
+                if callable(handler): handler(signum, frame)
+                elif handler == signal.SIG_DFL: signal.raise_signal(signum)
+
+
+def _discard(f, tmp):
+    "Close and remove the temporary file of a write that failed (either may be None: not opened, not created)"
+    if f is not None: f.close()
+    if tmp is not None: Path(tmp).unlink(missing_ok=True)
+
+
 def write_atomic(path,    # the file to write
                  write):  # write(f): writes the contents into the binary file object f
     """Call write(file) on a temporary file beside `path`, fsync it, then rename it over `path`: never a half-written file,
@@ -71,19 +101,21 @@ def write_atomic(path,    # the file to write
     try: path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e: raise OSError(e.errno, f"could not create the folder {path.parent}: {e.strerror or e}") from None
     intact = 'the previous file there is intact' if path.exists() else 'nothing was written'
-    try: fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-    except OSError as e: raise OSError(e.errno, f"could not write {path}: {e.strerror or e}; {intact}") from None
+    tmp = f = None
     try:
-        os.fchmod(fd, _final_mode(path))
-        with os.fdopen(fd, 'wb') as f:
+        with _signals_held():              # the file created, named and opened before an interrupt can stop us
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+            f = os.fdopen(fd, 'wb')
+        with f:
+            os.fchmod(f.fileno(), _final_mode(path))
             write(f)
             f.flush(); os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as e:                   # disk full, file too large, permissions: say what is safe
-        Path(tmp).unlink(missing_ok=True)
-        raise OSError(e.errno, f"could not write {path}: {e.strerror or e}; {intact}") from e
+        _discard(f, tmp)
+        raise OSError(e.errno, f"could not write {path}: {e.strerror or e}; {intact}") from (e if tmp else None)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        _discard(f, tmp)
         raise
     try:                                   # make the rename itself durable
         dfd = os.open(path.parent, os.O_RDONLY)
