@@ -4,7 +4,9 @@ hand, by a bug, by a damaged disk) either loads with valid values or is refused 
 import copy
 import json
 import os
+import signal
 import stat
+import tempfile
 
 import numpy as np
 import pytest
@@ -158,8 +160,6 @@ def test_a_signal_while_the_temporary_file_is_created_leaves_none(tmp_path, monk
     """Ctrl-C or SIGTERM just after the temporary file exists, before write_atomic knows its name (its handler raises at
     the next bytecode): held until the file is named, then raised, and the file removed. The CLI's `train` hit this
     when interrupted while saving a checkpoint"""
-    import signal
-    import tempfile
     signum = getattr(signal, signum)
     def stop(n, frame): raise Stop(n)
     previous = signal.signal(signum, stop)

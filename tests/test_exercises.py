@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -395,7 +396,6 @@ def test_parsing_in_threads_survives_the_garbage_collector():
     (Python code: a thread switch can come inside a parse), the parses of two threads must not trip over each other
     (CPython 3.11 keeps one AST recursion-depth count per interpreter: "SystemError: AST constructor recursion depth
     mismatch" without the grader's lock)"""
-    import threading
     src = (ROOT/'tools'/'exercise_tool.py').read_text(encoding='utf-8')
     errors, parsed, stop = [], [], threading.Event()
     body = len(et._parse(src).body)
