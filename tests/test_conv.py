@@ -337,6 +337,56 @@ def test_kernels_pad_and_crop_each_plane_as_numpy_does(N, C, H, W, kh, kw, sh, s
     np.testing.assert_allclose(dx, dxp[:, :, ph:ph + H, pw:pw + W], rtol=0, atol=1e-13 * np.abs(d6).sum(axis=(1, 2)).max())
 
 
+@pytest.mark.parametrize('N,C,K,H,W,kh,kw,ph,pw', [
+    (1, 1, 1, 5, 4, 3, 2, 0, 0), (3, 3, 5, 9, 8, 3, 2, 1, 2), (2, 9, 5, 6, 5, 3, 5, 1, 2),   # odd numbers of filters
+    (5, 8, 8, 7, 7, 3, 3, 1, 1), (1, 16, 16, 14, 14, 3, 3, 1, 1), (9, 2, 4, 4, 11, 5, 3, 2, 1)])   # 9 images, 8 slices
+def test_direct_kernels_pad_each_image_as_numpy_does(N, C, K, H, W, kh, kw, ph, pw):
+    """The direct kernels pad each image in a scratch array of their own: the same values as the windows of np.pad, for
+    every split of the filter pairs into items (forward) and of the batch into slices (both gradients of "same"
+    padding: dE/dx the same to the bit, dE/dw summed per slice); dE/dx is the forward kernel's convolution of the
+    output gradient with the flipped filters, to the bit"""
+    from numpy.lib.stride_tricks import sliding_window_view
+    from dlcourse.kernels.conv import conv_direct_backward_same, conv_direct_forward
+    rng = np.random.default_rng(N * C + K)
+    x, w, b = rng.normal(size=(N, C, H, W)), rng.normal(size=(K, C, kh, kw)), rng.normal(size=K)
+    OH, OW = H + 2 * ph - kh + 1, W + 2 * pw - kw + 1
+    win = sliding_window_view(np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw))), (kh, kw), axis=(2, 3))  # (N, C, OH, OW, kh, kw)
+    want = np.einsum('ncijrs,kcrs->nkij', win, w) + b[:, None, None]
+    scale = np.einsum('ncijrs,kcrs->nkij', np.abs(win), np.abs(w)).max() + np.abs(b).max()
+    outs = []
+    for groups in range(1, (K + 1) // 2 + 1):
+        out = np.full((N, K, OH, OW), np.nan)
+        conv_direct_forward(x, ph, pw, w, b, groups, out)
+        outs.append(out)
+        np.testing.assert_array_equal(out, outs[0])
+    np.testing.assert_allclose(outs[0], want, rtol=0, atol=1e-13 * scale)
+    if (2 * ph + 1, 2 * pw + 1) != (kh, kw): return                        # "same" padding only below
+    dout = rng.normal(size=(N, K, OH, OW))
+    wflip = np.ascontiguousarray(w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
+    dx_fwd = np.full_like(x, np.nan)
+    conv_direct_forward(dout, ph, pw, wflip, np.zeros(C), 1, dx_fwd)
+    gwin = sliding_window_view(np.pad(dout, ((0, 0), (0, 0), (ph, ph), (pw, pw))), (kh, kw), axis=(2, 3))
+    dx_want = np.einsum('nkijrs,ckrs->ncij', gwin, wflip)
+    dw_want = np.einsum('ncijrs,nkij->kcrs', win, dout)
+    dw_scale = np.einsum('ncijrs,nkij->kcrs', np.abs(win), np.abs(dout)).max()
+    np.testing.assert_allclose(dx_fwd, dx_want, rtol=0, atol=1e-13 * np.einsum('nkijrs,ckrs->ncij', np.abs(gwin), np.abs(wflip)).max())
+    for slices in sorted({1, 2, min(N, 8)}):
+        parts, dx = np.full((slices, K, C, kh, kw), np.nan), np.full_like(x, np.nan)
+        conv_direct_backward_same(dout, x, ph, pw, wflip, parts, dx)
+        np.testing.assert_array_equal(dx, dx_fwd)
+        np.testing.assert_allclose(parts.sum(0), dw_want, rtol=0, atol=1e-13 * dw_scale)
+
+
+def test_direct_groups_give_every_thread_work():
+    "A small batch splits its filter pairs into groups so that every thread has items; a large one keeps one per image"
+    import numba
+    T = numba.get_num_threads()
+    assert engine.direct_groups(128, 16) == 1 and engine.direct_groups(0, 4) >= 1
+    for N, K in ((1, 16), (1, 3), (2, 64), (3, 1)):
+        g = engine.direct_groups(N, K)
+        assert 1 <= g <= (K + 1) // 2 and (N * g >= min(2 * T, N * ((K + 1) // 2)))
+
+
 @pytest.mark.parametrize('filters,stride', [((3, 3), 1), ((1, 1), 1), ((1, 1), 2)])   # 1x1: the pointwise path
 def test_empty_batch(method, filters, stride):
     "A batch of 0 images gives an empty output and empty input gradient, and zero filter gradients"

@@ -6,14 +6,16 @@ matrix product per batch), a *pointwise* layer (1x1 filters, no padding, any str
 per image on the input as it is or, with many input channels, one for the batch on the input copied into the GEMM's
 layout), the *direct* kernels (stride 1 and few weights, LeNet-5's layers: convolve on wide rows, no patch matrix), and
 *im2col* (any stride: a patch matrix and one BLAS product, per image for layers with many output positions). The
-direct and dense paths pad the input first; im2col pads each plane as it copies it. A direct layer with "same" padding
-and enough input channels computes dE/dx as a forward convolution too (`use_full_correlation`)."""
+dense path pads the input first; im2col pads each plane as it copies it, the direct kernels each image. A direct layer
+with "same" padding and enough input channels computes dE/dx as a forward convolution too (`use_full_correlation`), in
+one kernel with dE/dw."""
 import numpy as np
+from numba import get_num_threads
 
 from ..core import as_pair, check_allocation, check_array, check_grad
 from ..kernels import config
-from ..kernels.conv import (col2im, conv_direct_backward_input, conv_direct_backward_weight, conv_direct_forward,
-                            col2im_nhwc, gemm_to_nchw, im2col, im2col_nhwc, matmul_nt_split, nchw_to_gemm, nchw_to_nhwc,
+from ..kernels.conv import (col2im, conv_direct_backward_input, conv_direct_backward_same, conv_direct_backward_weight,
+                            conv_direct_forward, col2im_nhwc, gemm_to_nchw, im2col, im2col_nhwc, matmul_nt_split, nchw_to_gemm, nchw_to_nhwc,
                             nhwc_to_nchw, to_wide_rows)
 from .matmul import matmul_nn, matmul_nt, matmul_tn
 
@@ -56,8 +58,20 @@ def use_full_correlation(C, kh, kw, padding):  # input channels, the filters' si
     """Compute a direct layer's dE/dx as a forward convolution of the output gradient, padded by (kh-1-ph, kw-1-pw), with
     the filters flipped and the roles of the channels swapped? For "same" padding (2ph = kh - 1, 2pw = kw - 1) the padded
     gradient is also the wide rows of the filter gradient (no `to_wide_rows`) and the result is dE/dx itself (no padded
-    dE/dx to crop); with few input channels the forward kernel would have too few filters to work on"""
+    dE/dx to crop): `conv_direct_backward_same` computes both gradients image by image. With few input channels the
+    forward kernel would have too few filters to work on"""
     return 2 * padding[0] == kh - 1 and 2 * padding[1] == kw - 1 and C >= config.FULL_CORRELATION_MIN_C
+
+
+def direct_groups(N, K):  # images, filters
+    """Items per image of `conv_direct_forward`: its pairs of filters in this many groups, so that a small batch still
+    gives every thread work (1 from two images per thread)"""
+    return max(1, min((K + 1) // 2, -(-2 * get_num_threads() // max(N, 1))))
+
+
+def batch_slices(N):  # images
+    "Slices of the batch whose filter gradients the direct backward kernels sum side by side (a fixed number: the result does not depend on the threads)"
+    return max(1, min(N, config.DIRECT_BATCH_SLICES))
 
 
 def use_channels_last(C, OW, M):  # input channels, output width, output positions of the batch (N*OH*OW)
@@ -101,7 +115,7 @@ class ConvEngine:
         dense = H + 2 * ph == kh and W + 2 * pw == kw                     # the filter covers the padded input
         pointwise = use_pointwise(kh, kw, ph, pw) and not dense           # 1x1 filters: no patch matrix
         last = not (direct or dense or pointwise) and use_channels_last(C, OW, N * L)   # im2col, channels last
-        xp = self.pad(x, ph, pw) if direct or dense else x                # im2col pads each plane as it copies it
+        xp = self.pad(x, ph, pw) if dense else x                          # im2col and the direct kernels pad as they go
         xg = wt = None                      # the pointwise input in the GEMM's layout; W^T of the channels-last path
         if pointwise:                                                     # Y_n = W X_n, X_n (C, L): no patch matrix
             if (sh, sw) != (1, 1):                                        # stride: every sh-th row, sw-th column
@@ -121,7 +135,7 @@ class ConvEngine:
             if b is not None: y += b
         else:
             b = np.zeros(K, x.dtype) if b is None else b                  # the kernels below add a bias
-            if direct: conv_direct_forward(xp, w, b, out)
+            if direct: conv_direct_forward(x, ph, pw, w, b, direct_groups(N, K), out)
             elif last: xp, wt = self.channels_last_forward(x, w, b, (sh, sw), (ph, pw), out, chunk)
             else:
                 w2, per_image = w.reshape(K, C * kh * kw), L >= config.GEMM_PER_IMAGE
@@ -139,7 +153,7 @@ class ConvEngine:
                         gemm_to_nchw(y, b, out[n0:n0 + chunk].reshape(len(xs), K, L))
         self.saved = dict(x_shape=x.shape, xp=xp, xg=xg, wt=wt, w=w, stride=(sh, sw), padding=(ph, pw), direct=direct,
                           dense=dense, channels_last=last, pointwise=pointwise, chunk=chunk, out_shape=out.shape,
-                          cols_valid=chunk >= N)      # backward may reuse the patch matrix. xp: x padded (direct, dense),
+                          cols_valid=chunk >= N)      # backward may reuse the patch matrix. xp: x padded (dense),
                                                       # padded channels last (channels_last), or x itself
         return out
 
@@ -150,17 +164,12 @@ class ConvEngine:
                         padding,   # the forward step's (ph, pw)
                         x_shape):  # the shape of its unpadded input
         "The direct kernels' backward step (stride 1): accumulate dE/dw, return dE/dx"
-        self.direct_filter_gradient(gw, 0, xp, w, dw)
+        parts = self.buffer('parts', (batch_slices(len(xp)),) + w.shape, xp.dtype)
+        conv_direct_backward_weight(gw, xp, parts)
+        dw += parts.sum(0)
         dxp = self.input_grad_buffer(xp, padding)
         conv_direct_backward_input(gw, w, dxp)
         return self.crop(dxp, x_shape, padding)
-
-    def direct_filter_gradient(self, g,  # (N, K, S): the wide rows of dE/dy at [:, :, start:start + M]
-                               start, xp, w, dw):
-        "dw += dE/dw of a direct layer, summed over DIRECT_BATCH_SLICES slices of the batch computed side by side"
-        parts = self.buffer('parts', (max(1, min(len(xp), config.DIRECT_BATCH_SLICES)),) + w.shape, xp.dtype)
-        conv_direct_backward_weight(g, start, xp, parts)
-        dw += parts.sum(0)
 
     def flipped(self, w):
         "The filters of dE/dx as a convolution: w'[c, k, r, s] = w[k, c, kh-1-r, kw-1-s], (C, K, kh, kw) C-contiguous"
@@ -209,15 +218,15 @@ class ConvEngine:
         if s['channels_last']: return self.channels_last_backward(dout, xp, w, dw)
         if not (s['dense'] or s['direct']):                               # im2col: x unpadded, padding inside the kernels
             return self.im2col_backward(dout, xp, w, dw, padding)
-        if s['direct']:
-            (OH, OW), Wp = dout.shape[2:], xp.shape[3]
-            if use_full_correlation(C, kh, kw, padding):
-                gh, gw_ = kh - 1 - padding[0], kw - 1 - padding[1]
-                gp = self.pad(dout, gh, gw_, 'gp')         # rows of Wp values: the wide rows with their gaps, from gh*Wp + gw_
-                self.direct_filter_gradient(gp.reshape(N, K, gp.shape[2] * Wp), gh * Wp + gw_, xp, w, dw)
-                dx = np.empty(s['x_shape'], xp.dtype)        # dE/dx = the padded gradient convolved with w' (`flipped`)
-                conv_direct_forward(gp, self.flipped(w), np.zeros(C, xp.dtype), dx)
+        if s['direct']:                                                   # xp: x unpadded
+            if use_full_correlation(C, kh, kw, padding):                  # both gradients in one kernel, image by image
+                parts = self.buffer('parts', (batch_slices(N),) + w.shape, xp.dtype)
+                dx = np.empty(s['x_shape'], xp.dtype)
+                conv_direct_backward_same(np.ascontiguousarray(dout), xp, *padding, self.flipped(w), parts, dx)
+                dw += parts.sum(0)
                 return dx
+            xp = self.pad(xp, *padding)
+            (OH, OW), Wp = dout.shape[2:], xp.shape[3]
             gw = self.buffer('gw', (N, K, (OH - 1) * Wp + OW), xp.dtype)
             to_wide_rows(dout, Wp, gw)
             return self.direct_backward(gw, xp, w, dw, padding, s['x_shape'])

@@ -42,7 +42,9 @@ DW_TRANSPOSED_CACHED = 1 << 18   # adds it back: for gradients of up to this man
 DW_TRANSPOSED_LONG = 8192        # larger ones only from this many columns. Adding it back made ResNet-18's layers on
                                  # 2x2-4x4 maps (32-128 columns) 1.5-3.5x slower, VGG-16's 512x512 layers (784) 1.4x
 SPLIT_K_PIECES = 16        # pieces of the long dimension in that product, summed afterwards
-DIRECT_BATCH_SLICES = 4    # slices of the batch whose filter gradients the direct backward computes side by side
+DIRECT_BATCH_SLICES = 8    # slices of the batch whose filter gradients the direct backward computes side by side (a
+                           # fixed number, so that the sums do not depend on the threads; the "same"-padding kernel
+                           # runs one slice per item: 8 keep up to 8 cores busy, and cost no more than 2 or 4 on 2)
 
 # Matrix products of the fully connected layers
 BLAS_MIN_MACS = 1 << 25    # multiply-adds from which a product goes to BLAS (below: the course's gemm_nt). High, because

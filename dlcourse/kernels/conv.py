@@ -388,29 +388,49 @@ def wide_rows_two_filters(xf,     # one padded image, flattened (C*Hp*Wp,)
             acc1[p] += c0 * x0[p]
         t += 1
 
+@jit()
+def pad_image(x, ph, pw, buf):
+    "buf[c, ph:ph + H, pw:pw + W] = x[c] for every plane of one image x (C, H, W); the border of `buf` must already be zero"
+    for c in range(x.shape[0]): to_inside(x[c], ph, pw, buf[c])
+
+@jit()
+def keep_valid_columns(acc, Wp, out):
+    "out[q, i, j] = acc[q, i*Wp + j]: the OW valid columns of every wide row of len(out) wide outputs acc (Q, M)"
+    OH, OW = out.shape[1], out.shape[2]
+    for q in range(out.shape[0]):
+        o, a = out[q], acc[q]
+        for i in range(OH):
+            for j in range(OW): o[i, j] = a[i * Wp + j]
+
 @jit(parallel=True)
-def conv_direct_forward(xp,     # padded input (N, C, Hp, Wp)
+def conv_direct_forward(x,      # input (N, C, H, W), unpadded
+                        ph, pw, # padding
                         w,      # filters (K, C, kh, kw)
                         b,      # bias (K,)
+                        groups, # items per image: the filter pairs go in this many groups (1 unless the batch is small)
                         out):   # out: (N, K, OH, OW), stride 1
-    """Stride-1 convolution without a patch matrix: y_wide[k, p] = b[k] + sum_t w[k, t] xflat[p + o_t] on wide rows of length Wp.
-    Parallel over (image, pair of filters); the inner loop runs over the ~OH*Wp positions of a wide output, adding four
-    shifted input vectors to two accumulator rows (8 multiply-adds per 6 loads); all of it stays in L1/L2."""
-    N, C, Hp, Wp = xp.shape
+    """Stride-1 convolution without a patch matrix: y_wide[k, p] = b[k] + sum_t w[k, t] xflat[p + o_t] on wide rows of length
+    Wp = W + 2pw, xflat one padded image. Parallel over (image, group of filter pairs); each item pads its image into a
+    scratch array of its own, which stays in cache (the padded batch never goes through memory), then runs over the
+    ~OH*Wp positions of a wide output for each pair of filters, adding four shifted input vectors to two accumulator rows
+    (8 multiply-adds per 6 loads)."""
+    N, C, H, W = x.shape
     K, _, kh, kw = w.shape
+    Hp, Wp = H + 2 * ph, W + 2 * pw
     OH, OW = out.shape[2], out.shape[3]
     M, T = (OH - 1) * Wp + OW, C * kh * kw                  # wide output length, number of taps
     offs, wf = tap_offsets(C, kh, kw, Hp, Wp), w.reshape(K, T)
     KP = (K + 1) // 2
-    for nk in prange(N * KP):
-        n, k0 = nk // KP, 2 * (nk % KP)
-        k1 = min(k0 + 1, K - 1)                              # an odd last filter is computed twice, stored once
-        acc = np.empty((2, M), xp.dtype)
-        wide_rows_two_filters(xp[n].reshape(C * Hp * Wp), offs, wf, b, k0, k1, acc)
-        for q in range(k1 - k0 + 1):                         # keep the OW valid columns of every wide row
-            o = out[n, k0 + q]
-            for i in range(OH):
-                for j in range(OW): o[i, j] = acc[q, i * Wp + j]
+    for ng in prange(N * groups):
+        n, g = ng // groups, ng % groups
+        xp = np.zeros((C, Hp, Wp), x.dtype)
+        pad_image(x[n], ph, pw, xp)
+        acc = np.empty((2, M), x.dtype)
+        for kp in range(g * KP // groups, (g + 1) * KP // groups):
+            k0 = 2 * kp
+            k1 = min(k0 + 1, K - 1)                          # an odd last filter is computed twice, stored once
+            wide_rows_two_filters(xp.reshape(C * Hp * Wp), offs, wf, b, k0, k1, acc)
+            keep_valid_columns(acc, Wp, out[n, k0:k1 + 1])
 
 @jit(parallel=True)
 def to_wide_rows(dout,  # output gradient (N, K, OH, OW)
@@ -427,20 +447,46 @@ def to_wide_rows(dout,  # output gradient (N, K, OH, OW)
             for j in range(OW): row[o + j] = dout[n, k, i, j]
             row[o + OW:o + Wp] = 0
 
+@jit()
+def filter_pair_gradient(ga, gb,  # the wide rows of two filters' output gradient (M,) for one image
+                         xf,      # that image padded, flattened (C*Hp*Wp,)
+                         offs,    # offset of every filter tap in xf (`tap_offsets`)
+                         p0, p1,  # out: the two filters' gradients (T,), added to
+                         two):    # are they two filters (else p1 is p0's filter and gets nothing)?
+    """p0[t] += sum_p ga[p] xf[p + o_t], p1[t] += sum_p gb[p] xf[p + o_t]: dot products of two gradient rows with four
+    shifted input vectors per pass (8 running sums in the input's dtype, 8 multiply-adds per 6 loads)"""
+    M, T, zero = len(ga), len(offs), xf.dtype.type(0)
+    t = 0
+    while t + 4 <= T:
+        x0, x1 = xf[offs[t]:offs[t] + M], xf[offs[t + 1]:offs[t + 1] + M]
+        x2, x3 = xf[offs[t + 2]:offs[t + 2] + M], xf[offs[t + 3]:offs[t + 3] + M]
+        s0 = s1 = s2 = s3 = u0 = u1 = u2 = u3 = zero
+        for p in range(M):
+            a, c = ga[p], gb[p]
+            v0, v1, v2, v3 = x0[p], x1[p], x2[p], x3[p]
+            s0 += a * v0; s1 += a * v1; s2 += a * v2; s3 += a * v3
+            u0 += c * v0; u1 += c * v1; u2 += c * v2; u3 += c * v3
+        p0[t] += s0; p0[t + 1] += s1; p0[t + 2] += s2; p0[t + 3] += s3
+        if two: p1[t] += u0; p1[t + 1] += u1; p1[t + 2] += u2; p1[t + 3] += u3
+        t += 4
+    while t < T:
+        x0, s0, u0 = xf[offs[t]:offs[t] + M], zero, zero
+        for p in range(M):
+            s0 += ga[p] * x0[p]
+            u0 += gb[p] * x0[p]
+        p0[t] += s0
+        if two: p1[t] += u0
+        t += 1
+
 @jit(parallel=True)
-def conv_direct_backward_weight(gw,      # output gradient (N, K, S) holding the wide rows at [:, :, start:start + M]
-                                start,   # where they begin: 0 from `to_wide_rows`, or inside a padded gradient
+def conv_direct_backward_weight(gw,      # wide output gradient (N, K, M), from `to_wide_rows` or the fused pooling backward
                                 xp,      # padded input (N, C, Hp, Wp)
                                 parts):  # out: filter gradient of each of NB slices of the batch (NB, K, C, kh, kw)
     """parts[b, k, t] = sum over the images n of slice b and the wide positions p of g_wide[n, k, p] xflat[n, p + o_t].
-    The wide rows may lie inside a padded gradient (N, K, Hp', Wp) of "same" padding: its zero columns are the gaps.
-    Parallel over (batch slice, pair of filters), so that every item owns its sums; the inner loop is a dot product of
-    two gradient rows with four shifted input vectors (8 running sums in the input's dtype, 8 multiply-adds per 6 loads)."""
+    Parallel over (batch slice, pair of filters), so that every item owns its sums (`filter_pair_gradient`)."""
     N, C, Hp, Wp = xp.shape
     NB, K, _, kh, kw = parts.shape
-    OH, OW = Hp - kh + 1, Wp - kw + 1
-    M, T = (OH - 1) * Wp + OW, C * kh * kw
-    offs, pf, zero = tap_offsets(C, kh, kw, Hp, Wp), parts.reshape(NB, K, T), xp.dtype.type(0)
+    offs, pf = tap_offsets(C, kh, kw, Hp, Wp), parts.reshape(NB, K, C * kh * kw)
     KP = (K + 1) // 2
     for it in prange(NB * KP):
         b, k0 = it // KP, 2 * (it % KP)
@@ -449,28 +495,45 @@ def conv_direct_backward_weight(gw,      # output gradient (N, K, S) holding the
         p0[:] = 0
         p1[:] = 0
         for n in range(b * N // NB, (b + 1) * N // NB):
-            ga, gb, xf = gw[n, k0, start:start + M], gw[n, k1, start:start + M], xp[n].reshape(C * Hp * Wp)
-            t = 0
-            while t + 4 <= T:
-                x0, x1 = xf[offs[t]:offs[t] + M], xf[offs[t + 1]:offs[t + 1] + M]
-                x2, x3 = xf[offs[t + 2]:offs[t + 2] + M], xf[offs[t + 3]:offs[t + 3] + M]
-                s0 = s1 = s2 = s3 = u0 = u1 = u2 = u3 = zero
-                for p in range(M):
-                    a, c = ga[p], gb[p]
-                    v0, v1, v2, v3 = x0[p], x1[p], x2[p], x3[p]
-                    s0 += a * v0; s1 += a * v1; s2 += a * v2; s3 += a * v3
-                    u0 += c * v0; u1 += c * v1; u2 += c * v2; u3 += c * v3
-                p0[t] += s0; p0[t + 1] += s1; p0[t + 2] += s2; p0[t + 3] += s3
-                if k1 > k0: p1[t] += u0; p1[t + 1] += u1; p1[t + 2] += u2; p1[t + 3] += u3
-                t += 4
-            while t < T:
-                x0, s0, u0 = xf[offs[t]:offs[t] + M], zero, zero
-                for p in range(M):
-                    s0 += ga[p] * x0[p]
-                    u0 += gb[p] * x0[p]
-                p0[t] += s0
-                if k1 > k0: p1[t] += u0
-                t += 1
+            filter_pair_gradient(gw[n, k0], gw[n, k1], xp[n].reshape(C * Hp * Wp),
+                                 offs, p0, p1, k1 > k0)
+
+@jit(parallel=True)
+def conv_direct_backward_same(dout,   # output gradient (N, K, OH, OW) of a layer with "same" padding (2ph + 1 = kh,
+                              x,      # its input (N, C, H, W), unpadded                          2pw + 1 = kw)
+                              ph, pw, # the padding
+                              wflip,  # the filters flipped, channels swapped: wflip[c, k, r, s] = w[k, c, kh-1-r, kw-1-s]
+                              parts,  # out: filter gradient of each of NB slices of the batch (NB, K, C, kh, kw)
+                              dx):    # out: dE/dx (N, C, H, W)
+    """Both gradients of a direct layer with "same" padding, image by image. The image's output gradient, padded by (kh-1-ph,
+    kw-1-pw) = (ph, pw) in a scratch array, has rows as long as the padded input's: read from (ph, pw) on it is the wide
+    rows of the filter gradient (`filter_pair_gradient`, with the image padded in a second scratch array), and convolved
+    with the flipped filters (`wide_rows_two_filters`) it is dE/dx, the full correlation. Parallel over NB slices of the
+    batch, each owning its filter-gradient sums; both scratch arrays stay in cache, and dE/dy and x are read once."""
+    N, C, H, W = x.shape
+    NB, K, _, kh, kw = parts.shape
+    Hp, Wp = H + 2 * ph, W + 2 * pw
+    M, T = (H - 1) * Wp + W, C * kh * kw                   # wide rows of dE/dy and of dE/dx alike (H = OH, W = OW)
+    offs_x, offs_g = tap_offsets(C, kh, kw, Hp, Wp), tap_offsets(K, kh, kw, Hp, Wp)
+    pf, wff, start = parts.reshape(NB, K, T), wflip.reshape(C, K * kh * kw), ph * Wp + pw
+    zeros = np.zeros(C, x.dtype)
+    for b in prange(NB):
+        pb = pf[b]
+        pb[:] = 0
+        xp, gp = np.zeros((C, Hp, Wp), x.dtype), np.zeros((K, Hp, Wp), x.dtype)
+        xf, gf = xp.reshape(C * Hp * Wp), gp.reshape(K * Hp * Wp)
+        acc = np.empty((2, M), x.dtype)
+        for n in range(b * N // NB, (b + 1) * N // NB):
+            pad_image(x[n], ph, pw, xp)
+            pad_image(dout[n], ph, pw, gp)
+            for k0 in range(0, K, 2):                        # dE/dw
+                k1 = min(k0 + 1, K - 1)
+                filter_pair_gradient(gf[k0 * Hp * Wp + start:k0 * Hp * Wp + start + M],
+                                     gf[k1 * Hp * Wp + start:k1 * Hp * Wp + start + M], xf, offs_x, pb[k0], pb[k1], k1 > k0)
+            for c0 in range(0, C, 2):                        # dE/dx
+                c1 = min(c0 + 1, C - 1)
+                wide_rows_two_filters(gf, offs_g, wff, zeros, c0, c1, acc)
+                keep_valid_columns(acc, Wp, dx[n, c0:c1 + 1])
 
 @jit(parallel=True)
 def conv_direct_backward_input(gw,      # wide output gradient from `to_wide_rows` (N, K, M)
