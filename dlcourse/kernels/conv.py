@@ -349,12 +349,13 @@ def rank_update(a,            # (Q, I), Q small (a batch)
             for j in range(J): row[j] += s * bq[j]
 
 @jit()
-def tap_offsets(C, kh, kw, Hp, Wp):
-    "Offset o_t = (c*Hp + r)*Wp + s of every filter tap t = (c, r, s) in a flattened (C, Hp, Wp) image"
+def tap_offsets(C, kh, kw, P, Wp):
+    """Offset o_t = c*P + r*Wp + s of every filter tap t = (c, r, s) in a flattened image of C planes with rows of Wp values,
+    each plane P values after the one before (P = Hp*Wp for a (C, Hp, Wp) array)"""
     offs = np.empty(C * kh * kw, np.int64)
     for c in range(C):
         for r in range(kh):
-            for s in range(kw): offs[(c * kh + r) * kw + s] = (c * Hp + r) * Wp + s
+            for s in range(kw): offs[(c * kh + r) * kw + s] = c * P + r * Wp + s
     return offs
 
 @jit()
@@ -388,10 +389,22 @@ def wide_rows_two_filters(xf,     # one padded image, flattened (C*Hp*Wp,)
             acc1[p] += c0 * x0[p]
         t += 1
 
+GAP = 8             # zeros after each plane of the direct kernels' scratch images: their wide rows are rounded up to a
+                    # multiple of 8 values (whole vectors, no scalar remainder loop), and the values read past a plane's
+                    # last row are zeros of its own
+
 @jit()
-def pad_image(x, ph, pw, buf):
-    "buf[c, ph:ph + H, pw:pw + W] = x[c] for every plane of one image x (C, H, W); the border of `buf` must already be zero"
-    for c in range(x.shape[0]): to_inside(x[c], ph, pw, buf[c])
+def whole_vectors(M):
+    "M rounded up to a multiple of 8: a wide output computed in whole vectors of up to 8 float32 values"
+    return (M + 7) // 8 * 8
+
+@jit()
+def pad_image(x, ph, pw, buf, P):
+    """buf[c*P:c*P + Hp*Wp] = x[c] padded, for every plane of one image x (C, H, W), into a flat scratch image `buf` whose
+    planes lie P values apart; the borders and gaps of `buf` must already be zero"""
+    C, H, W = x.shape
+    Hp, Wp = H + 2 * ph, W + 2 * pw
+    for c in range(C): to_inside(x[c], ph, pw, buf[c * P:c * P + Hp * Wp].reshape(Hp, Wp))
 
 @jit()
 def keep_valid_columns(acc, Wp, out):
@@ -412,24 +425,24 @@ def conv_direct_forward(x,      # input (N, C, H, W), unpadded
     """Stride-1 convolution without a patch matrix: y_wide[k, p] = b[k] + sum_t w[k, t] xflat[p + o_t] on wide rows of length
     Wp = W + 2pw, xflat one padded image. Parallel over (image, group of filter pairs); each item pads its image into a
     scratch array of its own, which stays in cache (the padded batch never goes through memory), then runs over the
-    ~OH*Wp positions of a wide output for each pair of filters, adding four shifted input vectors to two accumulator rows
-    (8 multiply-adds per 6 loads)."""
+    ~OH*Wp positions of a wide output (`whole_vectors` of them) for each pair of filters, adding four shifted input
+    vectors to two accumulator rows (8 multiply-adds per 6 loads)."""
     N, C, H, W = x.shape
     K, _, kh, kw = w.shape
     Hp, Wp = H + 2 * ph, W + 2 * pw
     OH, OW = out.shape[2], out.shape[3]
-    M, T = (OH - 1) * Wp + OW, C * kh * kw                  # wide output length, number of taps
-    offs, wf = tap_offsets(C, kh, kw, Hp, Wp), w.reshape(K, T)
+    M, T, P = whole_vectors((OH - 1) * Wp + OW), C * kh * kw, Hp * Wp + GAP   # wide output length, taps, plane stride
+    offs, wf = tap_offsets(C, kh, kw, P, Wp), w.reshape(K, T)
     KP = (K + 1) // 2
     for ng in prange(N * groups):
         n, g = ng // groups, ng % groups
-        xp = np.zeros((C, Hp, Wp), x.dtype)
-        pad_image(x[n], ph, pw, xp)
+        xf = np.zeros(C * P, x.dtype)
+        pad_image(x[n], ph, pw, xf, P)
         acc = np.empty((2, M), x.dtype)
         for kp in range(g * KP // groups, (g + 1) * KP // groups):
             k0 = 2 * kp
             k1 = min(k0 + 1, K - 1)                          # an odd last filter is computed twice, stored once
-            wide_rows_two_filters(xp.reshape(C * Hp * Wp), offs, wf, b, k0, k1, acc)
+            wide_rows_two_filters(xf, offs, wf, b, k0, k1, acc)
             keep_valid_columns(acc, Wp, out[n, k0:k1 + 1])
 
 @jit(parallel=True)
@@ -486,7 +499,7 @@ def conv_direct_backward_weight(gw,      # wide output gradient (N, K, M), from 
     Parallel over (batch slice, pair of filters), so that every item owns its sums (`filter_pair_gradient`)."""
     N, C, Hp, Wp = xp.shape
     NB, K, _, kh, kw = parts.shape
-    offs, pf = tap_offsets(C, kh, kw, Hp, Wp), parts.reshape(NB, K, C * kh * kw)
+    offs, pf = tap_offsets(C, kh, kw, Hp * Wp, Wp), parts.reshape(NB, K, C * kh * kw)
     KP = (K + 1) // 2
     for it in prange(NB * KP):
         b, k0 = it // KP, 2 * (it % KP)
@@ -513,23 +526,22 @@ def conv_direct_backward_same(dout,   # output gradient (N, K, OH, OW) of a laye
     N, C, H, W = x.shape
     NB, K, _, kh, kw = parts.shape
     Hp, Wp = H + 2 * ph, W + 2 * pw
-    M, T = (H - 1) * Wp + W, C * kh * kw                   # wide rows of dE/dy and of dE/dx alike (H = OH, W = OW)
-    offs_x, offs_g = tap_offsets(C, kh, kw, Hp, Wp), tap_offsets(K, kh, kw, Hp, Wp)
+    M, T, P = whole_vectors((H - 1) * Wp + W), C * kh * kw, Hp * Wp + GAP   # wide rows of dE/dy and dE/dx alike
+    offs_x, offs_g = tap_offsets(C, kh, kw, P, Wp), tap_offsets(K, kh, kw, P, Wp)                   # (H = OH, W = OW)
     pf, wff, start = parts.reshape(NB, K, T), wflip.reshape(C, K * kh * kw), ph * Wp + pw
     zeros = np.zeros(C, x.dtype)
     for b in prange(NB):
         pb = pf[b]
         pb[:] = 0
-        xp, gp = np.zeros((C, Hp, Wp), x.dtype), np.zeros((K, Hp, Wp), x.dtype)
-        xf, gf = xp.reshape(C * Hp * Wp), gp.reshape(K * Hp * Wp)
+        xf, gf = np.zeros(C * P, x.dtype), np.zeros(K * P, x.dtype)
         acc = np.empty((2, M), x.dtype)
         for n in range(b * N // NB, (b + 1) * N // NB):
-            pad_image(x[n], ph, pw, xp)
-            pad_image(dout[n], ph, pw, gp)
-            for k0 in range(0, K, 2):                        # dE/dw
-                k1 = min(k0 + 1, K - 1)
-                filter_pair_gradient(gf[k0 * Hp * Wp + start:k0 * Hp * Wp + start + M],
-                                     gf[k1 * Hp * Wp + start:k1 * Hp * Wp + start + M], xf, offs_x, pb[k0], pb[k1], k1 > k0)
+            pad_image(x[n], ph, pw, xf, P)
+            pad_image(dout[n], ph, pw, gf, P)
+            for k0 in range(0, K, 2):                        # dE/dw (the gradient's rows read past M are zeros:
+                k1 = min(k0 + 1, K - 1)                      # its padding, and the plane's GAP)
+                filter_pair_gradient(gf[k0 * P + start:k0 * P + start + M], gf[k1 * P + start:k1 * P + start + M],
+                                     xf, offs_x, pb[k0], pb[k1], k1 > k0)
             for c0 in range(0, C, 2):                        # dE/dx
                 c1 = min(c0 + 1, C - 1)
                 wide_rows_two_filters(gf, offs_g, wff, zeros, c0, c1, acc)
@@ -545,7 +557,7 @@ def conv_direct_backward_input(gw,      # wide output gradient from `to_wide_row
     N, C, Hp, Wp = dxp.shape
     K, _, kh, kw = w.shape
     T, M = kh * kw, gw.shape[2]
-    offs, wf = tap_offsets(np.int64(1), kh, kw, Hp, Wp), w.reshape(K, C, T)   # an int64 1, not a literal: one compiled tap_offsets
+    offs, wf = tap_offsets(np.int64(1), kh, kw, Hp * Wp, Wp), w.reshape(K, C, T)   # an int64 1, not a literal: one compiled tap_offsets
     for nc in prange(N * C):
         n, c = nc // C, nc % C
         acc = dxp[n, c].reshape(Hp * Wp)

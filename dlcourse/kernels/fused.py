@@ -37,7 +37,7 @@ def conv_act_pool_forward(xp,     # padded input (N, C, Hp, Wp)
     OH, OW = Hp - kh + 1, Wp - kw + 1
     PH, PW = out.shape[2], out.shape[3]
     M, T = (OH - 1) * Wp + OW, C * kh * kw                      # wide output length, number of taps
-    offs, wf = tap_offsets(C, kh, kw, Hp, Wp), w.reshape(K, T)
+    offs, wf = tap_offsets(C, kh, kw, Hp * Wp, Wp), w.reshape(K, T)
     KP, quarter = (K + 1) // 2, xp.dtype.type(0.25)
     for nk in prange(N * KP):
         n, k0 = nk // KP, 2 * (nk % KP)
