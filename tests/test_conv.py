@@ -112,6 +112,7 @@ def method(request, monkeypatch):
 @example(case=dict(x=(2, 3, 5, 5), w=(4, 3, 1, 1), stride=(1, 1), padding=(0, 0)), dtype=np.float64, bias=True, seed=5)
 @example(case=dict(x=(2, 9, 6, 5), w=(5, 9, 3, 5), stride=(1, 1), padding=(1, 2)), dtype=np.float32, bias=True, seed=6)
 @example(case=dict(x=(3, 8, 4, 7), w=(3, 8, 3, 3), stride=(1, 1), padding=(1, 1)), dtype=np.float64, bias=False, seed=7)
+@example(case=dict(x=(1, 1, 5, 1), w=(1, 1, 7, 1), stride=(1, 1), padding=(1, 0)), dtype=np.float32, bias=False, seed=0)
 def test_conv2d_matches_torch(torch, method, case, dtype, bias, seed):
     x, w, b, dout = random_case(case, dtype, seed, bias)
     (out_t, dx_t, dw_t, db_t), scales = torch_conv(torch, x, w, b, case['stride'], case['padding'], dout)
@@ -339,7 +340,8 @@ def test_kernels_pad_and_crop_each_plane_as_numpy_does(N, C, H, W, kh, kw, sh, s
 
 @pytest.mark.parametrize('N,C,K,H,W,kh,kw,ph,pw', [
     (1, 1, 1, 5, 4, 3, 2, 0, 0), (3, 3, 5, 9, 8, 3, 2, 1, 2), (2, 9, 5, 6, 5, 3, 5, 1, 2),   # odd numbers of filters
-    (5, 8, 8, 7, 7, 3, 3, 1, 1), (1, 16, 16, 14, 14, 3, 3, 1, 1), (9, 2, 4, 4, 11, 5, 3, 2, 1)])   # 9 images, 8 slices
+    (5, 8, 8, 7, 7, 3, 3, 1, 1), (1, 16, 16, 14, 14, 3, 3, 1, 1), (9, 2, 4, 4, 11, 5, 3, 2, 1),    # 9 images, 8 slices
+    (2, 3, 3, 4, 6, 1, 3, 0, 1)])                  # "same" padding without padding rows: the gap ends each plane
 def test_direct_kernels_pad_each_image_as_numpy_does(N, C, K, H, W, kh, kw, ph, pw):
     """The direct kernels pad each image in a scratch array of their own: the same values as the windows of np.pad, for
     every split of the filter pairs into items (forward) and of the batch into slices (both gradients of "same"

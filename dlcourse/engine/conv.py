@@ -14,9 +14,9 @@ from numba import get_num_threads
 
 from ..core import as_pair, check_allocation, check_array, check_grad
 from ..kernels import config
-from ..kernels.conv import (col2im, conv_direct_backward_input, conv_direct_backward_same, conv_direct_backward_weight,
-                            conv_direct_forward, col2im_nhwc, gemm_to_nchw, im2col, im2col_nhwc, matmul_nt_split, nchw_to_gemm, nchw_to_nhwc,
-                            nhwc_to_nchw, to_wide_rows)
+from ..kernels.conv import (col2im, col2im_nhwc, conv_direct_backward_input, conv_direct_backward_same,
+                            conv_direct_backward_weight, conv_direct_forward, gemm_to_nchw, im2col, im2col_nhwc,
+                            matmul_nt_split, nchw_to_gemm, nchw_to_nhwc, nhwc_to_nchw, to_wide_rows)
 from .matmul import matmul_nn, matmul_nt, matmul_tn
 
 
@@ -70,7 +70,8 @@ def direct_groups(N, K):  # images, filters
 
 
 def batch_slices(N):  # images
-    "Slices of the batch whose filter gradients the direct backward kernels sum side by side (a fixed number: the result does not depend on the threads)"
+    """Slices of the batch whose filter gradients the direct backward kernels sum side by side (a fixed number: the result
+    does not depend on the threads)"""
     return max(1, min(N, config.DIRECT_BATCH_SLICES))
 
 
@@ -110,9 +111,10 @@ class ConvEngine:
         x, w, b, (sh, sw), (ph, pw), (OH, OW) = check_conv(x, w, b, stride, padding)
         (N, C, H, W), (K, _, kh, kw) = x.shape, w.shape
         out = np.empty((N, K, OH, OW), x.dtype)
-        direct, L = (sh, sw) == (1, 1) and use_direct(C, K, kh, kw), OH * OW
+        L = OH * OW
         chunk = max(1, config.PATCH_BUDGET // (C * kh * kw * L))        # images per patch matrix
         dense = H + 2 * ph == kh and W + 2 * pw == kw                     # the filter covers the padded input
+        direct = (sh, sw) == (1, 1) and use_direct(C, K, kh, kw) and not dense   # dense: one product each way
         pointwise = use_pointwise(kh, kw, ph, pw) and not dense           # 1x1 filters: no patch matrix
         last = not (direct or dense or pointwise) and use_channels_last(C, OW, N * L)   # im2col, channels last
         xp = self.pad(x, ph, pw) if dense else x                          # im2col and the direct kernels pad as they go
