@@ -805,10 +805,15 @@ def _open(open_page, base, name, viewport=None):
                                         ('Passt nicht', html_name('03_convolution'))])
 def test_search_finds_the_lecture_terms(open_page, course_site, serve, term, where):
     "The search box finds the lecture's terms offline, from the static index, and links the pages that hold them"
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     page = _open(open_page, serve(course_site), 'lib/learner.html')     # from a page in lib/ too
     box = page.locator('#dl-search input')
     box.fill(term)
     page.wait_for_selector('#dl-search .pagefind-ui__result-link', timeout=15000)
+    try:                                      # the UI loads and shows its results one by one: wait for the page's link
+        page.wait_for_function("w => [...document.querySelectorAll('#dl-search .pagefind-ui__result-link')]"
+                               ".some(a => a.href.includes(w))", arg=where, timeout=15000)
+    except PlaywrightTimeout: pass                                     # the assertion below says what was found
     def page_of(url):
         path = urlsplit(url).path.lstrip('/')
         return path + 'index.html' if path == '' or path.endswith('/') else path
