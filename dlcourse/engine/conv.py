@@ -69,12 +69,6 @@ def direct_groups(N, K):  # images, filters
     return max(1, min((K + 1) // 2, -(-2 * get_num_threads() // max(N, 1))))
 
 
-def batch_slices(N):  # images
-    """Slices of the batch whose filter gradients the direct backward kernels sum side by side (a fixed number: the result
-    does not depend on the threads)"""
-    return max(1, min(N, config.DIRECT_BATCH_SLICES))
-
-
 def use_channels_last(C, OW, M):  # input channels, output width, output positions of the batch (N*OH*OW)
     """Take im2col's patches from a channels-last copy of the input? For many channels on small maps (short output rows),
     unless the batch has so few output positions that transposing the filters (twice a step) costs more than it saves"""
@@ -166,12 +160,18 @@ class ConvEngine:
                         padding,   # the forward step's (ph, pw)
                         x_shape):  # the shape of its unpadded input
         "The direct kernels' backward step (stride 1): accumulate dE/dw, return dE/dx"
-        parts = self.buffer('parts', (batch_slices(len(xp)),) + w.shape, xp.dtype)
+        parts = self.slice_parts(len(xp), w)
         conv_direct_backward_weight(gw, xp, parts)
         dw += parts.sum(0)
         dxp = self.input_grad_buffer(xp, padding)
         conv_direct_backward_input(gw, w, dxp)
         return self.crop(dxp, x_shape, padding)
+
+    def slice_parts(self, N, w):  # images, filters
+        """Where the direct backward kernels put the filter gradient of each slice of the batch, (NB, K, C, kh, kw), to be
+        summed over NB: a fixed number of slices (config.DIRECT_BATCH_SLICES), so that the result does not depend on the
+        threads"""
+        return self.buffer('parts', (max(1, min(N, config.DIRECT_BATCH_SLICES)),) + w.shape, w.dtype)
 
     def flipped(self, w):
         "The filters of dE/dx as a convolution: w'[c, k, r, s] = w[k, c, kh-1-r, kw-1-s], (C, K, kh, kw) C-contiguous"
@@ -222,7 +222,7 @@ class ConvEngine:
             return self.im2col_backward(dout, xp, w, dw, padding)
         if s['direct']:                                                   # xp: x unpadded
             if use_full_correlation(C, kh, kw, padding):                  # both gradients in one kernel, image by image
-                parts = self.buffer('parts', (batch_slices(N),) + w.shape, xp.dtype)
+                parts = self.slice_parts(N, w)
                 dx = np.empty(s['x_shape'], xp.dtype)
                 conv_direct_backward_same(np.ascontiguousarray(dout), xp, *padding, self.flipped(w), parts, dx)
                 dw += parts.sum(0)
