@@ -50,7 +50,7 @@ def main():
     xet = torch.from_numpy(xe)
 
     def ours_step():
-        loss_fn(model(x), y); opt.zero_grad(); model.backward(loss_fn.backward()); opt.step()
+        loss_fn(model(x), y); opt.zero_grad(); model.backward_params(loss_fn.backward()); opt.step()
 
     def torch_step():
         loss = torch.nn.functional.cross_entropy(tm(xt), yt); topt.zero_grad(); loss.backward(); topt.step()

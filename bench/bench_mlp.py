@@ -48,7 +48,7 @@ def main():
         def ours_step():
             loss_fn(ours(X), T)
             ours.zero_grad()
-            ours.backward(loss_fn.backward())
+            ours.backward_params(loss_fn.backward())
             for p in params: p.data -= 0.1 * p.grad
 
         def torch_step():

@@ -161,7 +161,7 @@ class Dlcourse:
         def step():
             state['loss'] = loss_fn(model(x), y)
             opt.zero_grad()
-            model.backward(loss_fn.backward())
+            model.backward_params(loss_fn.backward())   # as PyTorch: no gradient for the input
             opt.step()
         return self.variant(step, variant), state
 
@@ -179,7 +179,7 @@ class Dlcourse:
             for xb, yb in DataLoader(x, y.astype(np.int64), batch_size=batch, shuffle=True, seed=seed):
                 loss = loss_fn(model(preprocess(xb)), yb)
                 opt.zero_grad()
-                model.backward(loss_fn.backward())
+                model.backward_params(loss_fn.backward())
                 opt.step()
                 total, n = total + loss * len(yb), n + len(yb)
             return time.perf_counter() - t0, total / n, n
@@ -219,7 +219,7 @@ class Dlcourse:
         def step():
             loss_fn(model(x), y)
             opt.zero_grad()
-            model.backward(loss_fn.backward())
+            model.backward_params(loss_fn.backward())
             opt.step()
         return step
 
@@ -233,8 +233,8 @@ class Dlcourse:
         spent = collections.defaultdict(float)
         def timed_method(obj, name, kind):
             f = getattr(obj, name)
-            def run(*a):
-                t0 = time.perf_counter(); r = f(*a); spent[kind] += time.perf_counter() - t0; return r
+            def run(*a, **k):
+                t0 = time.perf_counter(); r = f(*a, **k); spent[kind] += time.perf_counter() - t0; return r
             setattr(obj, name, run)
         model(x)                                                       # the network decides its (fused) steps
         fused = [s for _, m in model.named_modules() for s in (getattr(m, '_steps', None) or ())
@@ -245,7 +245,7 @@ class Dlcourse:
             if hasattr(s, 'forward_relu'): timed_method(s, 'forward_relu', kind)   # batch norm with its ReLU (and a
                                                                                    # residual sum) fused: counted as batch norm
         def step():
-            loss_fn(model(x), y); opt.zero_grad(); model.backward(loss_fn.backward()); opt.step()
+            loss_fn(model(x), y); opt.zero_grad(); model.backward_params(loss_fn.backward()); opt.step()
         return layer_breakdown(step, spent, steps)
 
     def matmul(self):
@@ -460,7 +460,7 @@ def peak_memory():
         loss_fn = CrossEntropyLoss()
         for _ in range(2):
             loss_fn(model(x), y)
-            model.backward(loss_fn.backward())
+            model.backward_params(loss_fn.backward())
     print('@@ ' + json.dumps(dict(ok=True, imported=imported, built=built, peak=rss_mb()[1])), flush=True)
 
 

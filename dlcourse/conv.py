@@ -123,10 +123,12 @@ class Conv2d(Sliding):
         x, w, b = self.check_input(x)
         self._out, self.floored = self._engine.forward(x, w, b, self.stride, self.padding), self.floors(x.shape)
         return self._out
-    def backward(self, dout):
+    def backward(self, dout, input_grad=True):          # input_grad=False: no dE/dx (backward_params)
         dout = check_backward(self, dout, self._out)
         b = _conv_parameters(self, dout.dtype)[1]        # still Parameters (the gradients are checked against the filters used)
-        return self._engine.backward(dout, self.weight.grad, None if b is None else check_grad(self.bias.grad, 'bias.grad', b))
+        return self._engine.backward(dout, self.weight.grad, None if b is None else check_grad(self.bias.grad, 'bias.grad', b),
+                                     input_grad)
+    def backward_params(self, dout): self.backward(dout, input_grad=False)
     def fuse(self, following): return conv_act_pool(self, following)     # conv, activation, 2x2 pooling: one step
     def extra_repr(self):
         s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"

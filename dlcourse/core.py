@@ -348,6 +348,10 @@ class Module(_State):
     def __init__(self): self.training = True
     def forward(self, x): raise NotImplementedError(f"{type(self).__name__} must implement forward(x)")
     def backward(self, dout): raise NotImplementedError(f"{type(self).__name__} must implement backward(dout)")
+    def backward_params(self, dout):
+        """backward(dout) where nothing needs dE/dx, as for a network's input: only the parameters' gradients, returns None.
+        Layers that can skip computing dE/dx do; any other module runs its backward and drops the result"""
+        self.backward(dout)
 
     def __call__(self, *args, **kwargs):
         if self._tree_checked != _tree_version:          # a sub-module was assigned somewhere since the last check
@@ -470,6 +474,10 @@ class Sequential(Module):
     def backward(self, dout):
         for step in reversed(self._steps or self.layers): dout = step.backward(dout)
         return dout
+    def backward_params(self, dout):
+        steps = self._steps or self.layers
+        for step in reversed(steps[1:]): dout = step.backward(dout)
+        if steps: steps[0].backward_params(dout)      # the first step: no gradient for the network's input
 
     def append(self, layer):
         "Add `layer` at the end"

@@ -39,7 +39,7 @@ class Linear(Module):
         self._out = out
         return out
 
-    def backward(self, dout):
+    def backward(self, dout, input_grad=True):           # input_grad=False: no dE/dx (backward_params)
         dout = check_backward(self, dout, self._out)      # (N, out)
         (_, n_out), n_in = dout.shape, self._x.shape[1]   # the sizes of the forward pass, whatever was changed since
         w = check_parameter(self, 'weight', (n_out, n_in), dout.dtype)
@@ -47,7 +47,8 @@ class Linear(Module):
         gw, gb = check_grad(self.weight.grad, 'weight.grad', w), None if b is None else check_grad(self.bias.grad, 'bias.grad', b)
         matmul_tn(dout, self._x, gw, accumulate=True)     # dE/dW += doutᵀ x: (out, in)
         if gb is not None: gb += dout.sum(0)
-        return matmul_nn(dout, w)                         # dE/dx = dout W: (N, in)
+        return matmul_nn(dout, w) if input_grad else None # dE/dx = dout W: (N, in)
+    def backward_params(self, dout): self.backward(dout, input_grad=False)
 
     def extra_repr(self): return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 

@@ -51,7 +51,7 @@ def gradient_descent(model,          # the network, a Module
             if not np.isfinite(loss):
                 raise FloatingPointError(f"the loss became {loss} in epoch {epoch + 1}: the learning rate {lr} is probably too high")
             model.zero_grad()
-            model.backward(loss_fn.backward())
+            model.backward_params(loss_fn.backward())     # the input needs no gradient
             for p in params: p.data -= lr * p.grad
             total += loss * len(idx)
         history.append(total / len(X))
@@ -242,7 +242,7 @@ class Learner:
                                    "happens in the first batches.")
         if train:
             self.optimizer.zero_grad()
-            self.model.backward(self.loss_fn.backward())
+            self.model.backward_params(self.loss_fn.backward())    # no gradient for the input (lesson 00)
             self.optimizer.step()
         return out, loss
 

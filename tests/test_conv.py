@@ -124,6 +124,12 @@ def test_conv2d_matches_torch(torch, method, case, dtype, bias, seed):
     close('dx', dx, dx_t, dtype, scales[1])
     close('dw', dw, dw_t, dtype, scales[2])
     if bias: close('db', db, db_t, dtype, scales[3])
+    e = engine.ConvEngine()                                  # a network's first layer (backward_params): no dE/dx, and
+    e.forward(x, w, b, case['stride'], case['padding'])      # the same gradients, on every path
+    dw, db = np.zeros_like(w), np.zeros(len(w), dtype)
+    assert e.backward(dout, dw, db if bias else None, input_grad=False) is None
+    close('dw without dx', dw, dw_t, dtype, scales[2])
+    if bias: close('db without dx', db, db_t, dtype, scales[3])
 
 
 @given(case=conv_cases(), dtype=st.sampled_from([np.float32, np.float64]), bias=st.booleans(), seed=st.integers(0, 2**16))

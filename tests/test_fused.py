@@ -82,6 +82,10 @@ def test_fused_block_matches_torch(torch, N, C, K, H, W, kh, kw, P, act, pool, b
     close(seq.backward(dout), xt.grad, dtype)
     close(conv.weight.grad, ref[0].weight.grad, dtype)
     if bias: close(conv.bias.grad, ref[0].bias.grad, dtype)
+    conv.zero_grad()                                                      # as a network's first step: no dE/dx,
+    assert seq.backward_params(dout) is None                              # the same gradients
+    close(conv.weight.grad, ref[0].weight.grad, dtype)
+    if bias: close(conv.bias.grad, ref[0].bias.grad, dtype)
 
 
 @pytest.mark.parametrize('act', FUSABLE)
@@ -168,6 +172,10 @@ def linear_against_torch(torch, N, fin, fout, bias, dtype, seed):
     out_t.backward(torch.tensor(dout))
     close(lin(x), out_t, dtype)
     close(lin.backward(dout), xt.grad, dtype)
+    close(lin.weight.grad, ref.weight.grad, dtype)
+    if bias: close(lin.bias.grad, ref.bias.grad, dtype)
+    lin.zero_grad()
+    assert lin.backward_params(dout) is None                              # a first layer: no dE/dx, the same gradients
     close(lin.weight.grad, ref.weight.grad, dtype)
     if bias: close(lin.bias.grad, ref.bias.grad, dtype)
 

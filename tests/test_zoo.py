@@ -19,7 +19,7 @@ from conftest import TOL
 from dlcourse import zoo
 from dlcourse.activations import ReLU
 from dlcourse.conv import Conv2d
-from dlcourse.core import Sequential
+from dlcourse.core import Sequential, manual_seed
 from dlcourse.gradcheck import grad_check
 from dlcourse.layers import Flatten, Linear
 from dlcourse.zoo import BatchNorm2d, Dropout, GlobalAvgPool2d, LocalResponseNorm
@@ -476,3 +476,34 @@ def test_ilsvrc_table():
     years = [r.year for r in zoo.ILSVRC_RESULTS]
     assert years == sorted(years) and zoo.ILSVRC_RESULTS[-1].top5 == 3.57
     assert {r.name: r.layers for r in zoo.ILSVRC_RESULTS}['GoogLeNet'] == 22
+
+
+FIRST_LAYERS = {   # name -> (model, input shape): every kind of first step the zoo's networks start with
+    'lenet5 (fused conv, tanh, pooling)': (lambda: lenet5(dtype=np.float64, rng=0), (3, 1, 28, 28)),
+    'googlenet (conv block, 7x7 stride 2)': (lambda: googlenet(10, in_channels=1, dtype=np.float64, rng=0), (2, 1, 32, 32)),
+    'googlenet-tv (conv, batch norm)': (lambda: googlenet(10, 3, variant='torchvision', dtype=np.float64, rng=0),
+                                        (2, 3, 32, 32)),
+    'resnet18 small stem (direct kernels)': (lambda: resnet18(10, 1, small_input=True, width=4, dtype=np.float64, rng=0),
+                                             (3, 1, 28, 28)),
+    'resnet18 (7x7 stride 2 stem)': (lambda: resnet18(10, 3, width=4, dtype=np.float64, rng=0), (2, 3, 32, 32)),
+    'vgg16 small (3x3 same padding, 3 channels)': (lambda: vgg16(10, 3, small_input=True, width=4, dtype=np.float64, rng=0),
+                                                   (2, 3, 32, 32)),
+    'mlp (Linear first)': (lambda: Sequential(Flatten(), Linear(16, 5, dtype=np.float64, rng=0), ReLU(),
+                                              Linear(5, 3, dtype=np.float64, rng=0)), (4, 1, 4, 4)),
+}
+
+
+@pytest.mark.parametrize('name', FIRST_LAYERS)
+def test_backward_params_gives_the_parameter_gradients_of_backward(name):
+    "A training step's backward (no gradient for the input) fills in every parameter's gradient as the full backward does"
+    build, shape = FIRST_LAYERS[name]
+    full = build()
+    first, x = copy.deepcopy(full), _x(*shape)        # the same weights ...
+    manual_seed(5); y = full(x)
+    manual_seed(5); np.testing.assert_array_equal(first(x), y)   # ... and the same dropout masks
+    g = _x(*y.shape, seed=2)
+    assert full.backward(g).shape == x.shape
+    assert first.backward_params(g) is None
+    for (k, p), (_, q) in zip(full.named_parameters(), first.named_parameters()):
+        # the same sums; only the first layer's may run in another order (scale: a float64 rounding of their size)
+        np.testing.assert_allclose(q.grad, p.grad, rtol=0, atol=1e-12 * (1 + np.abs(p.grad).max()), err_msg=k)

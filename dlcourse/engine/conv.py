@@ -158,11 +158,13 @@ class ConvEngine:
                         w,         # the filters
                         dw,        # filter gradient (K, C, kh, kw) to accumulate into
                         padding,   # the forward step's (ph, pw)
-                        x_shape):  # the shape of its unpadded input
+                        x_shape,   # the shape of its unpadded input
+                        input_grad=True):  # compute dE/dx? (else return None)
         "The direct kernels' backward step (stride 1): accumulate dE/dw, return dE/dx"
         parts = self.slice_parts(len(xp), w)
         conv_direct_backward_weight(gw, xp, parts)
         dw += parts.sum(0)
+        if not input_grad: return None
         dxp = self.input_grad_buffer(xp, padding)
         conv_direct_backward_input(gw, w, dxp)
         return self.crop(dxp, x_shape, padding)
@@ -190,8 +192,9 @@ class ConvEngine:
 
     def backward(self, dout,   # dE/dy (N, K, OH, OW), validated
                  dw,           # filter gradient (K, C, kh, kw) to accumulate into
-                 db):          # bias gradient (K,) to accumulate into, or None
-        "Accumulate dE/dw and dE/db, return dE/dx"
+                 db,           # bias gradient (K,) to accumulate into, or None
+                 input_grad=True):  # compute dE/dx? False for a network's input, which needs none: return None
+        "Accumulate dE/dw and dE/db, return dE/dx (None if not `input_grad`)"
         s = self.saved
         xp, w, (sh, sw), padding = s['xp'], s['w'], s['stride'], s['padding']
         N, C = s['x_shape'][:2]
@@ -205,11 +208,13 @@ class ConvEngine:
             g, x3, w2 = dout.reshape(N, K, L), xp.reshape(N, C, L), w.reshape(K, C)
             if s['xg'] is None:
                 dw.reshape(K, C)[...] += np.matmul(g, x3.transpose(0, 2, 1)).sum(0)
+                if not input_grad: return None
                 dxs = np.matmul(w2.T, g).reshape(xp.shape)
             else:                                                         # in the GEMM's layout, as forward
                 gg = self.buffer('g', (K, N * L), xp.dtype)
                 nchw_to_gemm(g, gg)
                 self.add_filter_gradient(dw.reshape(K, C), gg, s['xg'])
+                if not input_grad: return None
                 dxg = np.matmul(w2.T, gg, out=self.buffer('dcols', (C, N * L), xp.dtype))
                 dxs = np.empty(xp.shape, xp.dtype)
                 gemm_to_nchw(dxg, np.zeros(C, xp.dtype), dxs.reshape(N, C, L))
@@ -217,11 +222,11 @@ class ConvEngine:
             dx = np.zeros(s['x_shape'], xp.dtype)
             dx[:, :, ::sh, ::sw] = dxs
             return dx
-        if s['channels_last']: return self.channels_last_backward(dout, xp, w, dw)
+        if s['channels_last']: return self.channels_last_backward(dout, xp, w, dw, input_grad)
         if not (s['dense'] or s['direct']):                               # im2col: x unpadded, padding inside the kernels
-            return self.im2col_backward(dout, xp, w, dw, padding)
+            return self.im2col_backward(dout, xp, w, dw, padding, input_grad)
         if s['direct']:                                                   # xp: x unpadded
-            if use_full_correlation(C, kh, kw, padding):                  # both gradients in one kernel, image by image
+            if input_grad and use_full_correlation(C, kh, kw, padding):   # both gradients in one kernel, image by image
                 parts = self.slice_parts(N, w)
                 dx = np.empty(s['x_shape'], xp.dtype)
                 conv_direct_backward_same(np.ascontiguousarray(dout), xp, *padding, self.flipped(w), parts, dx)
@@ -231,10 +236,11 @@ class ConvEngine:
             (OH, OW), Wp = dout.shape[2:], xp.shape[3]
             gw = self.buffer('gw', (N, K, (OH - 1) * Wp + OW), xp.dtype)
             to_wide_rows(dout, Wp, gw)
-            return self.direct_backward(gw, xp, w, dw, padding, s['x_shape'])
-        dxp = self.input_grad_buffer(xp, padding)
+            return self.direct_backward(gw, xp, w, dw, padding, s['x_shape'], input_grad)
         g, x2, w2 = dout.reshape(N, K), xp.reshape(N, C * kh * kw), w.reshape(K, C * kh * kw)   # dense:
         matmul_tn(g, x2, dw.reshape(K, -1), accumulate=True)             # dE/dW += G^T X
+        if not input_grad: return None
+        dxp = self.input_grad_buffer(xp, padding)
         matmul_nn(g, w2, dxp.reshape(N, C * kh * kw))                     # dE/dX = G W (N may be 0)
         return self.crop(dxp, s['x_shape'], padding)
 
@@ -265,7 +271,7 @@ class ConvEngine:
             nhwc_to_nchw(yt, b, out[n0:n0 + nb].reshape(nb, K, L))
         return xt, wt
 
-    def channels_last_backward(self, dout, xt, w, dw):   # as `backward`; xt from `channels_last_forward`
+    def channels_last_backward(self, dout, xt, w, dw, input_grad):   # as `backward`; xt from `channels_last_forward`
         """The channels-last path's backward step: accumulate dE/dw = G X_col^T (its columns in the patches' order (r, s, c)),
         return dE/dx from dE/dX_col^T = G^T W, added back onto each padded image and cropped by `col2im_nhwc`"""
         s = self.saved
@@ -277,7 +283,7 @@ class ConvEngine:
         nchw_to_nhwc(dout, 0, 0, gt.reshape(N, OH, OW, K))               # G^T, one row per output position
         w2 = s['wt'].T                                                    # W, columns (r, s, c): forward's W^T
         dw2 = np.zeros((K, Q), xt.dtype)
-        dx = np.empty(s['x_shape'], xt.dtype)
+        dx = np.empty(s['x_shape'], xt.dtype) if input_grad else None
         for n0 in range(0, N, chunk):
             nb = min(chunk, N - n0)
             colst = self.buffer('cols', (nb * L, Q), xt.dtype)
@@ -285,18 +291,19 @@ class ConvEngine:
             g = gt[n0 * L:(n0 + nb) * L]
             dw2 += np.matmul(colst.T, g, out=self.buffer('dwt', (Q, K), xt.dtype)).T   # dE/dW, columns (r, s, c):
                                                                           # as (X_col G^T)^T, 1.15-1.35x BLAS's speed
+            if not input_grad: continue
             dcolst = np.matmul(g, w2, out=self.buffer('dcols', (nb * L, Q), xt.dtype))
             col2im_nhwc(dcolst, kh, kw, sh, sw, ph, pw, dx[n0:n0 + nb])
         dw += dw2.reshape(K, kh, kw, C).transpose(0, 3, 1, 2)
         return dx
 
-    def im2col_backward(self, dout, x, w, dw, padding):   # as `backward`; x unpadded, padding (ph, pw)
+    def im2col_backward(self, dout, x, w, dw, padding, input_grad):   # as `backward`; x unpadded, padding (ph, pw)
         "The im2col path's backward step: accumulate dE/dw, return dE/dx (col2im pads and crops each plane in cache)"
         s, (ph, pw) = self.saved, padding
         (N, C), (sh, sw) = x.shape[:2], s['stride']
         K, _, kh, kw = w.shape
         L, chunk, w2, dw2 = dout.shape[2] * dout.shape[3], s['chunk'], w.reshape(K, -1), dw.reshape(K, -1)
-        dx = np.empty(x.shape, x.dtype)
+        dx = np.empty(x.shape, x.dtype) if input_grad else None
         for n0 in range(0, N, chunk):
             nb = min(chunk, N - n0)
             cols = self.buffer('cols', (C * kh * kw, nb * L), x.dtype)
@@ -308,6 +315,7 @@ class ConvEngine:
                 matmul_nt_split(g, cols, parts)
                 dw2 += parts.sum(0)
             else: self.add_filter_gradient(dw2, g, cols)                                    # large: BLAS
+            if not input_grad: continue
             dcols = np.matmul(w2.T, g, out=self.buffer('dcols', cols.shape, x.dtype))       # dE/dX_col = W^T G
             col2im(dcols, kh, kw, sh, sw, ph, pw, dx[n0:n0 + nb])
         return dx

@@ -81,9 +81,9 @@ class ConvActPool(Module):
         self._saved, self._out = (x.shape, xp, w, padding, idx, amap, code, param), out
         return out
 
-    def backward(self, dout):
+    def backward(self, dout, input_grad=True):   # input_grad=False: no dE/dx (backward_params)
         conv, act, pool = self._layers
-        if self._unfused: return conv.backward(act.backward(pool.backward(dout)))
+        if self._unfused: return conv.backward(act.backward(pool.backward(dout)), input_grad)
         dout = check_backward(self, dout, self._out)
         x_shape, xp, w, padding, idx, amap, code, param = self._saved
         check_parameter(conv, 'weight', w.shape, w.dtype)                     # still Parameters, as Conv2d.backward checks
@@ -95,7 +95,9 @@ class ConvActPool(Module):
         gw, dbn = e.buffer('gw', (N, K, (OH - 1) * Wp + OW), xp.dtype), e.buffer('dbn', (N, K), xp.dtype)
         pool_act_backward_wide(dout, self._out, idx, amap, code, param, Wp, gw, dbn)
         if db is not None: db += dbn.sum(0)
-        return e.direct_backward(gw, xp, w, dw, padding, x_shape)
+        return e.direct_backward(gw, xp, w, dw, padding, x_shape, input_grad)
+
+    def backward_params(self, dout): self.backward(dout, input_grad=False)
 
     def extra_repr(self): return ' -> '.join(type(m).__name__ for m in self._layers)
 
