@@ -257,7 +257,9 @@ class Suite:
         self.heading('The zoo: a training step of each network (forward, cross-entropy, backward, SGD with momentum); '
                      'PyTorch trains to_torch of the same model')
         for i, (label, builder, kwargs, shape, target) in enumerate(ZOO_CASES):
-            rounds, n = (2, 2) if q else ((4, 3) if shape[0] * shape[2] * shape[3] < 300_000 else (3, 2))
+            # many short rounds: a shared machine slows down for a minute at a time, and the median of 30 steps taken in
+            # ten alternating blocks sees through such a phase where 12 steps in four blocks did not
+            rounds, n = (2, 2) if q else ((10, 3) if shape[0] * shape[2] * shape[3] < 300_000 else (5, 2))
             self.compare('zoo', label, 'zoo_step', lambda v: dict(case=i), rounds, n, variants=('dlcourse',),
                          per_item=('images/s', shape[0]), kept=True)
             next(r for r in self.rows if r['section'] == 'zoo' and r['case'] == label)['target'] = target
