@@ -50,7 +50,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                'dlcourse.conv.Sliding.floors': ('convolution.html#sliding.floors', 'dlcourse/conv.py'),
                                'dlcourse.conv.Sliding.output_shape': ('convolution.html#sliding.output_shape', 'dlcourse/conv.py'),
                                'dlcourse.conv.Sliding.window': ('convolution.html#sliding.window', 'dlcourse/conv.py'),
-                               'dlcourse.conv._conv_parameters': ('convolution.html#_conv_parameters', 'dlcourse/conv.py'),
+                               'dlcourse.conv._conv_grads': ('convolution.html#_conv_grads', 'dlcourse/conv.py'),
                                'dlcourse.conv.conv2d': ('convolution.html#conv2d', 'dlcourse/conv.py'),
                                'dlcourse.conv.conv2d_backward': ('convolution.html#conv2d_backward', 'dlcourse/conv.py'),
                                'dlcourse.conv.conv_output_size': ('convolution.html#conv_output_size', 'dlcourse/conv.py'),

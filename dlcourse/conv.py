@@ -86,10 +86,12 @@ class Sliding(Module):
         return conv_remainder(input_shape[-2], kh, sh, ph) > 0 or conv_remainder(input_shape[-1], kw, sw, pw) > 0
 
 # %% ../nbs/03_convolution.ipynb #b36b38af
-def _conv_parameters(conv, dtype=None):  # a Conv2d; the dtype its parameters must have (default: the weight's)
-    "(weight, bias) data of `conv` after checking them (its backward pass): Parameters of its shapes, the bias (or None) in `dtype`"
+def _conv_grads(conv, dtype):  # a Conv2d in its backward step; the dtype of the gradient it propagates
+    """(weight.grad, bias.grad or None) for `conv`'s backward step, after checking that its weight and bias are still
+    Parameters of its shapes in `dtype` and that a kernel may add into the bias gradient (the engine checks weight.grad)"""
     w = check_parameter(conv, 'weight', (conv.out_channels, conv.in_channels, *conv.window()[0]), dtype)
-    return w, check_parameter(conv, 'bias', (conv.out_channels,), w.dtype, optional=True)
+    b = check_parameter(conv, 'bias', (conv.out_channels,), w.dtype, optional=True)
+    return conv.weight.grad, None if b is None else check_grad(conv.bias.grad, 'bias.grad', b)
 
 # %% ../nbs/03_convolution.ipynb #1b9d3c04
 class Conv2d(Sliding):
@@ -125,9 +127,7 @@ class Conv2d(Sliding):
         return self._out
     def backward(self, dout, input_grad=True):          # input_grad=False: no dE/dx (backward_params)
         dout = check_backward(self, dout, self._out)
-        b = _conv_parameters(self, dout.dtype)[1]        # still Parameters (the gradients are checked against the filters used)
-        return self._engine.backward(dout, self.weight.grad, None if b is None else check_grad(self.bias.grad, 'bias.grad', b),
-                                     input_grad)
+        return self._engine.backward(dout, *_conv_grads(self, dout.dtype), input_grad)
     def backward_params(self, dout): self.backward(dout, input_grad=False)
     def fuse(self, following): return conv_act_pool(self, following)     # conv, activation, 2x2 pooling: one step
     def extra_repr(self):

@@ -348,10 +348,7 @@ class Module(_State):
     def __init__(self): self.training = True
     def forward(self, x): raise NotImplementedError(f"{type(self).__name__} must implement forward(x)")
     def backward(self, dout): raise NotImplementedError(f"{type(self).__name__} must implement backward(dout)")
-    def backward_params(self, dout):
-        """backward(dout) where nothing needs dE/dx, as for a network's input: only the parameters' gradients, returns None.
-        Layers that can skip computing dE/dx do; any other module runs its backward and drops the result"""
-        self.backward(dout)
+    def backward_params(self, dout): self.backward(dout)   # backward for parameters only, no dE/dx wanted (see Sequential)
 
     def __call__(self, *args, **kwargs):
         if self._tree_checked != _tree_version:          # a sub-module was assigned somewhere since the last check
@@ -488,6 +485,7 @@ class Sequential(Module):
     def __iter__(self): return iter(self.layers)
     def __getitem__(self, i): return Sequential(*self.layers[i]) if isinstance(i, slice) else self.layers[i]
 
+# %% ../nbs/00_core.ipynb #ede2ee96
 def _steps(layers):
     "The steps that compute `layers` in order: each layer, or a step that fuses it with the next few (`Module.fuse`)"
     steps, i = [], 0
