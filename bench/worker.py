@@ -374,18 +374,23 @@ class Torch:
         torch = self.torch
         model, x, y = self.zoo_model(case)
         opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-        spent, started = collections.defaultdict(float), {}
+        spent, started, ended, kinds = collections.defaultdict(float), {}, {}, {}
+        def start(key): started[key] = time.perf_counter()
+        def end(key): ended[key] = time.perf_counter()
         for m in model.modules():
             if list(m.children()): continue
-            kind = LAYER_TYPES.get(type(m).__name__, 'other')
-            def start(key): started[key] = time.perf_counter()
+            kind = kinds[id(m)] = LAYER_TYPES.get(type(m).__name__, 'other')
             def stop(key, kind=kind): spent[kind] += time.perf_counter() - started.pop(key, time.perf_counter())
             m.register_forward_pre_hook(lambda mod, inp, k=(id(m), 'f'): start(k))
             m.register_forward_hook(lambda mod, inp, out, k=(id(m), 'f'), s=stop: s(k))
-            m.register_full_backward_pre_hook(lambda mod, g, k=(id(m), 'b'): start(k))
-            m.register_full_backward_hook(lambda mod, gi, go, k=(id(m), 'b'), s=stop: s(k))
-        def step():
+            m.register_full_backward_pre_hook(lambda mod, g, k=id(m): start(k))
+            m.register_full_backward_hook(lambda mod, gi, go, k=id(m): end(k))   # a backward step ends with the later of
+            if isinstance(getattr(m, 'weight', None), torch.nn.Parameter):          # this and its weight's gradient: the
+                m.weight.register_hook(lambda g, k=id(m): end(k))                   # first layer's hook (no input gradient)
+        def step():                                                                  # fires before its weight gradient
+            ended.clear()
             loss = torch.nn.functional.cross_entropy(model(x), y); opt.zero_grad(); loss.backward(); opt.step()
+            for k, t in ended.items(): spent[kinds[k]] += t - started.pop(k)
         import warnings
         warnings.filterwarnings('ignore', message='Full backward hook is firing')   # the first layer: no input gradient
         return layer_breakdown(step, spent, steps)

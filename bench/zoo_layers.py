@@ -8,8 +8,10 @@ Each library runs in a process of its own, in alternating rounds (PyTorch trains
 glibc's allocator on its defaults, as in bench/run.py). A round runs 3 steps to warm up, then 10 timed steps; a layer's
 time is its forward plus its backward step, summed per step, the median of the steps, then of the rounds. dlcourse
 times each Conv2d's forward and backward calls; PyTorch times each nn.Conv2d from forward pre-hook to forward hook and
-from backward pre-hook to backward hook. Like all timings here it depends on the machine and is never asserted.
-OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE are removed from the workers' environment, as bench/run.py does."""
+from backward pre-hook to the later of its backward hook and its weight's gradient hook (the first layer computes no
+input gradient, and its backward hook fires before its weight gradient). Like all timings here it depends on the
+machine and is never asserted. OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE are removed from the workers' environment, as
+bench/run.py does."""
 import argparse
 import collections
 import json
@@ -49,19 +51,23 @@ def layer_times(lib, case, steps=10, warmup=3):
         import torch
         from dlcourse.interop import to_torch
         net, xt, yt = to_torch(model).train(), torch.from_numpy(x), torch.from_numpy(y)
-        opt, started = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9), {}
+        opt, started, ended = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9), {}, {}
         def start(key): started[key] = time.perf_counter()
         def stop(key, lab): spent[lab] += time.perf_counter() - started[key]
+        def end(key): ended[key] = time.perf_counter()
         for name, m in net.named_modules():
             if isinstance(m, torch.nn.Conv2d):
                 lab = label(name, m)
                 m.register_forward_pre_hook(lambda mod, a, k=lab: start(k + ' f'))
                 m.register_forward_hook(lambda mod, a, o, k=lab: stop(k + ' f', k))
-                m.register_full_backward_pre_hook(lambda mod, g, k=lab: start(k + ' b'))
-                m.register_full_backward_hook(lambda mod, gi, go, k=lab: stop(k + ' b', k))
-        warnings.filterwarnings('ignore', message='Full backward hook is firing')   # the first layer: no input gradient
-        def step():
+                m.register_full_backward_pre_hook(lambda mod, g, k=lab: start(k))
+                m.register_full_backward_hook(lambda mod, gi, go, k=lab: end(k))
+                m.weight.register_hook(lambda g, k=lab: end(k))   # the backward step ends with the later of the two: the
+        warnings.filterwarnings('ignore', message='Full backward hook is firing')   # first layer's (no input gradient) hook
+        def step():                                                                  # fires before its weight gradient
+            ended.clear()
             loss = torch.nn.functional.cross_entropy(net(xt), yt); opt.zero_grad(); loss.backward(); opt.step()
+            for k, t in ended.items(): spent[k] += t - started[k]
     for _ in range(warmup): step()
     per_step = collections.defaultdict(list)
     for _ in range(steps):
