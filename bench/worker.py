@@ -53,6 +53,12 @@ LAYER_TYPES = {'Conv2d': 'convolution', 'ConvActPool': 'convolution', 'Linear': 
                'Dropout': 'dropout'}
 
 
+def conv_label(name, m):
+    "A convolution's line in a per-layer profile: its name in the model, channels, filter size and stride (both libraries)"
+    (kh, kw), s = m.kernel_size, m.stride[0]                        # pairs in dlcourse and in torch.nn
+    return f"{name} {m.in_channels}->{m.out_channels} {kh}x{kw}" + (f" /{s}" if s != 1 else '')
+
+
 def layer_breakdown(step, spent, steps):
     """Time `steps` training steps after one warm-up; `spent` (layer type -> seconds) is filled by the timing wrappers or
     hooks around the layers. Returns the milliseconds per step of each layer type, the rest, and the total"""
@@ -223,8 +229,9 @@ class Dlcourse:
             opt.step()
         return step
 
-    def zoo_profile(self, case, steps=3):
-        "Milliseconds per training step spent in each layer type (forward + backward), timed around every layer"
+    def zoo_profile(self, case, steps=3, each_conv=False):
+        """Milliseconds per training step spent in each layer type (forward + backward), timed around every layer; with
+        `each_conv`, in each convolution instead (`conv_label`)"""
         import collections
         from dlcourse.losses import CrossEntropyLoss
         from dlcourse.optim import SGD
@@ -239,8 +246,11 @@ class Dlcourse:
         model(x)                                                       # the network decides its (fused) steps
         fused = [s for _, m in model.named_modules() for s in (getattr(m, '_steps', None) or ())
                  if type(s).__name__ == 'ConvActPool']
+        names = {id(m): n for n, m in model.named_modules()}
         for s in fused + [m for _, m in model.named_modules() if not list(m.named_children())]:
-            kind = LAYER_TYPES.get(type(s).__name__, 'other')
+            conv = s._layers[0] if type(s).__name__ == 'ConvActPool' else s   # a fused step: as its convolution
+            if each_conv and type(conv).__name__ != 'Conv2d': continue
+            kind = conv_label(names[id(conv)], conv) if each_conv else LAYER_TYPES.get(type(s).__name__, 'other')
             timed_method(s, 'forward', kind); timed_method(s, 'backward', kind)
             if hasattr(s, 'forward_relu'): timed_method(s, 'forward_relu', kind)   # batch norm with its ReLU (and a
                                                                                    # residual sum) fused: counted as batch norm
@@ -368,8 +378,9 @@ class Torch:
             opt.step()
         return step
 
-    def zoo_profile(self, case, steps=3):
-        "Milliseconds per training step spent in each layer type, forward (module hooks) and backward (backward hooks)"
+    def zoo_profile(self, case, steps=3, each_conv=False):
+        """Milliseconds per training step spent in each layer type (or, with `each_conv`, in each convolution), forward
+        (module hooks) and backward (backward hooks)"""
         import collections
         torch = self.torch
         model, x, y = self.zoo_model(case)
@@ -377,9 +388,9 @@ class Torch:
         spent, started, ended, kinds = collections.defaultdict(float), {}, {}, {}
         def start(key): started[key] = time.perf_counter()
         def end(key): ended[key] = time.perf_counter()
-        for m in model.modules():
-            if list(m.children()): continue
-            kind = kinds[id(m)] = LAYER_TYPES.get(type(m).__name__, 'other')
+        for name, m in model.named_modules():
+            if list(m.children()) or (each_conv and not isinstance(m, torch.nn.Conv2d)): continue
+            kind = kinds[id(m)] = conv_label(name, m) if each_conv else LAYER_TYPES.get(type(m).__name__, 'other')
             def stop(key, kind=kind): spent[kind] += time.perf_counter() - started.pop(key, time.perf_counter())
             m.register_forward_pre_hook(lambda mod, inp, k=(id(m), 'f'): start(k))
             m.register_forward_hook(lambda mod, inp, out, k=(id(m), 'f'), s=stop: s(k))
