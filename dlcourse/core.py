@@ -316,7 +316,7 @@ class _State(_Tree):
     @property
     def dtype(self):
         "The dtype of the parameters (None for a parameter-free module)"
-        return next((p.dtype for p in self.parameters()), None)
+        return next((p.dtype for _, p in self.named_parameters()), None)   # stops at the first
 
     def astype(self, dtype):
         "Convert every parameter and buffer to `dtype` (float32 or float64), in place; returns the module"

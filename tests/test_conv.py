@@ -82,14 +82,14 @@ def random_case(case, dtype, seed, bias=True):
 
 
 @pytest.fixture(params=['auto', 'auto-pointwise-batch', 'direct', 'direct-wide-rows', 'im2col', 'im2col-chunked',
-                        'im2col-per-image', 'im2col-per-image-chunked', 'im2col-channels-last', 'im2col-channels-last-chunked'])
+                        'im2col-per-image', 'im2col-per-image-chunked', 'im2col-channels-last', 'im2col-channels-last-chunked', 'im2col-channels-last-parts'])
 def method(request, monkeypatch):
     """Run a test with the automatic choice of kernels (1x1 filters without padding: pointwise, one GEMM per image for
     these few channels, or one for the batch in 'auto-pointwise-batch'), or force one family (direct kernels only run
     with stride 1; 'direct' computes dE/dx of every layer with "same" padding as a forward convolution of the padded
     gradient, 'direct-wide-rows' never does): im2col with one GEMM for the batch, one image per chunk, one GEMM per
     image (bias inside it), or its patches taken from a channels-last copy of the input (for the batch or one image per
-    chunk)"""
+    chunk, or in parts of one image each inside the batch's patch matrix)"""
     if request.param.startswith('direct'):
         monkeypatch.setattr(config, 'FULL_CORRELATION_MIN_C', 1 if request.param == 'direct' else 10**9)
     if request.param == 'auto-pointwise-batch': monkeypatch.setattr(config, 'POINTWISE_BATCH_MIN_C', 1)
@@ -99,6 +99,7 @@ def method(request, monkeypatch):
         monkeypatch.setattr(engine, 'use_channels_last', lambda *a: 'channels-last' in request.param)
     if request.param.endswith('chunked'): monkeypatch.setattr(config, 'PATCH_BUDGET', 1)   # one image per chunk
     if 'per-image' in request.param: monkeypatch.setattr(config, 'GEMM_PER_IMAGE', 1)        # one GEMM per image
+    if request.param.endswith('parts'): monkeypatch.setattr(config, 'CHANNELS_LAST_PART', 1)  # one image per part
     return request.param
 
 
@@ -161,7 +162,8 @@ def test_layer_matches_torch(torch, case, dtype, bias, seed):
                                                ('AlexNet conv3', 1, 256, 384, 13, 3, 1, 1),
                                                ('GoogLeNet 1x1', 8, 192, 64, 28, 1, 1, 0),
                                                ('ResNet shortcut 1x1/2', 2, 64, 128, 56, 1, 2, 0),
-                                               ('ResNet 3x3/2', 2, 64, 128, 56, 3, 2, 1)])
+                                               ('ResNet 3x3/2', 2, 64, 128, 56, 3, 2, 1),
+                                               ('small ResNet 3x3, two parts', 128, 32, 32, 7, 3, 1, 1)])
 def test_benchmark_shapes_match_torch(torch, name, N, C, K, H, F, S, P):
     "The layers that bench/bench_conv.py times, in float32, checked once at full size"
     layer = Conv2d(C, K, F, S, P, rng=0)
@@ -383,6 +385,20 @@ def test_direct_kernels_pad_each_image_as_numpy_does(N, C, K, H, W, kh, kw, ph, 
         conv_direct_backward_same(dout, x, ph, pw, wflip, parts, dx)
         np.testing.assert_array_equal(dx, dx_fwd)
         np.testing.assert_allclose(parts.sum(0), dw_want, rtol=0, atol=1e-13 * dw_scale)
+
+
+@pytest.mark.parametrize('N,size,budget', [(128, 49 * 288, 1 << 20), (128, 16 * 576, 1 << 20), (8, 256 * 576, 1 << 20),
+                                           (5, 10, 1), (7, 3, 10), (1, 10**6, 1), (0, 5, 1), (3, 1, 10**9)])
+def test_cache_parts_cover_the_batch_in_nearly_equal_parts(monkeypatch, N, size, budget):
+    "The channels-last path's parts: every image once, in order, parts within the budget (or one image), sizes differ by <= 1"
+    monkeypatch.setattr(config, 'CHANNELS_LAST_PART', budget)
+    parts = engine.cache_parts(N, size)
+    assert [i for a, z in parts for i in range(a, z)] == list(range(N))
+    sizes = [z - a for a, z in parts]
+    assert all(s >= 1 for s in sizes) and (max(sizes) - min(sizes) <= 1 if sizes else N == 0)
+    assert all(s * size <= budget or s == 1 for s in sizes)
+    assert len(parts) == (0 if N == 0 else min(N, -(-N * size // budget)))
+    if (N, size, budget) == (128, 49 * 288, 1 << 20): assert sizes == [64, 64]     # the small ResNet-18's 7x7 layers
 
 
 def test_direct_groups_give_every_thread_work():
