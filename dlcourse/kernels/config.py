@@ -34,8 +34,10 @@ CHANNELS_LAST_MIN_M = 512  # kw*C values, not C*kh*kw runs of OW) and at least t
                            # maps; with fewer positions (ResNet-18's 2x2 and 4x4 maps at batch 8) transposing the
                            # filters costs more than the patches save, up to 3.7x the time
 CHANNELS_LAST_PART = 1 << 20   # values of the channels-last patch matrix at most that are copied and multiplied (forward),
-                               # or computed and added back (backward), in one part: 0.8-0.9 of the time of those steps
-                               # on the small ResNet-18's 7x7 and 4x4 layers at batch 128 (two parts of 64 images)
+                               # or computed and added back (backward), in one part while they are in cache: on the small
+                               # ResNet-18's 7x7 and 4x4 layers at batch 128 (two parts of 64 images) 0.85 of the forward
+                               # step's time and 0.93-0.97 of the input gradient's, timed alone; in the training step,
+                               # where the other layers' data share the cache, about half a percent of it
 GEMM_PER_IMAGE = 2048      # output positions per image from which every image gets its own GEMM, the bias inside it
                            # (AlexNet's conv1: 3,025; conv2: 729 is faster as one large GEMM)
 SPLIT_K_MAX_WEIGHTS = 1 << 12  # K*C*kh*kw up to which im2col's filter gradient is a split-K product in Numba (else BLAS:
