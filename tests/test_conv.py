@@ -388,7 +388,8 @@ def test_direct_kernels_pad_each_image_as_numpy_does(N, C, K, H, W, kh, kw, ph, 
 
 
 @pytest.mark.parametrize('N,size,budget', [(128, 49 * 288, 1 << 20), (128, 16 * 576, 1 << 20), (8, 256 * 576, 1 << 20),
-                                           (5, 10, 1), (7, 3, 10), (1, 10**6, 1), (0, 5, 1), (3, 1, 10**9)])
+                                           (5, 10, 1), (7, 3, 10), (1, 10**6, 1), (0, 5, 1), (3, 1, 10**9), (3, 2, 3),
+                                           (100, 7, 50)])
 def test_cache_parts_cover_the_batch_in_nearly_equal_parts(monkeypatch, N, size, budget):
     "The channels-last path's parts: every image once, in order, parts within the budget (or one image), sizes differ by <= 1"
     monkeypatch.setattr(config, 'CHANNELS_LAST_PART', budget)
@@ -397,7 +398,7 @@ def test_cache_parts_cover_the_batch_in_nearly_equal_parts(monkeypatch, N, size,
     sizes = [z - a for a, z in parts]
     assert all(s >= 1 for s in sizes) and (max(sizes) - min(sizes) <= 1 if sizes else N == 0)
     assert all(s * size <= budget or s == 1 for s in sizes)
-    assert len(parts) == (0 if N == 0 else min(N, -(-N * size // budget)))
+    assert len(parts) == -(-N // max(1, budget // size))          # as few as the budget allows
     if (N, size, budget) == (128, 49 * 288, 1 << 20): assert sizes == [64, 64]     # the small ResNet-18's 7x7 layers
 
 

@@ -76,10 +76,11 @@ def use_channels_last(C, OW, M):  # input channels, output width, output positio
 
 
 def cache_parts(N, size):  # images, values per image of a patch matrix
-    """The images of a channels-last patch matrix in nearly equal parts of at most `config.CHANNELS_LAST_PART` values,
-    as (start, stop) ranges: each part's patches are copied and multiplied, or computed and added back, while they are in
-    the cache, instead of a pass over the whole matrix in memory and another one after it"""
-    parts = min(N, max(1, -(-N * size // config.CHANNELS_LAST_PART)))
+    """The images of a channels-last patch matrix in nearly equal parts of at most `config.CHANNELS_LAST_PART` values
+    (one image where a single one holds more), as (start, stop) ranges: each part's patches are copied and multiplied,
+    or computed and added back, while they are in the cache, instead of a pass over the whole matrix in memory and
+    another one after it"""
+    parts = -(-N // max(1, config.CHANNELS_LAST_PART // size))      # of at most that many images (at least one)
     bounds = [N * i // parts for i in range(parts + 1)] if parts else [0]
     return list(zip(bounds[:-1], bounds[1:]))
 
