@@ -82,7 +82,8 @@ def random_case(case, dtype, seed, bias=True):
 
 
 @pytest.fixture(params=['auto', 'auto-pointwise-batch', 'direct', 'direct-wide-rows', 'im2col', 'im2col-chunked',
-                        'im2col-per-image', 'im2col-per-image-chunked', 'im2col-channels-last', 'im2col-channels-last-chunked', 'im2col-channels-last-parts'])
+                        'im2col-per-image', 'im2col-per-image-chunked', 'im2col-channels-last',
+                        'im2col-channels-last-chunked', 'im2col-channels-last-parts'])
 def method(request, monkeypatch):
     """Run a test with the automatic choice of kernels (1x1 filters without padding: pointwise, one GEMM per image for
     these few channels, or one for the batch in 'auto-pointwise-batch'), or force one family (direct kernels only run
@@ -391,7 +392,7 @@ def test_direct_kernels_pad_each_image_as_numpy_does(N, C, K, H, W, kh, kw, ph, 
                                            (5, 10, 1), (7, 3, 10), (1, 10**6, 1), (0, 5, 1), (3, 1, 10**9), (3, 2, 3),
                                            (100, 7, 50)])
 def test_cache_parts_cover_the_batch_in_nearly_equal_parts(monkeypatch, N, size, budget):
-    "The channels-last path's parts: every image once, in order, parts within the budget (or one image), sizes differ by <= 1"
+    "The channels-last parts: every image once, in order, each within the budget (or one image), sizes differ by <= 1"
     monkeypatch.setattr(config, 'CHANNELS_LAST_PART', budget)
     parts = engine.cache_parts(N, size)
     assert [i for a, z in parts for i in range(a, z)] == list(range(N))

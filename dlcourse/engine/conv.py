@@ -276,9 +276,10 @@ class ConvEngine:
         for n0 in range(0, N, chunk):
             nb = min(chunk, N - n0)
             colst = self.buffer('cols', (nb * L, Q), x.dtype)
-            for a, z in cache_parts(nb, L * Q):                          # each part's patches read while in cache
-                im2col_nhwc(xt[n0 + a:n0 + z], kh, kw, sh, sw, colst[a * L:z * L])
-                yt = np.matmul(colst[a * L:z * L], wt, out=self.buffer('y', ((z - a) * L, K), x.dtype))
+            for a, z in cache_parts(nb, L * Q):                          # each part's patches multiplied while in cache
+                part = colst[a * L:z * L]
+                im2col_nhwc(xt[n0 + a:n0 + z], kh, kw, sh, sw, part)
+                yt = np.matmul(part, wt, out=self.buffer('y', ((z - a) * L, K), x.dtype))
                 nhwc_to_nchw(yt, b, out[n0 + a:n0 + z].reshape(z - a, K, L))
         return xt, wt
 
@@ -303,8 +304,8 @@ class ConvEngine:
             dw2 += np.matmul(colst.T, g, out=self.buffer('dwt', (Q, K), xt.dtype)).T   # dE/dW, columns (r, s, c):
                                                                           # as (X_col G^T)^T, 1.15-1.35x BLAS's speed
             if not input_grad: continue
-            for a, z in cache_parts(nb, L * Q):                          # each part's patch gradients added back
-                dcolst = np.matmul(g[a * L:z * L], w2, out=self.buffer('dcols', ((z - a) * L, Q), xt.dtype))   # in cache
+            for a, z in cache_parts(nb, L * Q):                         # each part's patch gradients, added back in cache
+                dcolst = np.matmul(g[a * L:z * L], w2, out=self.buffer('dcols', ((z - a) * L, Q), xt.dtype))
                 col2im_nhwc(dcolst, kh, kw, sh, sw, ph, pw, dx[n0 + a:n0 + z])
         dw += dw2.reshape(K, kh, kw, C).transpose(0, 3, 1, 2)
         return dx
