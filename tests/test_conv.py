@@ -83,14 +83,18 @@ def random_case(case, dtype, seed, bias=True):
 
 @pytest.fixture(params=['auto', 'auto-pointwise-batch', 'direct', 'direct-wide-rows', 'im2col', 'im2col-chunked',
                         'im2col-per-image', 'im2col-per-image-chunked', 'im2col-channels-last',
-                        'im2col-channels-last-chunked', 'im2col-channels-last-parts'])
+                        'im2col-channels-last-chunked', 'im2col-channels-last-parts', 'register-tiles',
+                        'register-tiles-chunked'])
 def method(request, monkeypatch):
     """Run a test with the automatic choice of kernels (1x1 filters without padding: pointwise, one GEMM per image for
     these few channels, or one for the batch in 'auto-pointwise-batch'), or force one family (direct kernels only run
     with stride 1; 'direct' computes dE/dx of every layer with "same" padding as a forward convolution of the padded
     gradient, 'direct-wide-rows' never does): im2col with one GEMM for the batch, one image per chunk, one GEMM per
     image (bias inside it), or its patches taken from a channels-last copy of the input (for the batch or one image per
-    chunk, or in parts of one image each inside the batch's patch matrix)"""
+    chunk, or in parts of one image each inside the batch's patch matrix), or the register-tile kernels (float32 layers:
+    dE/dx from the flipped filters with stride 1 and a padding below the filter's size, from patch gradients otherwise;
+    float64 goes to im2col), their filter gradients summed over the whole batch at once or one image per chunk in three
+    slices, the patch gradients in parts of one image"""
     if request.param.startswith('direct'):
         monkeypatch.setattr(config, 'FULL_CORRELATION_MIN_C', 1 if request.param == 'direct' else 10**9)
     if request.param == 'auto-pointwise-batch': monkeypatch.setattr(config, 'POINTWISE_BATCH_MIN_C', 1)
@@ -98,7 +102,12 @@ def method(request, monkeypatch):
         monkeypatch.setattr(engine, 'use_direct', lambda *a: request.param.startswith('direct'))
         monkeypatch.setattr(engine, 'use_pointwise', lambda *a: False)
         monkeypatch.setattr(engine, 'use_channels_last', lambda *a: 'channels-last' in request.param)
-    if request.param.endswith('chunked'): monkeypatch.setattr(config, 'PATCH_BUDGET', 1)   # one image per chunk
+        monkeypatch.setattr(engine, 'use_register_tiles', lambda *a: 'register-tiles' in request.param)
+    if request.param.endswith('chunked'):                                            # one image per chunk
+        monkeypatch.setattr(config, 'PATCH_BUDGET', 1)
+        monkeypatch.setattr(config, 'REGISTER_TILE_CHUNK', 1)
+        monkeypatch.setattr(config, 'REGISTER_TILE_SLICES', 3)
+        monkeypatch.setattr(config, 'CHANNELS_LAST_PART', 1)
     if 'per-image' in request.param: monkeypatch.setattr(config, 'GEMM_PER_IMAGE', 1)        # one GEMM per image
     if request.param.endswith('parts'): monkeypatch.setattr(config, 'CHANNELS_LAST_PART', 1)  # one image per part
     return request.param
@@ -164,9 +173,13 @@ def test_layer_matches_torch(torch, case, dtype, bias, seed):
                                                ('GoogLeNet 1x1', 8, 192, 64, 28, 1, 1, 0),
                                                ('ResNet shortcut 1x1/2', 2, 64, 128, 56, 1, 2, 0),
                                                ('ResNet 3x3/2', 2, 64, 128, 56, 3, 2, 1),
-                                               ('small ResNet 3x3, two parts', 128, 32, 32, 7, 3, 1, 1)])
+                                               ('small ResNet 3x3, 32 channels', 128, 32, 32, 7, 3, 1, 1),
+                                               ('small ResNet 3x3, 16 channels', 8, 16, 16, 14, 3, 1, 1),
+                                               ('small ResNet 3x3, 64 channels', 16, 64, 64, 4, 3, 1, 1),
+                                               ('ResNet-18 3x3, 64 channels', 2, 64, 64, 16, 3, 1, 1)])
 def test_benchmark_shapes_match_torch(torch, name, N, C, K, H, F, S, P):
-    "The layers that bench/bench_conv.py times, in float32, checked once at full size"
+    """The layers that bench/bench_conv.py times, in float32, checked once at full size (the small ResNet-18's 32-channel
+    layer at its batch of 128: two parts of the channels-last patch matrix, or the register tiles' chunks and slices)"""
     layer = Conv2d(C, K, F, S, P, rng=0)
     ref = torch.nn.Conv2d(C, K, F, S, P)
     ref.load_state_dict({k: torch.tensor(v) for k, v in layer.state_dict().items()})
@@ -388,6 +401,71 @@ def test_direct_kernels_pad_each_image_as_numpy_does(N, C, K, H, W, kh, kw, ph, 
         np.testing.assert_allclose(parts.sum(0), dw_want, rtol=0, atol=1e-13 * dw_scale)
 
 
+def tile_reference(x, w, sh, sw, ph, pw):
+    "A convolution in float64 with NumPy (no bias), and the padded input channels last: the tile kernels' input"
+    N, C, H, W = x.shape
+    K, _, kh, kw = w.shape
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    win = np.lib.stride_tricks.sliding_window_view(xp, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw]   # (N, C, OH, OW, kh, kw)
+    return np.einsum('ncijrs,kcrs->nkij', win, w.astype(np.float64)), win, np.ascontiguousarray(xp.transpose(0, 2, 3, 1))
+
+
+@pytest.mark.parametrize('N,C,K,H,W,kh,kw,sh,sw,ph,pw', [
+    (1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0), (2, 3, 5, 6, 7, 3, 3, 1, 1, 1, 1), (3, 7, 16, 5, 4, 3, 2, 1, 1, 2, 1),
+    (1, 16, 17, 4, 9, 1, 3, 1, 1, 0, 2), (5, 13, 33, 3, 3, 3, 3, 1, 1, 1, 1), (2, 6, 32, 7, 7, 5, 5, 1, 1, 2, 2),
+    (4, 32, 32, 7, 7, 3, 3, 1, 1, 1, 1), (7, 12, 8, 2, 5, 2, 2, 1, 1, 1, 0), (3, 8, 16, 14, 14, 3, 3, 2, 2, 1, 1),
+    (2, 5, 20, 9, 8, 3, 2, 3, 2, 0, 1), (1, 16, 32, 7, 6, 3, 3, 2, 1, 1, 1)])
+def test_register_tile_kernels_match_numpy(N, C, K, H, W, kh, kw, sh, sw, ph, pw):
+    """The register-tile kernels against NumPy in float64, with and without a stride: the forward step with its bias
+    (filters rounded up to whole tiles of 16 with zeros, positions in tiles of 6 with a last partial tile), and the
+    filter gradient summed over the
+    slices, for chunks of 1, 2 and all images and 1 to 4 slices (C not a multiple of 6: a last partial tile of channels).
+    The float32 sums may differ from float64 by rounding: at most 1e-5 of the sum of the terms' absolute values"""
+    from dlcourse.kernels.conv import conv_nhwc_forward, conv_nhwc_weight_grad
+    rng = np.random.default_rng(N * 1000 + C * 10 + K)
+    x, w, b = (rng.normal(size=s).astype(np.float32) for s in ((N, C, H, W), (K, C, kh, kw), (K,)))
+    want, win, xt = tile_reference(x, w, sh, sw, ph, pw)
+    want += b[:, None, None]
+    Kp = -(-K // 16) * 16
+    wt = np.zeros((kh, kw, C, Kp), np.float32); wt[..., :K] = w.transpose(2, 3, 1, 0)
+    bt = np.zeros(Kp, np.float32); bt[:K] = b
+    out = np.full(want.shape, np.nan, np.float32)
+    conv_nhwc_forward(xt.astype(np.float32), wt.reshape(-1, Kp), bt, kh, kw, sh, sw, out)
+    scale = np.einsum('ncijrs,kcrs->nkij', np.abs(win), np.abs(w)).max() + np.abs(b).max()
+    np.testing.assert_allclose(out, want, rtol=0, atol=1e-5 * scale)
+    OH, OW = want.shape[2:]
+    g = rng.normal(size=want.shape)
+    gt = np.zeros((N, OH + 2, OW + 3, Kp), np.float32)                    # the gradient at an offset (1, 2) in a
+    gt[:, 1:1 + OH, 2:2 + OW, :K] = g.transpose(0, 2, 3, 1)               # larger padded array, as backward pads it
+    dw_want = np.einsum('ncijrs,nkij->krsc', win, g)                       # rows (r, s, c), as the kernel's
+    dw_scale = np.einsum('ncijrs,nkij->krsc', np.abs(win), np.abs(g)).max()
+    for chunk, slices in ((1, 1), (2, 3), (N, 4), (10**6, 2)):
+        parts = np.full((min(N, slices), kh * kw * C, Kp), np.nan, np.float32)
+        conv_nhwc_weight_grad(xt.astype(np.float32), gt, 1, 2, kh, kw, sh, sw, OH, OW, chunk, parts)
+        dw = parts.sum(0, dtype=np.float64)
+        np.testing.assert_allclose(dw[:, :K].reshape(kh, kw, C, K).transpose(3, 0, 1, 2), dw_want, rtol=0, atol=1e-5 * dw_scale)
+        assert not dw[:, K:].any(), 'the filters beyond K have zero gradients (their output gradient is zero)'
+
+
+def test_vector_operations_compiled_and_in_python():
+    "The register tiles' vector operations give NumPy's results compiled and as plain Python (NUMBA_DISABLE_JIT=1)"
+    from numba import njit
+    from dlcourse.kernels import simd
+    def kernel(a, out):
+        v = simd.vfma(simd.vload(a, 3), simd.vbroadcast(a, 1), simd.vzero())
+        v = simd.vadd(v, simd.vload(a, 8))
+        simd.vstore(out, 2, v)
+        out[0] = simd.vget(v, 7)
+    a = np.arange(20, dtype=np.float32) / 4
+    want = np.zeros(12, np.float32)
+    want[2:10] = a[3:11] * a[1] + a[8:16]
+    want[0] = want[9]
+    for f in (kernel, njit(kernel)):
+        out = np.zeros(12, np.float32)
+        f(a, out)
+        np.testing.assert_array_equal(out, want)
+
+
 @pytest.mark.parametrize('N,size,budget', [(128, 49 * 288, 1 << 20), (128, 16 * 576, 1 << 20), (8, 256 * 576, 1 << 20),
                                            (5, 10, 1), (7, 3, 10), (1, 10**6, 1), (0, 5, 1), (3, 1, 10**9), (3, 2, 3),
                                            (100, 7, 50)])
@@ -460,6 +538,11 @@ SCRIPT = textwrap.dedent('''
         y = conv2d(x, w, b, S, (1, 1))
         dx, dw, db = conv2d_backward(np.ones_like(y), x, w, S, (1, 1))
         results[str(direct)] = [a.tolist() for a in (x, w, b, y, dx, dw, db)]
+    engine.use_register_tiles = lambda *a: True                      # float32, stride 1: the register tiles
+    x, w, b = (rng.normal(size=s).astype(np.float32) for s in ((2, 7, 5, 4), (17, 7, 3, 2), (17,)))
+    y = conv2d(x, w, b, 1, (1, 1))
+    dx, dw, db = conv2d_backward(np.ones_like(y), x, w, 1, (1, 1))
+    results['tiles'] = [a.tolist() for a in (x, w, b, y, dx, dw, db)]
     stats = {name: (sum(f.stats.cache_hits.values()), sum(f.stats.cache_misses.values()))
              for name, f in vars(kc).items() if hasattr(f, 'stats') and f.signatures}
     json.dump(dict(results=results, stats=stats, jit_disabled=not hasattr(kc.im2col, 'stats')), sys.stdout)
@@ -476,17 +559,18 @@ def run_script(**env):
 
 
 def check_results(results):
-    "The child's float64 results are this process's up to rounding: 1e-12 of each array's scale (another summation order)"
-    for direct, arrays in results.items():
-        x, w, b, y, dx, dw, db = (np.array(a) for a in arrays)
-        S = 1 if direct == 'True' else (2, 1)
+    """The child's results are this process's in float64 up to rounding: 1e-12 of each array's scale for its float64
+    results (another summation order), 1e-5 for the register tiles' float32 ones (sums of at most 126 terms)"""
+    for key, arrays in results.items():
+        x, w, b, y, dx, dw, db = (np.array(a, np.float64) for a in arrays)
+        S, tol = {'True': (1, 1e-12), 'False': ((2, 1), 1e-12), 'tiles': (1, 1e-5)}[key]
         here = (conv2d(x, w, b, S, (1, 1)), *conv2d_backward(np.ones_like(y), x, w, S, (1, 1)))
         for got, want in zip((y, dx, dw, db), here):
-            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12 * np.abs(want).max())
+            np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.abs(want).max())
 
 
 def test_kernels_run_without_jit():
-    "With NUMBA_DISABLE_JIT=1 both kernel families run as plain (bounds-checked) Python and give the same results"
+    "With NUMBA_DISABLE_JIT=1 the kernel families run as plain (bounds-checked) Python and give the same results"
     out = run_script(NUMBA_DISABLE_JIT='1')
     assert out['jit_disabled']
     check_results(out['results'])
@@ -494,17 +578,22 @@ def test_kernels_run_without_jit():
 
 def test_boundscheck_catches_a_wrong_index(tmp_path):
     """Under NUMBA_BOUNDSCHECK=1 (tools/test runs the kernel tests so) a kernel given a too small output raises IndexError
-    instead of writing past it, also for the parallel kernels (jit compiles them serially then)"""
+    instead of writing past it, also for the parallel kernels (jit compiles them serially then), and a register-tile
+    kernel given too few filters raises it instead of reading past them"""
     script = textwrap.dedent('''
         import numpy as np
-        from dlcourse.kernels.conv import im2col
+        from dlcourse.kernels.conv import conv_nhwc_forward, im2col
         try: im2col(np.zeros((2, 3, 8, 8), np.float32), 3, 3, 1, 1, 0, 0, np.empty((4, 4), np.float32))
+        except IndexError: print('IndexError')
+        try:                                 # filters for 3 input channels where the input has 4: the vectors read past them
+            conv_nhwc_forward(np.zeros((1, 5, 5, 4), np.float32), np.zeros((27, 16), np.float32),
+                              np.zeros(16, np.float32), 3, 3, 1, 1, np.empty((1, 16, 3, 3), np.float32))
         except IndexError: print('IndexError')
     ''')
     res = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, timeout=600,
                          env={**os.environ, 'NUMBA_BOUNDSCHECK': '1', 'NUMBA_CACHE_DIR': str(tmp_path)})
     assert res.returncode == 0, res.stderr
-    assert res.stdout.strip() == 'IndexError'
+    assert res.stdout.split() == ['IndexError'] * 2
 
 
 def test_kernels_load_from_the_cache(tmp_path):

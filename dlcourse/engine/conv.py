@@ -1,22 +1,28 @@
-"""The convolution engine: argument checks, reusable buffers, the choice among five algorithms, and the one forward and
+"""The convolution engine: argument checks, reusable buffers, the choice among six algorithms, and the one forward and
 backward step of a convolution, used by `Conv2d`, `conv2d` and the fused layers alike.
 
 Algorithms, chosen from the shapes alone (no API change): a *dense* layer (the filter covers the whole padded input: one
 matrix product per batch), a *pointwise* layer (1x1 filters, no padding, any stride: no patch matrix; one matrix product
 per image on the input as it is or, with many input channels, one for the batch on the input copied into the GEMM's
-layout), the *direct* kernels (stride 1 and few weights, LeNet-5's layers: convolve on wide rows, no patch matrix), and
+layout), the *direct* kernels (stride 1 and few weights, LeNet-5's layers: convolve on wide rows, no patch matrix), the
+*register-tile* kernels (float32, at least 16 channels in and out, or 8 in with a stride, filters that stay in cache:
+the small ResNet-18's layers from its 16-channel ones on; they convolve a channels-last copy of the input with tiles of
+results held in vector registers, no patch matrix, and compute dE/dx as a forward convolution of the padded output
+gradient, or with a stride from patch gradients), and
 *im2col* (any stride: a patch matrix and one BLAS product, per image for layers with many output positions). The
 dense path pads the input first; im2col pads each plane as it copies it, the direct kernels each image. A direct layer
 with "same" padding and enough input channels computes dE/dx as a forward convolution too (`use_full_correlation`), in
 one kernel with dE/dw."""
 import numpy as np
+from llvmlite import binding as _llvm
 from numba import get_num_threads
 
 from ..core import as_pair, check_allocation, check_array, check_grad
 from ..kernels import config
 from ..kernels.conv import (col2im, col2im_nhwc, conv_direct_backward_input, conv_direct_backward_same,
-                            conv_direct_backward_weight, conv_direct_forward, gemm_to_nchw, im2col, im2col_nhwc,
-                            matmul_nt_split, nchw_to_gemm, nchw_to_nhwc, nhwc_to_nchw, to_wide_rows)
+                            conv_direct_backward_weight, conv_direct_forward, conv_nhwc_forward, conv_nhwc_weight_grad,
+                            gemm_to_nchw, im2col, im2col_nhwc, matmul_nt_split, nchw_to_gemm, nchw_to_nhwc, nhwc_to_nchw,
+                            to_wide_rows, TILE_FILTERS)
 from .matmul import matmul_nn, matmul_nt, matmul_tn
 
 
@@ -85,6 +91,37 @@ def cache_parts(N, size):  # images, values per image of a patch matrix
     return list(zip(bounds[:-1], bounds[1:]))
 
 
+def _has_vector_fma():
+    "Does this CPU have AVX2 and FMA (x86-64-v3 or later), which the register-tile kernels are fast with?"
+    try: features = _llvm.get_host_cpu_features()
+    except RuntimeError: return False             # LLVM cannot tell: not x86, or an unknown CPU
+    return bool(features.get('avx2') and features.get('fma'))
+
+
+VECTOR_FMA = _has_vector_fma()
+
+
+def use_register_tiles(C, K, kh, kw, stride):  # the filters' shape, the stride (sh, sw)
+    """Use the register-tile kernels (for a float32 layer)? For layers whose filters stay in cache
+    (`config.REGISTER_TILE_MAX_WEIGHTS`) with at least `config.REGISTER_TILE_MIN_C` channels in and out, or with a
+    stride, from `config.REGISTER_TILE_STRIDED_MIN_C` input channels (with fewer channels the direct kernels are faster
+    for stride 1, im2col for a stride), on a CPU with AVX2 and FMA; elsewhere the kernels are correct but slower"""
+    low = config.REGISTER_TILE_MIN_C if tuple(stride) == (1, 1) else config.REGISTER_TILE_STRIDED_MIN_C
+    return (VECTOR_FMA and C >= low and K >= config.REGISTER_TILE_MIN_C
+            and K * C * kh * kw <= config.REGISTER_TILE_MAX_WEIGHTS)
+
+
+def flip_fits(stride, padding, kh, kw):
+    """Compute dE/dx of a register-tile layer as a forward convolution of the output gradient padded by (kh-1-ph,
+    kw-1-pw), with the filters flipped? For stride 1 and a padding below the filter's size (else from patch gradients)"""
+    return tuple(stride) == (1, 1) and padding[0] < kh and padding[1] < kw
+
+
+def tile_filters(K):  # filters
+    "K rounded up to whole tiles of the register-tile kernels (16 filters)"
+    return -(-K // TILE_FILTERS) * TILE_FILTERS
+
+
 def use_pointwise(kh, kw, ph, pw):  # the filters' size, the padding
     "Compute a 1x1 convolution without padding as a matrix product per image (any stride)?"
     return kh == kw == 1 and ph == pw == 0
@@ -118,9 +155,11 @@ class ConvEngine:
         L = OH * OW
         chunk = max(1, config.PATCH_BUDGET // (C * kh * kw * L))        # images per patch matrix
         dense = H + 2 * ph == kh and W + 2 * pw == kw                     # the filter covers the padded input
-        direct = (sh, sw) == (1, 1) and use_direct(C, K, kh, kw) and not dense   # dense: one product each way
         pointwise = use_pointwise(kh, kw, ph, pw) and not dense           # 1x1 filters: no patch matrix
-        last = not (direct or dense or pointwise) and use_channels_last(C, OW, N * L)   # im2col, channels last
+        tiles = (not (dense or pointwise) and x.dtype == np.float32
+                 and use_register_tiles(C, K, kh, kw, (sh, sw)))          # channels last, results in registers
+        direct = (sh, sw) == (1, 1) and use_direct(C, K, kh, kw) and not (dense or pointwise or tiles)
+        last = not (direct or dense or pointwise or tiles) and use_channels_last(C, OW, N * L)   # im2col, channels last
         xp = self.pad(x, ph, pw) if dense else x                          # im2col and the direct kernels pad as they go
         xg = wt = None                      # the pointwise input in the GEMM's layout; W^T of the channels-last path
         if pointwise:                                                     # Y_n = W X_n, X_n (C, L): no patch matrix
@@ -142,6 +181,7 @@ class ConvEngine:
         else:
             b = np.zeros(K, x.dtype) if b is None else b                  # the kernels below add a bias
             if direct: conv_direct_forward(x, ph, pw, w, b, direct_groups(N, K), out)
+            elif tiles: xp, wt = self.register_tile_forward(x, w, b, (sh, sw), (ph, pw), out)
             elif last: xp, wt = self.channels_last_forward(x, w, b, (sh, sw), (ph, pw), out, chunk)
             else:
                 w2, per_image = w.reshape(K, C * kh * kw), L >= config.GEMM_PER_IMAGE
@@ -158,9 +198,9 @@ class ConvEngine:
                         y = np.matmul(w2, cols, out=self.buffer('y', (K, len(xs) * L), x.dtype))   # the GEMM
                         gemm_to_nchw(y, b, out[n0:n0 + chunk].reshape(len(xs), K, L))
         self.saved = dict(x_shape=x.shape, xp=xp, xg=xg, wt=wt, w=w, stride=(sh, sw), padding=(ph, pw), direct=direct,
-                          dense=dense, channels_last=last, pointwise=pointwise, chunk=chunk, out_shape=out.shape,
-                          cols_valid=chunk >= N)      # backward may reuse the patch matrix. xp: x padded (dense),
-                                                      # padded channels last (channels_last), or x itself
+                          dense=dense, channels_last=last, pointwise=pointwise, tiles=tiles, chunk=chunk,
+                          out_shape=out.shape, cols_valid=chunk >= N)   # backward may reuse the patch matrix. xp: x
+                                                      # padded (dense), padded channels last (channels_last, tiles), or x
         return out
 
     def direct_backward(self, gw,  # dE/dy on wide rows (N, K, M), from `to_wide_rows` or the fused pooling backward
@@ -233,6 +273,7 @@ class ConvEngine:
             dx[:, :, ::sh, ::sw] = dxs
             return dx
         if s['channels_last']: return self.channels_last_backward(dout, xp, w, dw, input_grad)
+        if s['tiles']: return self.register_tile_backward(dout, xp, w, dw, input_grad)
         if not (s['dense'] or s['direct']):                               # im2col: x unpadded, padding inside the kernels
             return self.im2col_backward(dout, xp, w, dw, padding, input_grad)
         if s['direct']:                                                   # xp: x unpadded
@@ -264,6 +305,66 @@ class ConvEngine:
         if M >= config.DW_TRANSPOSED_MIN_COLUMNS and (size <= config.DW_TRANSPOSED_CACHED or M >= config.DW_TRANSPOSED_LONG):
             dw2 += np.matmul(cols, g.T, out=self.buffer('dwt', dw2.shape[::-1], dw2.dtype)).T
         else: dw2 += g @ cols.T
+
+    def register_tile_forward(self, x, w, b, stride, padding, out):   # as `forward`; b not None
+        """The register-tile path: the input padded into a channels-last copy (N, Hp, Wp, C), convolved by
+        `conv_nhwc_forward` with the filters as columns (`tile_columns`); returns the copy and the columns, for backward"""
+        (N, C, H, W), (K, _, kh, kw), (ph, pw) = x.shape, w.shape, padding
+        xt = self.buffer('xt', (N, H + 2 * ph, W + 2 * pw, C), x.dtype)
+        nchw_to_nhwc(x, ph, pw, xt)
+        wt = self.tile_columns('wt', w.transpose(2, 3, 1, 0))            # [(r, s, c), k] = w[k, c, r, s]
+        conv_nhwc_forward(xt, wt, self.tile_bias(b, wt.shape[1]), kh, kw, *stride, out)
+        return xt, wt
+
+    def tile_columns(self, name, w4):  # filters as (kh, kw, rows, columns): a view of the layer's filters
+        """The register-tile kernels' filters (kh*kw*rows, columns rounded up to 16): w4's values, zeros in the columns
+        beyond, in the reusable buffer `name`"""
+        kh, kw, R, K = w4.shape
+        wt = self.buffer(name, (kh, kw, R, tile_filters(K)), w4.dtype)
+        wt[..., K:] = 0
+        wt[..., :K] = w4
+        return wt.reshape(kh * kw * R, -1)
+
+    def tile_bias(self, b, Kp):  # bias (K,), filters rounded up to whole tiles
+        "The bias with zeros up to Kp values"
+        bt = self.buffer('bt', (Kp,), b.dtype)
+        bt[len(b):] = 0
+        bt[:len(b)] = b
+        return bt
+
+    def register_tile_backward(self, dout, xt, w, dw, input_grad):   # as `backward`; xt from `register_tile_forward`
+        """The register-tile path's backward step. The output gradient goes into a channels-last copy with its filters
+        rounded up to 16 (zeros), padded by (kh-1-ph, kw-1-pw) where dE/dx is a forward convolution of it (stride 1,
+        padding below the filter's size): `conv_nhwc_weight_grad` takes dE/dw from it, and dE/dx is its convolution
+        with the filters flipped and the roles of the channels swapped. Otherwise (a stride) dE/dx comes from the patch
+        gradients G^T W, added back onto each image by `col2im_nhwc`, in cache-sized parts as on the channels-last path"""
+        s = self.saved
+        (N, C, H, W), (sh, sw), (ph, pw) = s['x_shape'], s['stride'], s['padding']
+        K, _, kh, kw = w.shape
+        (OH, OW), Kp = dout.shape[2:], tile_filters(K)
+        flip = flip_fits((sh, sw), (ph, pw), kh, kw)
+        pa, pb = (kh - 1 - ph, kw - 1 - pw) if flip else (0, 0)
+        gt = self.buffer('g', (N, OH + 2 * pa, OW + 2 * pb, Kp), xt.dtype)
+        nchw_to_nhwc(dout, pa, pb, gt)
+        parts = self.buffer('parts', (max(1, min(N, config.REGISTER_TILE_SLICES)), kh * kw * C, Kp), xt.dtype)
+        per_image = max(1, (xt.size + gt.size) // max(N, 1))                  # values of one image in both
+        conv_nhwc_weight_grad(xt, gt, pa, pb, kh, kw, sh, sw, OH, OW, max(1, config.REGISTER_TILE_CHUNK // per_image),
+                              parts)
+        dw += parts.sum(0).reshape(kh, kw, C, Kp)[..., :K].transpose(3, 2, 0, 1)
+        if not input_grad: return None
+        dx = np.empty(s['x_shape'], xt.dtype)
+        if flip:
+            wf = self.buffer('wflip', (kh, kw, Kp, C), xt.dtype)             # w'[(r, s, k), c] = w[k, c, kh-1-r, kw-1-s],
+            wf[:, :, K:] = 0                                                  # zero for the filters beyond K
+            wf[:, :, :K] = w.transpose(2, 3, 0, 1)[::-1, ::-1]
+            wft = self.tile_columns('wflipt', wf)
+            conv_nhwc_forward(gt, wft, np.zeros(wft.shape[1], xt.dtype), kh, kw, 1, 1, dx)
+            return dx
+        L, Q, g, w2 = OH * OW, kh * kw * C, gt.reshape(N * OH * OW, Kp), s['wt'].T   # W (Kp, Q): forward's columns
+        for a, z in cache_parts(N, L * Q):                               # each part's patch gradients, added back in cache
+            dcolst = np.matmul(g[a * L:z * L], w2, out=self.buffer('dcols', ((z - a) * L, Q), xt.dtype))
+            col2im_nhwc(dcolst, kh, kw, sh, sw, ph, pw, dx[a:z])
+        return dx
 
     def channels_last_forward(self, x, w, b, stride, padding, out, chunk):   # as `forward`; b not None
         """im2col on a channels-last copy of the input: Y^T = X_col^T W^T, one row of X_col^T per output position. Returns

@@ -38,6 +38,17 @@ CHANNELS_LAST_PART = 1 << 20   # values of the channels-last patch matrix at mos
                                # ResNet-18's 7x7 and 4x4 layers at batch 128 (two parts of 64 images) 0.85 of the forward
                                # step's time and 0.93-0.97 of the input gradient's, timed alone; in the training step,
                                # where the other layers' data share the cache, about half a percent of it
+REGISTER_TILE_MIN_C = 16        # channels in and out from which a float32 stride-1 layer uses the register-tile kernels
+REGISTER_TILE_MAX_WEIGHTS = 1 << 16   # (engine.conv.use_register_tiles), for filters of up to this many weights (256 KB:
+                                # they stay in cache): the small ResNet-18's 16- to 64-channel layers and ResNet-18's
+                                # 64-channel ones. Its training step took 0.92 of the time (ResNet-18 on 64x64: 0.96);
+                                # allowing 2^19 weights made GoogLeNet's 1.15 times as slow and ResNet-18's no faster
+REGISTER_TILE_CHUNK = 1 << 14   # values of input and output gradient (channels last, 64 KB) whose filter gradient sums are
+                                # computed while they are in cache: 3 images of the small ResNet-18's 4x4 maps at 64
+                                # channels (0.9 of the time with 7-28 images; on 7x7 and 14x14 maps the same)
+REGISTER_TILE_STRIDED_MIN_C = 8 # input channels from which a strided float32 layer uses them PLACEHOLDER
+REGISTER_TILE_SLICES = 4        # slices of the batch whose filter gradients are computed side by side (a fixed number, so
+                                # that the sums do not depend on the threads); 2, 4 and 8 took the same time on 2 cores
 GEMM_PER_IMAGE = 2048      # output positions per image from which every image gets its own GEMM, the bias inside it
                            # (AlexNet's conv1: 3,025; conv2: 729 is faster as one large GEMM)
 SPLIT_K_MAX_WEIGHTS = 1 << 12  # K*C*kh*kw up to which im2col's filter gradient is a split-K product in Numba (else BLAS:

@@ -1,10 +1,12 @@
 """Convolution kernels: im2col/col2im and the layout copies around a matrix product (any stride), two matrix products of
-the shapes BLAS is slow at, and the direct kernels that convolve stride-1 layers on "wide rows" without a patch matrix.
+the shapes BLAS is slow at, the direct kernels that convolve stride-1 layers on "wide rows" without a patch matrix, and
+the register-tile kernels that convolve channels-last float32 layers without one (`simd`'s vectors).
 `dlcourse.engine.conv` chooses among them and validates their arguments."""
 import numpy as np
 
 from .config import SERIAL_MACS
 from .jit import jit, prange
+from .simd import vadd, vbroadcast, vfma, vget, vload, vstore, vzero
 
 
 SHORT_ROWS = 16     # output rows shorter than this: im2col and col2im gather and scatter through a table of offsets
@@ -158,8 +160,9 @@ def col2im(dcols,       # patch gradients (C*kh*kw, N*OH*OW)
 @jit(parallel=True)
 def nchw_to_nhwc(x,        # (N, C, H, W)
                  ph, pw,   # padding
-                 xt):      # out: (N, H + 2ph, W + 2pw, C), channels last, zero border
-    """xt[n, ph + h, pw + w, c] = x[n, c, h, w], zeros around: a batch in channels-last order, padded in the same pass.
+                 xt):      # out: (N, H + 2ph, W + 2pw, C'), channels last, zero border; C' >= C
+    """xt[n, ph + h, pw + w, c] = x[n, c, h, w], zeros around (and in the channels from C on, where C' > C): a batch in
+    channels-last order, padded in the same pass.
     Parallel over the images; each image's values stay in cache while its channels are interleaved."""
     N, C, H, W = x.shape
     Hp, Wp = xt.shape[1], xt.shape[2]
@@ -171,6 +174,7 @@ def nchw_to_nhwc(x,        # (N, C, H, W)
                 row = t[h]
                 row[:pw] = 0
                 row[pw + W:] = 0
+                if xt.shape[3] > C: row[pw:pw + W, C:] = 0
                 for c in range(C):
                     src = x[n, c, h - ph]
                     for w in range(W): row[pw + w, c] = src[w]
@@ -232,6 +236,134 @@ def nhwc_to_nchw(yt,       # (N*L, K): one row per output position, as a GEMM on
         for k in range(K):
             dst, bk = out[n, k], b[k]
             for l in range(L): dst[l] = src[l, k] + bk
+
+TILE_POSITIONS, TILE_FILTERS = 6, 16   # the register tile of the channels-last kernels: 6 positions (or input channels)
+                                       # times 16 filters, two vectors each, 12 of the 16 AVX2 registers
+
+@jit(inline=True)
+def tap_base(p, P, L, OW, Hp, Wp, C, sh, sw):
+    """Where output position p of the batch (the last one, P - 1, from p = P on) has its first tap in a padded input
+    (N, Hp, Wp, C), flattened, for the stride (sh, sw)"""
+    p = min(p, P - 1)
+    q = p % L
+    return ((p // L * Hp + q // OW * sh) * Wp + q % OW * sw) * C
+
+@jit(inline=True)
+def store_tile_column(of, o, L, k0, K, v0, v1):
+    "of[o + k*L] = (v0, v1)[k - k0] for the filters k0 <= k < min(k0 + 16, K): one position of a tile, to NCHW"
+    if k0 + 16 <= K:
+        for i in range(8): of[o + (k0 + i) * L] = vget(v0, i)
+        for i in range(8): of[o + (k0 + 8 + i) * L] = vget(v1, i)
+    else:
+        for i in range(8):
+            if k0 + i < K: of[o + (k0 + i) * L] = vget(v0, i)
+        for i in range(8):
+            if k0 + 8 + i < K: of[o + (k0 + 8 + i) * L] = vget(v1, i)
+
+@jit(parallel=True)
+def conv_nhwc_forward(xt,      # padded channels-last input (N, Hp, Wp, C), float32, from `nchw_to_nhwc`
+                      wt,      # filters (kh*kw*C, Kp), rows (r, s, c), Kp a multiple of 16, zero from column K on
+                      bt,      # bias (Kp,), zero from K on
+                      kh, kw,  # filter size
+                      sh, sw,  # stride
+                      out):    # out: (N, K, OH, OW), OH = (Hp - kh) // sh + 1, OW = (Wp - kw) // sw + 1
+    """out[n, k, i, j] = bt[k] + sum_(r,s,c) xt[n, i*sh + r, j*sw + s, c] wt[(r, s, c), k], without a patch matrix: a tile of 6
+    output positions (consecutive in the batch, across rows and images) times 16 filters is 12 vectors of running sums
+    held in registers, while the loop over the kh*kw*C taps adds, per input channel, 6 broadcast inputs times the two
+    vectors of that channel's 16 weights (12 multiply-adds per 8 loads). Parallel over the tiles (positions x filter
+    blocks); each writes its 96 results to NCHW with the bias. The last tile of positions repeats the last position."""
+    N, Hp, Wp, C = xt.shape
+    K, OH, OW, Kp = out.shape[1], out.shape[2], out.shape[3], wt.shape[1]
+    L = OH * OW
+    P, KB = N * L, Kp // TILE_FILTERS
+    xf, wf, of = xt.reshape(-1), wt.reshape(-1), out.reshape(-1)
+    for tk in prange(-(-P // TILE_POSITIONS) * KB):
+        t, k0 = tk // KB, tk % KB * TILE_FILTERS
+        p0 = t * TILE_POSITIONS
+        b0, b1 = tap_base(p0, P, L, OW, Hp, Wp, C, sh, sw), tap_base(p0 + 1, P, L, OW, Hp, Wp, C, sh, sw)
+        b2, b3 = tap_base(p0 + 2, P, L, OW, Hp, Wp, C, sh, sw), tap_base(p0 + 3, P, L, OW, Hp, Wp, C, sh, sw)
+        b4, b5 = tap_base(p0 + 4, P, L, OW, Hp, Wp, C, sh, sw), tap_base(p0 + 5, P, L, OW, Hp, Wp, C, sh, sw)
+        a00, a01, a10, a11, a20, a21 = vzero(), vzero(), vzero(), vzero(), vzero(), vzero()
+        a30, a31, a40, a41, a50, a51 = vzero(), vzero(), vzero(), vzero(), vzero(), vzero()
+        for rs in range(kh * kw):
+            off, wrow = (rs // kw * Wp + rs % kw) * C, rs * C * Kp + k0
+            for c in range(C):
+                w0, w1 = vload(wf, wrow + c * Kp), vload(wf, wrow + c * Kp + 8)
+                v = vbroadcast(xf, b0 + off + c); a00 = vfma(v, w0, a00); a01 = vfma(v, w1, a01)
+                v = vbroadcast(xf, b1 + off + c); a10 = vfma(v, w0, a10); a11 = vfma(v, w1, a11)
+                v = vbroadcast(xf, b2 + off + c); a20 = vfma(v, w0, a20); a21 = vfma(v, w1, a21)
+                v = vbroadcast(xf, b3 + off + c); a30 = vfma(v, w0, a30); a31 = vfma(v, w1, a31)
+                v = vbroadcast(xf, b4 + off + c); a40 = vfma(v, w0, a40); a41 = vfma(v, w1, a41)
+                v = vbroadcast(xf, b5 + off + c); a50 = vfma(v, w0, a50); a51 = vfma(v, w1, a51)
+        bias0, bias1 = vload(bt, k0), vload(bt, k0 + 8)
+        valid, KL = min(TILE_POSITIONS, P - p0), K * L
+        store_tile_column(of, p0 // L * KL + p0 % L, L, k0, K, vadd(a00, bias0), vadd(a01, bias1))
+        if valid > 1: store_tile_column(of, (p0 + 1) // L * KL + (p0 + 1) % L, L, k0, K, vadd(a10, bias0), vadd(a11, bias1))
+        if valid > 2: store_tile_column(of, (p0 + 2) // L * KL + (p0 + 2) % L, L, k0, K, vadd(a20, bias0), vadd(a21, bias1))
+        if valid > 3: store_tile_column(of, (p0 + 3) // L * KL + (p0 + 3) % L, L, k0, K, vadd(a30, bias0), vadd(a31, bias1))
+        if valid > 4: store_tile_column(of, (p0 + 4) // L * KL + (p0 + 4) % L, L, k0, K, vadd(a40, bias0), vadd(a41, bias1))
+        if valid > 5: store_tile_column(of, (p0 + 5) // L * KL + (p0 + 5) % L, L, k0, K, vadd(a50, bias0), vadd(a51, bias1))
+
+@jit(inline=True)
+def add_tile_row(wf, o, v0, v1):
+    "wf[o:o + 16] += (v0, v1)"
+    vstore(wf, o, vadd(vload(wf, o), v0))
+    vstore(wf, o + 8, vadd(vload(wf, o + 8), v1))
+
+@jit(parallel=True)
+def conv_nhwc_weight_grad(xt,      # padded channels-last input (N, Hp, Wp, C), float32: `conv_nhwc_forward`'s
+                          gt,      # output gradient, channels last and padded, (N, Hq, Wq, Kp), Kp a multiple of 16:
+                          pa, pb,  # dE/dy[n, k, i, j] at gt[n, pa + i, pb + j, k], zero from channel K on
+                          kh, kw,  # filter size
+                          sh, sw,  # stride
+                          OH, OW,  # output size
+                          chunk,   # images whose inputs and gradients are read while they stay in cache
+                          parts):  # out: dE/dw of each of S slices of the batch (S, kh*kw*C, Kp), rows (r, s, c) as
+                                   # `conv_nhwc_forward`'s filters; the caller sums them
+    """parts[slice, (r, s, c), k] = sum_(n,i,j) xt[n, i*sh + r, j*sw + s, c] gt[n, pa + i, pb + j, k] over the images n of the
+    slice: a tile of 6 input channels times 16 filters of one tap (r, s) is 12 vectors of running sums in registers,
+    while the loop over the output positions adds 6 broadcast inputs times the two vectors of the position's 16
+    gradients. Parallel over the S slices (a fixed number: the same sums whatever the threads); a slice goes through its
+    images in chunks of `chunk`, and through every tile for each chunk while the chunk is in cache, adding the tile's
+    sums to its rows. Where C is not a multiple of 6 the last tile repeats the last channel."""
+    N, Hp, Wp, C = xt.shape
+    Hq, Wq, Kp = gt.shape[1], gt.shape[2], gt.shape[3]
+    S = parts.shape[0]
+    CT, KB = -(-C // TILE_POSITIONS), Kp // TILE_FILTERS
+    xf, gf = xt.reshape(-1), gt.reshape(-1)
+    for part in prange(S):
+        wf = parts[part].reshape(-1)
+        wf[:] = 0
+        for m0 in range(part * N // S, (part + 1) * N // S, chunk):
+            m1 = min(m0 + chunk, (part + 1) * N // S)
+            for tile in range(kh * kw * CT * KB):
+                rs, ck = tile // (CT * KB), tile % (CT * KB)
+                r, s, c0, k0 = rs // kw, rs % kw, ck // KB * TILE_POSITIONS, ck % KB * TILE_FILTERS
+                c1, c2, c3 = min(c0 + 1, C - 1), min(c0 + 2, C - 1), min(c0 + 3, C - 1)
+                c4, c5 = min(c0 + 4, C - 1), min(c0 + 5, C - 1)
+                a00, a01, a10, a11, a20, a21 = vzero(), vzero(), vzero(), vzero(), vzero(), vzero()
+                a30, a31, a40, a41, a50, a51 = vzero(), vzero(), vzero(), vzero(), vzero(), vzero()
+                for n in range(m0, m1):
+                    for i in range(OH):
+                        xb = ((n * Hp + i * sh + r) * Wp + s) * C            # input of position (n, i, 0) at tap (r, s)
+                        gb = ((n * Hq + pa + i) * Wq + pb) * Kp + k0         # its gradient, filters k0...
+                        for j in range(OW):
+                            g0, g1 = vload(gf, gb), vload(gf, gb + 8)
+                            v = vbroadcast(xf, xb + c0); a00 = vfma(v, g0, a00); a01 = vfma(v, g1, a01)
+                            v = vbroadcast(xf, xb + c1); a10 = vfma(v, g0, a10); a11 = vfma(v, g1, a11)
+                            v = vbroadcast(xf, xb + c2); a20 = vfma(v, g0, a20); a21 = vfma(v, g1, a21)
+                            v = vbroadcast(xf, xb + c3); a30 = vfma(v, g0, a30); a31 = vfma(v, g1, a31)
+                            v = vbroadcast(xf, xb + c4); a40 = vfma(v, g0, a40); a41 = vfma(v, g1, a41)
+                            v = vbroadcast(xf, xb + c5); a50 = vfma(v, g0, a50); a51 = vfma(v, g1, a51)
+                            xb += sw * C
+                            gb += Kp
+                row = rs * C * Kp + k0
+                add_tile_row(wf, row + c0 * Kp, a00, a01)
+                if c0 + 1 < C: add_tile_row(wf, row + c1 * Kp, a10, a11)
+                if c0 + 2 < C: add_tile_row(wf, row + c2 * Kp, a20, a21)
+                if c0 + 3 < C: add_tile_row(wf, row + c3 * Kp, a30, a31)
+                if c0 + 4 < C: add_tile_row(wf, row + c4 * Kp, a40, a41)
+                if c0 + 5 < C: add_tile_row(wf, row + c5 * Kp, a50, a51)
 
 @jit(parallel=True)
 def gemm_to_nchw(y,     # GEMM result (K, N*L)
