@@ -81,7 +81,7 @@ def random_case(case, dtype, seed, bias=True):
     return x, w, b, rng.normal(size=out_shape).astype(dtype)
 
 
-@pytest.fixture(params=['auto', 'auto-pointwise-batch', 'direct', 'direct-wide-rows', 'im2col', 'im2col-chunked',
+@pytest.fixture(params=['auto', 'auto-pointwise-batch', 'direct', 'direct-plain', 'direct-wide-rows', 'im2col', 'im2col-chunked',
                         'im2col-per-image', 'im2col-per-image-chunked', 'im2col-channels-last',
                         'im2col-channels-last-chunked', 'im2col-channels-last-parts', 'register-tiles',
                         'register-tiles-chunked'])
@@ -89,14 +89,16 @@ def method(request, monkeypatch):
     """Run a test with the automatic choice of kernels (1x1 filters without padding: pointwise, one GEMM per image for
     these few channels, or one for the batch in 'auto-pointwise-batch'), or force one family (direct kernels only run
     with stride 1; 'direct' computes dE/dx of every layer with "same" padding as a forward convolution of the padded
-    gradient, 'direct-wide-rows' never does): im2col with one GEMM for the batch, one image per chunk, one GEMM per
+    gradient, 'direct-wide-rows' never does; float32 runs the direct kernels with register tiles, but in 'direct-plain'):
+    im2col with one GEMM for the batch, one image per chunk, one GEMM per
     image (bias inside it), or its patches taken from a channels-last copy of the input (for the batch or one image per
     chunk, or in parts of one image each inside the batch's patch matrix), or the register-tile kernels (float32 layers:
     dE/dx from the flipped filters with stride 1 and a padding below the filter's size, from patch gradients otherwise;
     float64 goes to im2col), their filter gradients summed over the whole batch at once or one image per chunk in three
     slices, the patch gradients in parts of one image"""
     if request.param.startswith('direct'):
-        monkeypatch.setattr(config, 'FULL_CORRELATION_MIN_C', 1 if request.param == 'direct' else 10**9)
+        monkeypatch.setattr(config, 'FULL_CORRELATION_MIN_C', 10**9 if request.param == 'direct-wide-rows' else 1)
+        monkeypatch.setattr(engine, 'use_direct_tiles', lambda dtype: dtype == np.float32 and request.param != 'direct-plain')
     if request.param == 'auto-pointwise-batch': monkeypatch.setattr(config, 'POINTWISE_BATCH_MIN_C', 1)
     elif request.param != 'auto':                     # a 1x1 filter without padding runs pointwise only in 'auto'
         monkeypatch.setattr(engine, 'use_direct', lambda *a: request.param.startswith('direct'))
@@ -447,6 +449,42 @@ def test_register_tile_kernels_match_numpy(N, C, K, H, W, kh, kw, sh, sw, ph, pw
         assert not dw[:, K:].any(), 'the filters beyond K have zero gradients (their output gradient is zero)'
 
 
+@pytest.mark.parametrize('N,C,K,H,W,kh,kw,ph,pw', [
+    (1, 1, 1, 1, 1, 1, 1, 0, 0), (2, 8, 8, 28, 28, 3, 3, 1, 1), (3, 1, 6, 12, 9, 5, 5, 2, 2), (2, 6, 16, 10, 7, 5, 5, 0, 0),
+    (5, 3, 5, 4, 6, 3, 3, 1, 1), (1, 9, 7, 6, 5, 3, 1, 1, 0), (4, 2, 13, 3, 30, 1, 3, 0, 1)])
+def test_direct_tile_kernels_match_numpy(N, C, K, H, W, kh, kw, ph, pw):
+    """The direct kernels with register tiles against NumPy in float64: the forward step with its bias (four filters a
+    tile, K not a multiple of 4: a last partial tile), and, for "same" padding, both gradients from the backward kernel
+    (two taps a tile of the filter gradient) for 1, 2 and N slices. The float32 sums may differ from float64 by rounding:
+    at most 1e-5 of the sum of the terms' absolute values"""
+    from dlcourse.kernels.conv import conv_direct_tiles_backward_same, conv_direct_tiles_forward
+    rng = np.random.default_rng(N * 1000 + C * 10 + K)
+    x, w, b = (rng.normal(size=s).astype(np.float32) for s in ((N, C, H, W), (K, C, kh, kw), (K,)))
+    want, win, _ = tile_reference(x, w, 1, 1, ph, pw)
+    K4 = -(-K // 4) * 4
+    wf = np.zeros((C * kh * kw, K4), np.float32); wf[:, :K] = w.reshape(K, -1).T
+    out = np.full(want.shape, np.nan, np.float32)
+    conv_direct_tiles_forward(x, ph, pw, wf, kh, kw, b, out)
+    scale = np.einsum('ncijrs,kcrs->nkij', np.abs(win), np.abs(w)).max() + np.abs(b).max()
+    np.testing.assert_allclose(out, want + b[:, None, None], rtol=0, atol=1e-5 * scale)
+    if 2 * ph + 1 != kh or 2 * pw + 1 != kw: return                      # the backward kernel: "same" padding only
+    g = rng.normal(size=want.shape).astype(np.float32)
+    dw_want = np.einsum('ncijrs,nkij->kcrs', win, g)
+    gwin = np.lib.stride_tricks.sliding_window_view(np.pad(g.astype(np.float64), ((0, 0), (0, 0), (ph, ph), (pw, pw))),
+                                                    (kh, kw), axis=(2, 3))
+    wflip = w[:, :, ::-1, ::-1].astype(np.float64)                         # dE/dx: the full correlation
+    dx_want = np.einsum('nkijrs,kcrs->ncij', gwin, wflip)
+    C4 = -(-C // 4) * 4
+    wft = np.zeros((K * kh * kw, C4), np.float32); wft[:, :C] = w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3).reshape(C, -1).T
+    for slices in sorted({1, 2, N}):
+        parts, dx = np.full((slices, K, C, kh, kw), np.nan, np.float32), np.full(x.shape, np.nan, np.float32)
+        conv_direct_tiles_backward_same(g, x, ph, pw, wft, parts, dx)
+        np.testing.assert_allclose(dx, dx_want, rtol=0,
+                                   atol=1e-5 * np.einsum('nkijrs,kcrs->ncij', np.abs(gwin), np.abs(wflip)).max())
+        np.testing.assert_allclose(parts.sum(0, dtype=np.float64), dw_want, rtol=0,
+                                   atol=1e-5 * np.einsum('ncijrs,nkij->kcrs', np.abs(win), np.abs(g)).max())
+
+
 def test_vector_operations_compiled_and_in_python():
     "The register tiles' vector operations give NumPy's results compiled and as plain Python (NUMBA_DISABLE_JIT=1)"
     from numba import njit
@@ -456,10 +494,11 @@ def test_vector_operations_compiled_and_in_python():
         v = simd.vadd(v, simd.vload(a, 8))
         simd.vstore(out, 2, v)
         out[0] = simd.vget(v, 7)
+        out[1] = simd.vsum(simd.vload(a, 12))
     a = np.arange(20, dtype=np.float32) / 4
     want = np.zeros(12, np.float32)
     want[2:10] = a[3:11] * a[1] + a[8:16]
-    want[0] = want[9]
+    want[0], want[1] = want[9], a[12:20].sum()
     for f in (kernel, njit(kernel)):
         out = np.zeros(12, np.float32)
         f(a, out)
@@ -543,6 +582,12 @@ SCRIPT = textwrap.dedent('''
     y = conv2d(x, w, b, 1, (1, 1))
     dx, dw, db = conv2d_backward(np.ones_like(y), x, w, 1, (1, 1))
     results['tiles'] = [a.tolist() for a in (x, w, b, y, dx, dw, db)]
+    engine.use_register_tiles, engine.use_direct = (lambda *a: False), (lambda *a: True)
+    engine.use_direct_tiles = lambda dtype: True                     # float32, stride 1: the direct register tiles
+    x, w, b = (rng.normal(size=s).astype(np.float32) for s in ((2, 8, 6, 5), (6, 8, 3, 3), (6,)))
+    y = conv2d(x, w, b, 1, (1, 1))
+    dx, dw, db = conv2d_backward(np.ones_like(y), x, w, 1, (1, 1))
+    results['direct-tiles'] = [a.tolist() for a in (x, w, b, y, dx, dw, db)]
     stats = {name: (sum(f.stats.cache_hits.values()), sum(f.stats.cache_misses.values()))
              for name, f in vars(kc).items() if hasattr(f, 'stats') and f.signatures}
     json.dump(dict(results=results, stats=stats, jit_disabled=not hasattr(kc.im2col, 'stats')), sys.stdout)
@@ -560,10 +605,10 @@ def run_script(**env):
 
 def check_results(results):
     """The child's results are this process's in float64 up to rounding: 1e-12 of each array's scale for its float64
-    results (another summation order), 1e-5 for the register tiles' float32 ones (sums of at most 126 terms)"""
+    results (another summation order), 1e-5 for the register tiles' float32 ones (sums of at most about a hundred terms)"""
     for key, arrays in results.items():
         x, w, b, y, dx, dw, db = (np.array(a, np.float64) for a in arrays)
-        S, tol = {'True': (1, 1e-12), 'False': ((2, 1), 1e-12), 'tiles': (1, 1e-5)}[key]
+        S, tol = {'True': (1, 1e-12), 'False': ((2, 1), 1e-12), 'tiles': (1, 1e-5), 'direct-tiles': (1, 1e-5)}[key]
         here = (conv2d(x, w, b, S, (1, 1)), *conv2d_backward(np.ones_like(y), x, w, S, (1, 1)))
         for got, want in zip((y, dx, dw, db), here):
             np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.abs(want).max())

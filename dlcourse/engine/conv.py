@@ -20,7 +20,8 @@ from numba import get_num_threads
 from ..core import as_pair, check_allocation, check_array, check_grad
 from ..kernels import config
 from ..kernels.conv import (col2im, col2im_nhwc, conv_direct_backward_input, conv_direct_backward_same,
-                            conv_direct_backward_weight, conv_direct_forward, conv_nhwc_forward, conv_nhwc_weight_grad,
+                            conv_direct_backward_weight, conv_direct_forward, conv_direct_tiles_backward_same,
+                            conv_direct_tiles_forward, conv_nhwc_forward, conv_nhwc_weight_grad,
                             gemm_to_nchw, im2col, im2col_nhwc, matmul_nt_split, nchw_to_gemm, nchw_to_nhwc, nhwc_to_nchw,
                             to_wide_rows, TILE_FILTERS)
 from .matmul import matmul_nn, matmul_nt, matmul_tn
@@ -58,6 +59,12 @@ def check_conv(x,        # input (N, C, H, W)
 def use_direct(C, K, kh, kw):  # the filters' shape
     "Use the direct kernels (for stride 1)? For layers whose filters hold few weights in all, like LeNet-5's"
     return K * C * kh * kw <= config.DIRECT_MAX_WEIGHTS
+
+
+def use_direct_tiles(dtype):
+    """Run the direct kernels with register tiles (`conv_direct_tiles_forward`, `conv_direct_tiles_backward_same`)? For
+    float32 on a CPU with AVX2 and FMA"""
+    return dtype == np.float32 and VECTOR_FMA and config.DIRECT_REGISTER_TILES
 
 
 def use_full_correlation(C, kh, kw, padding):  # input channels, the filters' size, the padding (ph, pw)
@@ -180,7 +187,9 @@ class ConvEngine:
             if b is not None: y += b
         else:
             b = np.zeros(K, x.dtype) if b is None else b                  # the kernels below add a bias
-            if direct: conv_direct_forward(x, ph, pw, w, b, direct_groups(N, K), out)
+            if direct and use_direct_tiles(x.dtype):                     # filters as columns [(c, r, s), k]
+                conv_direct_tiles_forward(x, ph, pw, self.four_columns('wt', w.reshape(K, -1).T), kh, kw, b, out)
+            elif direct: conv_direct_forward(x, ph, pw, w, b, direct_groups(N, K), out)
             elif tiles: xp, wt = self.register_tile_forward(x, w, b, (sh, sw), (ph, pw), out)
             elif last: xp, wt = self.channels_last_forward(x, w, b, (sh, sw), (ph, pw), out, chunk)
             else:
@@ -231,6 +240,14 @@ class ConvEngine:
         wf[...] = w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]
         return wf
 
+    def four_columns(self, name, w2):  # filters as columns (rows, K)
+        "w2 with zero columns up to a multiple of 4 (the direct register tiles' four filters), in the reusable buffer `name`"
+        R, K = w2.shape
+        wt = self.buffer(name, (R, -(-K // 4) * 4), w2.dtype)
+        wt[:, K:] = 0
+        wt[:, :K] = w2
+        return wt
+
     def crop(self, dxp, x_shape, padding):
         "dE/dx from dE/d(padded x): the padding's rows and columns dropped"
         (ph, pw), (H, W) = padding, x_shape[2:]
@@ -280,7 +297,10 @@ class ConvEngine:
             if input_grad and use_full_correlation(C, kh, kw, padding):   # both gradients in one kernel, image by image
                 parts = self.slice_parts(N, w)
                 dx = np.empty(s['x_shape'], xp.dtype)
-                conv_direct_backward_same(np.ascontiguousarray(dout), xp, *padding, self.flipped(w), parts, dx)
+                if use_direct_tiles(xp.dtype):                            # the flipped filters as columns [(k, r, s), c]
+                    wf = self.four_columns('wflipt', self.flipped(w).reshape(C, -1).T)
+                    conv_direct_tiles_backward_same(np.ascontiguousarray(dout), xp, *padding, wf, parts, dx)
+                else: conv_direct_backward_same(np.ascontiguousarray(dout), xp, *padding, self.flipped(w), parts, dx)
                 dw += parts.sum(0)
                 return dx
             xp = self.pad(xp, *padding)

@@ -19,6 +19,9 @@ SERIAL_VALUES = 1 << 17    # values read (memory-bound kernels: pooling, activat
 
 # Convolution: which algorithm
 DIRECT_MAX_WEIGHTS = 4096  # K*C*kh*kw up to which a stride-1 convolution uses the direct kernels (LeNet-5's layers)
+DIRECT_REGISTER_TILES = True   # float32 direct layers run with register tiles (engine.conv.use_direct_tiles): four filters
+                           # times 24 positions of the wide rows in registers. The small ResNet-18's 8-channel layers took
+                           # 0.92 of the time forward, 0.97 backward (its training step 0.976)
 FULL_CORRELATION_MIN_C = 8 # input channels from which a direct layer with "same" padding computes dE/dx as a forward
                            # convolution of the padded output gradient (engine.conv.use_full_correlation): dE/dx and its
                            # layout copies in 0.8 of the time on the small ResNet-18's 8- and 16-channel layers; LeNet-5's
@@ -46,7 +49,9 @@ REGISTER_TILE_MAX_WEIGHTS = 1 << 16   # (engine.conv.use_register_tiles), for fi
 REGISTER_TILE_CHUNK = 1 << 14   # values of input and output gradient (channels last, 64 KB) whose filter gradient sums are
                                 # computed while they are in cache: 3 images of the small ResNet-18's 4x4 maps at 64
                                 # channels (0.9 of the time with 7-28 images; on 7x7 and 14x14 maps the same)
-REGISTER_TILE_STRIDED_MIN_C = 8 # input channels from which a strided float32 layer uses them PLACEHOLDER
+REGISTER_TILE_STRIDED_MIN_C = 8 # input channels from which a strided float32 layer uses them: the small ResNet-18's
+                                # three 3x3 stride-2 layers took 0.70-0.87 of their time in the step (the step 0.97);
+                                # leaving out its 8-channel one made the step 1.02 times as slow
 REGISTER_TILE_SLICES = 4        # slices of the batch whose filter gradients are computed side by side (a fixed number, so
                                 # that the sums do not depend on the threads); 2, 4 and 8 took the same time on 2 cores
 GEMM_PER_IMAGE = 2048      # output positions per image from which every image gets its own GEMM, the bias inside it

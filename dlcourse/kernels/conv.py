@@ -6,7 +6,7 @@ import numpy as np
 
 from .config import SERIAL_MACS
 from .jit import jit, prange
-from .simd import vadd, vbroadcast, vfma, vget, vload, vstore, vzero
+from .simd import vadd, vbroadcast, vfma, vget, vload, vstore, vsum, vzero
 
 
 SHORT_ROWS = 16     # output rows shorter than this: im2col and col2im gather and scatter through a table of offsets
@@ -709,3 +709,131 @@ def conv_direct_backward_input(gw,      # wide output gradient from `to_wide_row
                 else:
                     for p in range(M): dst[p] += a0 * g0[p]
             k += min(kb, 2) if kb < 4 else 4
+WIDE_TILE = 24      # positions of a wide-row register tile: three vectors (times four filters: 12 of the 16 AVX2 registers)
+
+@jit()
+def wide_rows_four_filters(xf,     # one padded float32 image, flattened, planes P values apart, WIDE_TILE zeros after it
+                           offs,   # offset of every filter tap in xf (`tap_offsets`)
+                           wf,     # filters as columns, flattened (T, K4): wf[t*K4 + k], K4 a multiple of 4
+                           K4, k0, # its row length; the first of the four filters
+                           acc):   # out: the four filters' wide outputs (4, Mr), Mr a multiple of WIDE_TILE
+    """acc[j, p] = sum_t wf[t, k0 + j] xf[p + offs[t]]: a register tile of 24 positions (three vectors) times four filters
+    is 12 vectors of running sums, while the loop over the taps adds three input vectors times four broadcast weights
+    (12 multiply-adds per 7 loads)"""
+    Mr, af = acc.shape[1], acc.reshape(-1)
+    for p0 in range(0, Mr, WIDE_TILE):
+        a00, a01, a02, a10, a11, a12 = vzero(), vzero(), vzero(), vzero(), vzero(), vzero()
+        a20, a21, a22, a30, a31, a32 = vzero(), vzero(), vzero(), vzero(), vzero(), vzero()
+        for t in range(len(offs)):
+            o, wb = offs[t] + p0, t * K4 + k0
+            x0, x1, x2 = vload(xf, o), vload(xf, o + 8), vload(xf, o + 16)
+            v = vbroadcast(wf, wb); a00 = vfma(v, x0, a00); a01 = vfma(v, x1, a01); a02 = vfma(v, x2, a02)
+            v = vbroadcast(wf, wb + 1); a10 = vfma(v, x0, a10); a11 = vfma(v, x1, a11); a12 = vfma(v, x2, a12)
+            v = vbroadcast(wf, wb + 2); a20 = vfma(v, x0, a20); a21 = vfma(v, x1, a21); a22 = vfma(v, x2, a22)
+            v = vbroadcast(wf, wb + 3); a30 = vfma(v, x0, a30); a31 = vfma(v, x1, a31); a32 = vfma(v, x2, a32)
+        vstore(af, p0, a00); vstore(af, p0 + 8, a01); vstore(af, p0 + 16, a02)
+        vstore(af, Mr + p0, a10); vstore(af, Mr + p0 + 8, a11); vstore(af, Mr + p0 + 16, a12)
+        vstore(af, 2 * Mr + p0, a20); vstore(af, 2 * Mr + p0 + 8, a21); vstore(af, 2 * Mr + p0 + 16, a22)
+        vstore(af, 3 * Mr + p0, a30); vstore(af, 3 * Mr + p0 + 8, a31); vstore(af, 3 * Mr + p0 + 16, a32)
+
+@jit()
+def wide_tile_outputs(acc, Wp, b, k0, out):
+    "out[k0 + j, i, l] = acc[j, i*Wp + l] + b[k0 + j] for the valid filters k0 + j < len(out): a tile's four wide outputs"
+    OH, OW = out.shape[1], out.shape[2]
+    for j in range(min(4, out.shape[0] - k0)):
+        o, a, bk = out[k0 + j], acc[j], b[k0 + j]
+        for i in range(OH):
+            for l in range(OW): o[i, l] = a[i * Wp + l] + bk
+
+@jit(parallel=True)
+def conv_direct_tiles_forward(x,      # input (N, C, H, W), float32, unpadded
+                              ph, pw, # padding
+                              wf,     # filters as columns (C*kh*kw, K4), rows (c, r, s), zero from column K on
+                              kh, kw, # filter size
+                              b,      # bias (K,)
+                              out):   # out: (N, K, OH, OW), stride 1
+    """The direct kernels' convolution on wide rows (`conv_direct_forward`) with register tiles: each image is padded
+    into a scratch array of its own (cache-resident), and `wide_rows_four_filters` computes its wide outputs four
+    filters at a time. Parallel over the images."""
+    N, C, H, W = x.shape
+    K, OH, OW = out.shape[1], out.shape[2], out.shape[3]
+    Hp, Wp = H + 2 * ph, W + 2 * pw
+    M, P = (OH - 1) * Wp + OW, Hp * Wp + GAP
+    Mr = -(-M // WIDE_TILE) * WIDE_TILE
+    offs, K4 = tap_offsets(C, kh, kw, P, Wp), wf.shape[1]
+    for n in prange(N):
+        xf = np.zeros(C * P + WIDE_TILE, x.dtype)                   # tiles past M read up to WIDE_TILE values beyond
+        pad_image(x[n], ph, pw, xf, P)
+        acc = np.empty((4, Mr), x.dtype)
+        for k0 in range(0, K, 4):
+            wide_rows_four_filters(xf, offs, wf.reshape(-1), K4, k0, acc)
+            wide_tile_outputs(acc, Wp, b, k0, out[n])
+
+@jit()
+def filter_gradient_tiles(gf,     # one image's output gradient, padded: planes P values apart, read from `start` on
+                          start,  # where the wide rows of each plane begin
+                          P, M,   # plane stride, wide positions (a multiple of 8; the rows read past them are zeros)
+                          xf,     # the image padded, flattened
+                          offs,   # offset of every filter tap in xf
+                          pk):    # out: the filter gradient (K, T), added to
+    """pk[k, t] += sum_p g_wide[k, p] xf[p + offs[t]]: register tiles of four filters times two taps, 8 vectors of running
+    sums over the positions (8 multiply-adds per 6 loads), each summed across its values at the end. A last partial
+    tile repeats its last filter or tap and adds only the valid sums"""
+    K, T = pk.shape
+    for k0 in range(0, K, 4):
+        k1, k2, k3 = min(k0 + 1, K - 1), min(k0 + 2, K - 1), min(k0 + 3, K - 1)
+        g0, g1, g2, g3 = k0 * P + start, k1 * P + start, k2 * P + start, k3 * P + start
+        for t0 in range(0, T, 2):
+            t1 = min(t0 + 1, T - 1)
+            o0, o1 = offs[t0], offs[t1]
+            a00, a01, a10, a11, a20, a21, a30, a31 = vzero(), vzero(), vzero(), vzero(), vzero(), vzero(), vzero(), vzero()
+            for p in range(0, M, 8):
+                x0, x1 = vload(xf, o0 + p), vload(xf, o1 + p)
+                v = vload(gf, g0 + p); a00 = vfma(v, x0, a00); a01 = vfma(v, x1, a01)
+                v = vload(gf, g1 + p); a10 = vfma(v, x0, a10); a11 = vfma(v, x1, a11)
+                v = vload(gf, g2 + p); a20 = vfma(v, x0, a20); a21 = vfma(v, x1, a21)
+                v = vload(gf, g3 + p); a30 = vfma(v, x0, a30); a31 = vfma(v, x1, a31)
+            two = t1 > t0
+            pk[k0, t0] += vsum(a00)
+            if two: pk[k0, t1] += vsum(a01)
+            if k1 > k0:
+                pk[k1, t0] += vsum(a10)
+                if two: pk[k1, t1] += vsum(a11)
+            if k2 > k1:
+                pk[k2, t0] += vsum(a20)
+                if two: pk[k2, t1] += vsum(a21)
+            if k3 > k2:
+                pk[k3, t0] += vsum(a30)
+                if two: pk[k3, t1] += vsum(a31)
+
+@jit(parallel=True)
+def conv_direct_tiles_backward_same(dout,   # output gradient (N, K, OH, OW), float32, of a layer with "same" padding
+                                    x,      # its input (N, C, H, W), unpadded
+                                    ph, pw, # the padding
+                                    wflip,  # the flipped filters as columns (K*kh*kw, C4), rows (k, r, s): w[k, c, kh-1-r,
+                                            # kw-1-s] in column c, zero from column C on
+                                    parts,  # out: filter gradient of each of NB slices of the batch (NB, K, C, kh, kw)
+                                    dx):    # out: dE/dx (N, C, H, W)
+    """`conv_direct_backward_same` with register tiles: per image, the output gradient padded by (ph, pw) in a scratch
+    array gives the filter gradient (`filter_gradient_tiles`, with the image padded in a second one) and, convolved
+    with the flipped filters four input channels at a time (`wide_rows_four_filters`), dE/dx. Parallel over NB slices
+    of the batch, each owning its filter-gradient sums"""
+    N, C, H, W = x.shape
+    NB, K, _, kh, kw = parts.shape
+    Hp, Wp = H + 2 * ph, W + 2 * pw
+    M, T, P = whole_vectors((H - 1) * Wp + W), C * kh * kw, Hp * Wp + GAP   # wide rows of dE/dy and dE/dx alike
+    Mr = -(-M // WIDE_TILE) * WIDE_TILE
+    offs_x, offs_g = tap_offsets(C, kh, kw, P, Wp), tap_offsets(K, kh, kw, P, Wp)
+    pf, start, zeros, C4 = parts.reshape(NB, K, T), ph * Wp + pw, np.zeros(C, x.dtype), wflip.shape[1]
+    for b in prange(NB):
+        pb = pf[b]
+        pb[:] = 0
+        xf, gf = np.zeros(C * P + WIDE_TILE, x.dtype), np.zeros(K * P + WIDE_TILE, x.dtype)
+        acc = np.empty((4, Mr), x.dtype)
+        for n in range(b * N // NB, (b + 1) * N // NB):
+            pad_image(x[n], ph, pw, xf, P)
+            pad_image(dout[n], ph, pw, gf, P)
+            filter_gradient_tiles(gf, start, P, M, xf, offs_x, pb)
+            for c0 in range(0, C, 4):
+                wide_rows_four_filters(gf, offs_g, wflip.reshape(-1), C4, c0, acc)
+                wide_tile_outputs(acc, Wp, zeros, c0, dx[n])

@@ -10,7 +10,7 @@ fused multiply-adds, as in a hand-written matrix-product kernel: `conv.conv_nhwc
 
 The operations take a flat, C-contiguous float32 array and an index: `vload(a, i)` = a[i:i+8], `vbroadcast(a, i)` =
 eight copies of a[i], `vstore(a, i, v)` writes a[i:i+8]. `vfma(a, b, c)` = a*b + c (fused where the CPU has FMA:
-`llvm.fmuladd`), `vadd`, `vzero` and `vget(v, j)` = v[j]. Compiled, they check no bounds (as Numba's own indexing
+`llvm.fmuladd`), `vadd`, `vzero`, `vget(v, j)` = v[j] and `vsum(v)`, the sum of its values. Compiled, they check no bounds (as Numba's own indexing
 does not), except under NUMBA_BOUNDSCHECK=1, where an index outside the array raises IndexError. Without the compiler
 (NUMBA_DISABLE_JIT=1) each is the NumPy expression above, on arrays of eight float32 values, so the kernels still run
 as plain Python. LLVM maps the type to one AVX register (two SSE registers on a CPU without AVX)."""
@@ -94,6 +94,20 @@ def _add(typingctx, a, b):
 
 
 @intrinsic
+def _sum(typingctx, v):
+    if not v == vec8: return None
+    def codegen(context, builder, sig, args):                # halves added three times: a tree of seven additions
+        v, i32 = args[0], ir.IntType(32)
+        for width in (4, 2, 1):
+            upper = builder.shuffle_vector(v, ir.Constant(_V, ir.Undefined),
+                                           ir.Constant(ir.VectorType(i32, WIDTH), [width + j if j < width else 0
+                                                                                   for j in range(WIDTH)]))
+            v = builder.fadd(v, upper)
+        return builder.extract_element(v, ir.Constant(i32, 0))
+    return types.float32(vec8), codegen
+
+
+@intrinsic
 def _zero(typingctx):
     def codegen(context, builder, sig, args): return ir.Constant(_V, [0.0] * WIDTH)
     return vec8(), codegen
@@ -127,6 +141,12 @@ def vfma(a, b, c):
 def vadd(a, b):
     "a + b, elementwise"
     return a + b
+
+def vsum(v):
+    "The sum of v's eight values (as a tree: pairs of halves added)"
+    v = v[:4] + v[4:]
+    v = v[:2] + v[2:]
+    return v[0] + v[1]
 
 def vzero():
     "Eight zeros"
@@ -178,6 +198,10 @@ def _ol_vfma(a, b, c): return lambda a, b, c: _fma(a, b, c)
 
 @overload(vadd, inline='always')
 def _ol_vadd(a, b): return lambda a, b: _add(a, b)
+
+
+@overload(vsum, inline='always')
+def _ol_vsum(v): return lambda v: _sum(v)
 
 
 @overload(vzero, inline='always')
