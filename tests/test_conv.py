@@ -421,7 +421,8 @@ def test_register_tile_kernels_match_numpy(N, C, K, H, W, kh, kw, sh, sw, ph, pw
     """The register-tile kernels against NumPy in float64, with and without a stride: the forward step with its bias
     (filters rounded up to whole tiles of 16 with zeros, positions in tiles of 6 with a last partial tile), and the
     filter gradient summed over the
-    slices, for chunks of 1, 2 and all images and 1 to 4 slices (C not a multiple of 6: a last partial tile of channels).
+    slices, for chunks of 1, 2, 3, an image's and all output rows and 1 to N*OH slices (C not a multiple of 6: a last
+    partial tile of channels).
     The float32 sums may differ from float64 by rounding: at most 1e-5 of the sum of the terms' absolute values"""
     from dlcourse.kernels.conv import conv_nhwc_forward, conv_nhwc_weight_grad
     rng = np.random.default_rng(N * 1000 + C * 10 + K)
@@ -441,8 +442,8 @@ def test_register_tile_kernels_match_numpy(N, C, K, H, W, kh, kw, sh, sw, ph, pw
     gt[:, 1:1 + OH, 2:2 + OW, :K] = g.transpose(0, 2, 3, 1)               # larger padded array, as backward pads it
     dw_want = np.einsum('ncijrs,nkij->krsc', win, g)                       # rows (r, s, c), as the kernel's
     dw_scale = np.einsum('ncijrs,nkij->krsc', np.abs(win), np.abs(g)).max()
-    for chunk, slices in ((1, 1), (2, 3), (N, 4), (10**6, 2)):
-        parts = np.full((min(N, slices), kh * kw * C, Kp), np.nan, np.float32)
+    for chunk, slices in ((1, 1), (2, 3), (OH, 4), (10**6, 2), (3, N * OH)):     # chunks and slices of output rows
+        parts = np.full((max(1, min(N * OH, slices)), kh * kw * C, Kp), np.nan, np.float32)
         conv_nhwc_weight_grad(xt.astype(np.float32), gt, 1, 2, kh, kw, sh, sw, OH, OW, chunk, parts)
         dw = parts.sum(0, dtype=np.float64)
         np.testing.assert_allclose(dw[:, :K].reshape(kh, kw, C, K).transpose(3, 0, 1, 2), dw_want, rtol=0, atol=1e-5 * dw_scale)
@@ -454,7 +455,8 @@ def test_register_tile_kernels_match_numpy(N, C, K, H, W, kh, kw, sh, sw, ph, pw
     (5, 3, 5, 4, 6, 3, 3, 1, 1), (1, 9, 7, 6, 5, 3, 1, 1, 0), (4, 2, 13, 3, 30, 1, 3, 0, 1)])
 def test_direct_tile_kernels_match_numpy(N, C, K, H, W, kh, kw, ph, pw):
     """The direct kernels with register tiles against NumPy in float64: the forward step with its bias (four filters a
-    tile, K not a multiple of 4: a last partial tile), and, for "same" padding, both gradients from the backward kernel
+    tile, K not a multiple of 4: a last partial tile; an image's groups of four filters in one or more parts), and, for
+    "same" padding, both gradients from the backward kernel
     (two taps a tile of the filter gradient) for 1, 2 and N slices. The float32 sums may differ from float64 by rounding:
     at most 1e-5 of the sum of the terms' absolute values"""
     from dlcourse.kernels.conv import conv_direct_tiles_backward_same, conv_direct_tiles_forward
@@ -463,10 +465,11 @@ def test_direct_tile_kernels_match_numpy(N, C, K, H, W, kh, kw, ph, pw):
     want, win, _ = tile_reference(x, w, 1, 1, ph, pw)
     K4 = -(-K // 4) * 4
     wf = np.zeros((C * kh * kw, K4), np.float32); wf[:, :K] = w.reshape(K, -1).T
-    out = np.full(want.shape, np.nan, np.float32)
-    conv_direct_tiles_forward(x, ph, pw, wf, kh, kw, b, out)
     scale = np.einsum('ncijrs,kcrs->nkij', np.abs(win), np.abs(w)).max() + np.abs(b).max()
-    np.testing.assert_allclose(out, want + b[:, None, None], rtol=0, atol=1e-5 * scale)
+    for groups in sorted({1, 2, K4 // 4}):                                 # an image's filter groups in 1 to K4/4 parts
+        out = np.full(want.shape, np.nan, np.float32)
+        conv_direct_tiles_forward(x, ph, pw, wf, kh, kw, b, groups, out)
+        np.testing.assert_allclose(out, want + b[:, None, None], rtol=0, atol=1e-5 * scale)
     if 2 * ph + 1 != kh or 2 * pw + 1 != kw: return                      # the backward kernel: "same" padding only
     g = rng.normal(size=want.shape).astype(np.float32)
     dw_want = np.einsum('ncijrs,nkij->kcrs', win, g)

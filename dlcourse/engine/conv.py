@@ -188,7 +188,8 @@ class ConvEngine:
         else:
             b = np.zeros(K, x.dtype) if b is None else b                  # the kernels below add a bias
             if direct and use_direct_tiles(x.dtype):                     # filters as columns [(c, r, s), k]
-                conv_direct_tiles_forward(x, ph, pw, self.four_columns('wt', w.reshape(K, -1).T), kh, kw, b, out)
+                conv_direct_tiles_forward(x, ph, pw, self.four_columns('wt', w.reshape(K, -1).T), kh, kw, b,
+                                          direct_groups(N, -(-K // 4) * 2), out)   # (counts pairs of filters)
             elif direct: conv_direct_forward(x, ph, pw, w, b, direct_groups(N, K), out)
             elif tiles: xp, wt = self.register_tile_forward(x, w, b, (sh, sw), (ph, pw), out)
             elif last: xp, wt = self.channels_last_forward(x, w, b, (sh, sw), (ph, pw), out, chunk)
@@ -366,10 +367,9 @@ class ConvEngine:
         pa, pb = (kh - 1 - ph, kw - 1 - pw) if flip else (0, 0)
         gt = self.buffer('g', (N, OH + 2 * pa, OW + 2 * pb, Kp), xt.dtype)
         nchw_to_nhwc(dout, pa, pb, gt)
-        parts = self.buffer('parts', (max(1, min(N, config.REGISTER_TILE_SLICES)), kh * kw * C, Kp), xt.dtype)
-        per_image = max(1, (xt.size + gt.size) // max(N, 1))                  # values of one image in both
-        conv_nhwc_weight_grad(xt, gt, pa, pb, kh, kw, sh, sw, OH, OW, max(1, config.REGISTER_TILE_CHUNK // per_image),
-                              parts)
+        parts = self.buffer('parts', (max(1, min(N * OH, config.REGISTER_TILE_SLICES)), kh * kw * C, Kp), xt.dtype)
+        per_row = sh * xt.shape[2] * C + OW * Kp                           # input and gradient values of an output row
+        conv_nhwc_weight_grad(xt, gt, pa, pb, kh, kw, sh, sw, OH, OW, max(1, config.REGISTER_TILE_CHUNK // per_row), parts)
         dw += parts.sum(0).reshape(kh, kw, C, Kp)[..., :K].transpose(3, 2, 0, 1)
         if not input_grad: return None
         dx = np.empty(s['x_shape'], xt.dtype)

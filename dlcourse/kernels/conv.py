@@ -317,25 +317,26 @@ def conv_nhwc_weight_grad(xt,      # padded channels-last input (N, Hp, Wp, C), 
                           kh, kw,  # filter size
                           sh, sw,  # stride
                           OH, OW,  # output size
-                          chunk,   # images whose inputs and gradients are read while they stay in cache
-                          parts):  # out: dE/dw of each of S slices of the batch (S, kh*kw*C, Kp), rows (r, s, c) as
-                                   # `conv_nhwc_forward`'s filters; the caller sums them
-    """parts[slice, (r, s, c), k] = sum_(n,i,j) xt[n, i*sh + r, j*sw + s, c] gt[n, pa + i, pb + j, k] over the images n of the
-    slice: a tile of 6 input channels times 16 filters of one tap (r, s) is 12 vectors of running sums in registers,
-    while the loop over the output positions adds 6 broadcast inputs times the two vectors of the position's 16
-    gradients. Parallel over the S slices (a fixed number: the same sums whatever the threads); a slice goes through its
-    images in chunks of `chunk`, and through every tile for each chunk while the chunk is in cache, adding the tile's
-    sums to its rows. Where C is not a multiple of 6 the last tile repeats the last channel."""
+                          chunk,   # output rows whose inputs and gradients are read while they stay in cache
+                          parts):  # out: dE/dw of each of S slices of the output rows (S, kh*kw*C, Kp), rows (r, s, c)
+                                   # as `conv_nhwc_forward`'s filters; the caller sums them
+    """parts[slice, (r, s, c), k] = sum_(n,i,j) xt[n, i*sh + r, j*sw + s, c] gt[n, pa + i, pb + j, k] over the output rows
+    (n, i) of the slice: a tile of 6 input channels times 16 filters of one tap (r, s) is 12 vectors of running sums in
+    registers, while the loop over the output positions adds 6 broadcast inputs times the two vectors of the position's
+    16 gradients. Parallel over the S slices of the batch's N*OH output rows (a fixed number: the same sums whatever the
+    threads, and a single image gives every thread work); a slice goes through its rows in chunks of `chunk`, and
+    through every tile for each chunk while the chunk is in cache, adding the tile's sums to its rows. Where C is not a
+    multiple of 6 the last tile repeats the last channel."""
     N, Hp, Wp, C = xt.shape
     Hq, Wq, Kp = gt.shape[1], gt.shape[2], gt.shape[3]
-    S = parts.shape[0]
+    S, R = parts.shape[0], N * OH
     CT, KB = -(-C // TILE_POSITIONS), Kp // TILE_FILTERS
     xf, gf = xt.reshape(-1), gt.reshape(-1)
     for part in prange(S):
         wf = parts[part].reshape(-1)
         wf[:] = 0
-        for m0 in range(part * N // S, (part + 1) * N // S, chunk):
-            m1 = min(m0 + chunk, (part + 1) * N // S)
+        for m0 in range(part * R // S, (part + 1) * R // S, chunk):
+            m1 = min(m0 + chunk, (part + 1) * R // S)
             for tile in range(kh * kw * CT * KB):
                 rs, ck = tile // (CT * KB), tile % (CT * KB)
                 r, s, c0, k0 = rs // kw, rs % kw, ck // KB * TILE_POSITIONS, ck % KB * TILE_FILTERS
@@ -343,27 +344,27 @@ def conv_nhwc_weight_grad(xt,      # padded channels-last input (N, Hp, Wp, C), 
                 c4, c5 = min(c0 + 4, C - 1), min(c0 + 5, C - 1)
                 a00, a01, a10, a11, a20, a21 = vzero(), vzero(), vzero(), vzero(), vzero(), vzero()
                 a30, a31, a40, a41, a50, a51 = vzero(), vzero(), vzero(), vzero(), vzero(), vzero()
-                for n in range(m0, m1):
-                    for i in range(OH):
-                        xb = ((n * Hp + i * sh + r) * Wp + s) * C            # input of position (n, i, 0) at tap (r, s)
-                        gb = ((n * Hq + pa + i) * Wq + pb) * Kp + k0         # its gradient, filters k0...
-                        for j in range(OW):
-                            g0, g1 = vload(gf, gb), vload(gf, gb + 8)
-                            v = vbroadcast(xf, xb + c0); a00 = vfma(v, g0, a00); a01 = vfma(v, g1, a01)
-                            v = vbroadcast(xf, xb + c1); a10 = vfma(v, g0, a10); a11 = vfma(v, g1, a11)
-                            v = vbroadcast(xf, xb + c2); a20 = vfma(v, g0, a20); a21 = vfma(v, g1, a21)
-                            v = vbroadcast(xf, xb + c3); a30 = vfma(v, g0, a30); a31 = vfma(v, g1, a31)
-                            v = vbroadcast(xf, xb + c4); a40 = vfma(v, g0, a40); a41 = vfma(v, g1, a41)
-                            v = vbroadcast(xf, xb + c5); a50 = vfma(v, g0, a50); a51 = vfma(v, g1, a51)
-                            xb += sw * C
-                            gb += Kp
-                row = rs * C * Kp + k0
-                add_tile_row(wf, row + c0 * Kp, a00, a01)
-                if c0 + 1 < C: add_tile_row(wf, row + c1 * Kp, a10, a11)
-                if c0 + 2 < C: add_tile_row(wf, row + c2 * Kp, a20, a21)
-                if c0 + 3 < C: add_tile_row(wf, row + c3 * Kp, a30, a31)
-                if c0 + 4 < C: add_tile_row(wf, row + c4 * Kp, a40, a41)
-                if c0 + 5 < C: add_tile_row(wf, row + c5 * Kp, a50, a51)
+                for row in range(m0, m1):
+                    n, i = row // OH, row % OH
+                    xb = ((n * Hp + i * sh + r) * Wp + s) * C                # input of position (n, i, 0) at tap (r, s)
+                    gb = ((n * Hq + pa + i) * Wq + pb) * Kp + k0             # its gradient, filters k0...
+                    for j in range(OW):
+                        g0, g1 = vload(gf, gb), vload(gf, gb + 8)
+                        v = vbroadcast(xf, xb + c0); a00 = vfma(v, g0, a00); a01 = vfma(v, g1, a01)
+                        v = vbroadcast(xf, xb + c1); a10 = vfma(v, g0, a10); a11 = vfma(v, g1, a11)
+                        v = vbroadcast(xf, xb + c2); a20 = vfma(v, g0, a20); a21 = vfma(v, g1, a21)
+                        v = vbroadcast(xf, xb + c3); a30 = vfma(v, g0, a30); a31 = vfma(v, g1, a31)
+                        v = vbroadcast(xf, xb + c4); a40 = vfma(v, g0, a40); a41 = vfma(v, g1, a41)
+                        v = vbroadcast(xf, xb + c5); a50 = vfma(v, g0, a50); a51 = vfma(v, g1, a51)
+                        xb += sw * C
+                        gb += Kp
+                row0 = rs * C * Kp + k0
+                add_tile_row(wf, row0 + c0 * Kp, a00, a01)
+                if c0 + 1 < C: add_tile_row(wf, row0 + c1 * Kp, a10, a11)
+                if c0 + 2 < C: add_tile_row(wf, row0 + c2 * Kp, a20, a21)
+                if c0 + 3 < C: add_tile_row(wf, row0 + c3 * Kp, a30, a31)
+                if c0 + 4 < C: add_tile_row(wf, row0 + c4 * Kp, a40, a41)
+                if c0 + 5 < C: add_tile_row(wf, row0 + c5 * Kp, a50, a51)
 
 @jit(parallel=True)
 def gemm_to_nchw(y,     # GEMM result (K, N*L)
@@ -751,23 +752,25 @@ def conv_direct_tiles_forward(x,      # input (N, C, H, W), float32, unpadded
                               wf,     # filters as columns (C*kh*kw, K4), rows (c, r, s), zero from column K on
                               kh, kw, # filter size
                               b,      # bias (K,)
+                              groups, # items per image: its groups of four filters in this many parts (`direct_groups`)
                               out):   # out: (N, K, OH, OW), stride 1
     """The direct kernels' convolution on wide rows (`conv_direct_forward`) with register tiles: each image is padded
     into a scratch array of its own (cache-resident), and `wide_rows_four_filters` computes its wide outputs four
-    filters at a time. Parallel over the images."""
+    filters at a time. Parallel over (image, part of its filter groups)."""
     N, C, H, W = x.shape
     K, OH, OW = out.shape[1], out.shape[2], out.shape[3]
     Hp, Wp = H + 2 * ph, W + 2 * pw
     M, P = (OH - 1) * Wp + OW, Hp * Wp + GAP
-    Mr = -(-M // WIDE_TILE) * WIDE_TILE
+    Mr, KG = -(-M // WIDE_TILE) * WIDE_TILE, -(-K // 4)
     offs, K4 = tap_offsets(C, kh, kw, P, Wp), wf.shape[1]
-    for n in prange(N):
+    for ng in prange(N * groups):
+        n, g = ng // groups, ng % groups
         xf = np.zeros(C * P + WIDE_TILE, x.dtype)                   # tiles past M read up to WIDE_TILE values beyond
         pad_image(x[n], ph, pw, xf, P)
         acc = np.empty((4, Mr), x.dtype)
-        for k0 in range(0, K, 4):
-            wide_rows_four_filters(xf, offs, wf.reshape(-1), K4, k0, acc)
-            wide_tile_outputs(acc, Wp, b, k0, out[n])
+        for kg in range(g * KG // groups, (g + 1) * KG // groups):
+            wide_rows_four_filters(xf, offs, wf.reshape(-1), K4, 4 * kg, acc)
+            wide_tile_outputs(acc, Wp, b, 4 * kg, out[n])
 
 @jit()
 def filter_gradient_tiles(gf,     # one image's output gradient, padded: planes P values apart, read from `start` on
