@@ -639,7 +639,7 @@ def test_boundscheck_catches_a_wrong_index(tmp_path):
         except IndexError: print('IndexError')
     ''')
     res = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, timeout=600,
-                         env={**os.environ, 'NUMBA_BOUNDSCHECK': '1', 'NUMBA_CACHE_DIR': str(tmp_path)})
+                         env=compiled_env(NUMBA_BOUNDSCHECK='1', NUMBA_CACHE_DIR=str(tmp_path)))
     assert res.returncode == 0, res.stderr
     assert res.stdout.split() == ['IndexError'] * 2
 
