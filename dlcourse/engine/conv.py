@@ -188,7 +188,7 @@ class ConvEngine:
         else:
             b = np.zeros(K, x.dtype) if b is None else b                  # the kernels below add a bias
             if direct and use_direct_tiles(x.dtype):                     # filters as columns [(c, r, s), k]
-                conv_direct_tiles_forward(x, ph, pw, self.four_columns('wt', w.reshape(K, -1).T), kh, kw, b,
+                conv_direct_tiles_forward(x, ph, pw, self.zero_padded('wt', w.reshape(K, -1).T, 4), kh, kw, b,
                                           direct_groups(N, -(-K // 4) * 2), out)   # (counts pairs of filters)
             elif direct: conv_direct_forward(x, ph, pw, w, b, direct_groups(N, K), out)
             elif tiles: xp, wt = self.register_tile_forward(x, w, b, (sh, sw), (ph, pw), out)
@@ -241,13 +241,13 @@ class ConvEngine:
         wf[...] = w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]
         return wf
 
-    def four_columns(self, name, w2):  # filters as columns (rows, K)
-        "w2 with zero columns up to a multiple of 4 (the direct register tiles' four filters), in the reusable buffer `name`"
-        R, K = w2.shape
-        wt = self.buffer(name, (R, -(-K // 4) * 4), w2.dtype)
-        wt[:, K:] = 0
-        wt[:, :K] = w2
-        return wt
+    def zero_padded(self, name, a, multiple):
+        "a with zeros after its last axis, up to a multiple of `multiple` values, in the reusable buffer `name`"
+        K = a.shape[-1]
+        out = self.buffer(name, a.shape[:-1] + (-(-K // multiple) * multiple,), a.dtype)
+        out[..., K:] = 0
+        out[..., :K] = a
+        return out
 
     def crop(self, dxp, x_shape, padding):
         "dE/dx from dE/d(padded x): the padding's rows and columns dropped"
@@ -299,7 +299,7 @@ class ConvEngine:
                 parts = self.slice_parts(N, w)
                 dx = np.empty(s['x_shape'], xp.dtype)
                 if use_direct_tiles(xp.dtype):                            # the flipped filters as columns [(k, r, s), c]
-                    wf = self.four_columns('wflipt', self.flipped(w).reshape(C, -1).T)
+                    wf = self.zero_padded('wflipt', self.flipped(w).reshape(C, -1).T, 4)
                     conv_direct_tiles_backward_same(np.ascontiguousarray(dout), xp, *padding, wf, parts, dx)
                 else: conv_direct_backward_same(np.ascontiguousarray(dout), xp, *padding, self.flipped(w), parts, dx)
                 dw += parts.sum(0)
@@ -334,24 +334,14 @@ class ConvEngine:
         xt = self.buffer('xt', (N, H + 2 * ph, W + 2 * pw, C), x.dtype)
         nchw_to_nhwc(x, ph, pw, xt)
         wt = self.tile_columns('wt', w.transpose(2, 3, 1, 0))            # [(r, s, c), k] = w[k, c, r, s]
-        conv_nhwc_forward(xt, wt, self.tile_bias(b, wt.shape[1]), kh, kw, *stride, out)
+        conv_nhwc_forward(xt, wt, self.zero_padded('bt', b, TILE_FILTERS), kh, kw, *stride, out)
         return xt, wt
 
     def tile_columns(self, name, w4):  # filters as (kh, kw, rows, columns): a view of the layer's filters
         """The register-tile kernels' filters (kh*kw*rows, columns rounded up to 16): w4's values, zeros in the columns
         beyond, in the reusable buffer `name`"""
-        kh, kw, R, K = w4.shape
-        wt = self.buffer(name, (kh, kw, R, tile_filters(K)), w4.dtype)
-        wt[..., K:] = 0
-        wt[..., :K] = w4
-        return wt.reshape(kh * kw * R, -1)
-
-    def tile_bias(self, b, Kp):  # bias (K,), filters rounded up to whole tiles
-        "The bias with zeros up to Kp values"
-        bt = self.buffer('bt', (Kp,), b.dtype)
-        bt[len(b):] = 0
-        bt[:len(b)] = b
-        return bt
+        kh, kw, R, _ = w4.shape
+        return self.zero_padded(name, w4, TILE_FILTERS).reshape(kh * kw * R, -1)
 
     def register_tile_backward(self, dout, xt, w, dw, input_grad):   # as `backward`; xt from `register_tile_forward`
         """The register-tile path's backward step. The output gradient goes into a channels-last copy with its filters
@@ -380,11 +370,21 @@ class ConvEngine:
             wft = self.tile_columns('wflipt', wf)
             conv_nhwc_forward(gt, wft, np.zeros(wft.shape[1], xt.dtype), kh, kw, 1, 1, dx)
             return dx
-        L, Q, g, w2 = OH * OW, kh * kw * C, gt.reshape(N * OH * OW, Kp), s['wt'].T   # W (Kp, Q): forward's columns
-        for a, z in cache_parts(N, L * Q):                               # each part's patch gradients, added back in cache
-            dcolst = np.matmul(g[a * L:z * L], w2, out=self.buffer('dcols', ((z - a) * L, Q), xt.dtype))
-            col2im_nhwc(dcolst, kh, kw, sh, sw, ph, pw, dx[a:z])
+        self.add_patch_gradients(gt.reshape(N * OH * OW, Kp), s['wt'].T, (kh, kw), OH * OW, dx)   # W (Kp, Q): forward's
         return dx
+
+    def add_patch_gradients(self, g,   # output gradient, one row per output position (N*OH*OW, K)
+                            w2,        # filters (K, kh*kw*C), columns (r, s, c)
+                            filters,   # (kh, kw)
+                            L,         # output positions per image
+                            dx):       # out: dE/dx (N, C, H, W) of the images of g
+        """dE/dx from the patch gradients G^T W, added back onto each padded image by `col2im_nhwc`: in parts of the batch
+        (`cache_parts`), each part's patch gradients computed and added back while they are in cache"""
+        s, (kh, kw) = self.saved, filters
+        Q = w2.shape[1]
+        for a, z in cache_parts(len(dx), L * Q):
+            dcolst = np.matmul(g[a * L:z * L], w2, out=self.buffer('dcols', ((z - a) * L, Q), g.dtype))
+            col2im_nhwc(dcolst, kh, kw, *s['stride'], *s['padding'], dx[a:z])
 
     def channels_last_forward(self, x, w, b, stride, padding, out, chunk):   # as `forward`; b not None
         """im2col on a channels-last copy of the input: Y^T = X_col^T W^T, one row of X_col^T per output position. Returns
@@ -424,10 +424,7 @@ class ConvEngine:
             g = gt[n0 * L:(n0 + nb) * L]
             dw2 += np.matmul(colst.T, g, out=self.buffer('dwt', (Q, K), xt.dtype)).T   # dE/dW, columns (r, s, c):
                                                                           # as (X_col G^T)^T, 1.15-1.35x BLAS's speed
-            if not input_grad: continue
-            for a, z in cache_parts(nb, L * Q):                         # each part's patch gradients, added back in cache
-                dcolst = np.matmul(g[a * L:z * L], w2, out=self.buffer('dcols', ((z - a) * L, Q), xt.dtype))
-                col2im_nhwc(dcolst, kh, kw, sh, sw, ph, pw, dx[n0 + a:n0 + z])
+            if input_grad: self.add_patch_gradients(g, w2, (kh, kw), L, dx[n0:n0 + nb])
         dw += dw2.reshape(K, kh, kw, C).transpose(0, 3, 1, 2)
         return dx
 
