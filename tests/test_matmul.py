@@ -82,3 +82,46 @@ def test_small_products_skip_the_parallel_kernel_with_the_same_bits(I, J, Q, acc
     assert np.array_equal(got, want)
     exact = a.astype(np.float64) @ b.T.astype(np.float64) + (start if accumulate else 0)
     assert (np.abs(got - exact) <= bound(a, b.T, np.float32) + np.finfo(np.float32).eps * np.abs(exact)).all()
+
+
+@pytest.mark.parametrize('batch', [1, 4, 16])
+def test_short_batch_backward_reads_a_large_weight_in_place(batch, monkeypatch):
+    """At a short batch, a Linear layer's backward with a large weight but few multiply-adds (below BLAS_MIN_MACS) takes
+    no transposed copy of the weight or of the input: the input gradient is BLAS on the weight in place, the weight
+    gradient rank-one updates (a copy of VGG-16's 4096 x 4096 weight cost 15x the product at batch 1)"""
+    from dlcourse.layers import Linear
+    layer = Linear(1024, 300, rng=0)
+    assert batch * 1024 * 300 < config.BLAS_MIN_MACS and 1024 * 300 >= config.SERIAL_VALUES
+    rng = np.random.default_rng(batch)
+    x, dout = rng.normal(size=(batch, 1024)).astype(np.float32), rng.normal(size=(batch, 300)).astype(np.float32)
+    layer(x)
+    calls = []
+    monkeypatch.setattr(matmul, 'apply_gemm_nt', lambda *a: calls.append([e.shape for e in a[:3]]))
+    dx = layer.backward(dout)
+    assert calls == []                                             # neither product went to the copying kernel path
+    w = layer.weight.data.astype(np.float64)
+    assert (np.abs(dx - dout.astype(np.float64) @ w) <= bound(dout, w, np.float32)).all()
+    gw = dout.T.astype(np.float64) @ x
+    assert (np.abs(layer.weight.grad - gw) <= bound(dout.T, x, np.float32)).all()
+
+
+@pytest.mark.parametrize('name', ['matmul_nt', 'matmul_nn', 'matmul_tn'])
+def test_products_reject_operands_that_do_not_fit(name):
+    "Every product checks its operands before a kernel reads them: a wrong shape would read or write past an array"
+    f = getattr(matmul, name)
+    a = np.ones((4, 6), np.float32)
+    b = {'matmul_nt': np.ones((5, 6), np.float32), 'matmul_nn': np.ones((6, 5), np.float32),
+         'matmul_tn': np.ones((4, 5), np.float32)}[name]
+    good_out = np.zeros((6, 5) if name == 'matmul_tn' else (4, 5), np.float32)
+    assert f(a, b, good_out) is good_out                           # the shapes that fit work
+    bad_out = np.zeros((good_out.shape[0], good_out.shape[1] - 1), np.float32)
+    with pytest.raises(ValueError, match='out must have shape'): f(a, b, bad_out)
+    with pytest.raises(ValueError, match='b has shape'): f(a, b[:-1].copy() if name != 'matmul_nt' else b[:, :-1].copy(), good_out)
+    with pytest.raises(TypeError, match="b has dtype float64"): f(a, b.astype(np.float64), good_out)
+    with pytest.raises(TypeError, match='out has dtype float64'): f(a, b, good_out.astype(np.float64))
+    with pytest.raises(ValueError, match='C-contiguous'): f(np.ones((6, 4), np.float32).T, b, good_out)
+    with pytest.raises(ValueError, match='2-D'): f(a.ravel(), b, good_out)
+    with pytest.raises(TypeError, match='numpy.ndarray'): f(a.tolist(), b, good_out)
+    with pytest.raises(TypeError, match='float32 or float64'): f(a.astype(np.int64), b, good_out)
+    read_only = good_out.copy(); read_only.flags.writeable = False
+    with pytest.raises(ValueError, match='writeable'): f(a, b, read_only)

@@ -67,11 +67,30 @@ def quiet_blas_threads(timeout=None):  # log2 of the cycles a worker spins befor
 BLAS_THREADS = quiet_blas_threads()   # what importing dlcourse did to OpenBLAS's threads (bench/ records it)
 
 
+def _operands(a, b, out, b_shape, out_shape):
+    """Check a product's operands before a kernel reads them (Numba does not bounds-check): `a` and `b` C-contiguous 2-D
+    float32/float64 arrays of one dtype whose sizes agree, `out` (None or) a writeable C-contiguous array of the result's
+    shape and dtype. `b_shape` and `out_shape` give the shapes `b` and `out` must have, from a's and b's."""
+    for name, x in (('a', a), ('b', b)) + ((('out', out),) if out is not None else ()):
+        if not isinstance(x, np.ndarray): raise TypeError(f"{name} must be a numpy.ndarray, got {type(x).__name__}")
+        if x.dtype not in (np.float32, np.float64): raise TypeError(f"{name} must have dtype float32 or float64, got {x.dtype}")
+        if x.ndim != 2: raise ValueError(f"{name} must be 2-D, got shape {x.shape}")
+        if not x.flags.c_contiguous: raise ValueError(f"{name} must be C-contiguous (np.ascontiguousarray)")
+        if x.dtype != a.dtype: raise TypeError(f"{name} has dtype {x.dtype}, expected a's dtype {a.dtype}")
+    if b.shape != b_shape(a.shape, b.shape):
+        raise ValueError(f"b has shape {b.shape}, which does not fit a of shape {a.shape}: expected {b_shape(a.shape, b.shape)}")
+    if out is not None:
+        if out.shape != out_shape(a.shape, b.shape):
+            raise ValueError(f"out must have shape {out_shape(a.shape, b.shape)} for a {a.shape} and b {b.shape}, got {out.shape}")
+        if not out.flags.writeable: raise ValueError("out must be writeable")
+
+
 def matmul_nt(a,                 # (I, Q), C-contiguous
               b,                 # (J, Q), C-contiguous, a's dtype
               out=None,          # (I, J) to write (or add) into; default: a new array
               accumulate=False): # add to `out` instead of overwriting it?
     "out (+)= a @ b.T; returns out"
+    _operands(a, b, out, lambda sa, sb: (sb[0], sa[1]), lambda sa, sb: (sa[0], sb[0]))
     (I, Q), J = a.shape, b.shape[0]
     if out is None: out = np.empty((I, J), a.dtype)
     if I * J * Q < config.BLAS_MIN_MACS: apply_gemm_nt(a, b, out, accumulate)
@@ -83,10 +102,16 @@ def matmul_nt(a,                 # (I, Q), C-contiguous
 def matmul_nn(a,         # (I, Q), C-contiguous
               b,         # (Q, J), C-contiguous, a's dtype
               out=None): # (I, J) to write into; default: a new array
-    "out = a @ b; returns out"
+    """out = a @ b; returns out. Small products go to the course's kernel with a transposed copy of `b`, except over a
+    short batch (I <= RANK_UPDATE_MAX rows) with a large `b` (SERIAL_VALUES values or more): there the copy would cost
+    more than the product (a fully connected layer's input gradient at batch 1 is one pass over its weight), so BLAS
+    reads `b` in place."""
+    _operands(a, b, out, lambda sa, sb: (sa[1], sb[1]), lambda sa, sb: (sa[0], sb[1]))
     (I, Q), J = a.shape, b.shape[1]
     if out is None: out = np.empty((I, J), a.dtype)
-    if I * J * Q < config.BLAS_MIN_MACS: apply_gemm_nt(a, np.ascontiguousarray(b.T), out, False)   # small: the copy is cheap
+    short_batch_large_b = I <= config.RANK_UPDATE_MAX and Q * J >= config.SERIAL_VALUES
+    if I * J * Q < config.BLAS_MIN_MACS and not short_batch_large_b:
+        apply_gemm_nt(a, np.ascontiguousarray(b.T), out, False)    # small: the copy is cheap
     else: np.matmul(a, b, out=out)
     return out
 
@@ -95,11 +120,15 @@ def matmul_tn(a,                 # (Q, I), C-contiguous
               b,                 # (Q, J), C-contiguous, a's dtype
               out,               # (I, J) to write (or add) into
               accumulate=False): # add to `out` instead of overwriting it?
-    "out (+)= a.T @ b; returns out"
+    """out (+)= a.T @ b; returns out. Over a short batch (Q <= RANK_UPDATE_MAX) an `out` of SERIAL_VALUES values or more
+    is Q rank-one updates (`rank_update`, one pass over `out`), whatever the number of multiply-adds; other small
+    products go to the course's kernel, large ones to BLAS"""
+    if out is None: raise TypeError("out must be a numpy.ndarray (matmul_tn writes into it), got None")
+    _operands(a, b, out, lambda sa, sb: (sa[0], sb[1]), lambda sa, sb: (sa[1], sb[1]))
     (Q, I), J = a.shape, b.shape[1]
-    if I * J * Q < config.BLAS_MIN_MACS:
-        apply_gemm_nt(np.ascontiguousarray(a.T), np.ascontiguousarray(b.T), out, accumulate)
-    elif Q <= config.RANK_UPDATE_MAX: rank_update(a, b, out, accumulate)
+    small = I * J * Q < config.BLAS_MIN_MACS
+    if Q <= config.RANK_UPDATE_MAX and (I * J >= config.SERIAL_VALUES or not small): rank_update(a, b, out, accumulate)
+    elif small: apply_gemm_nt(np.ascontiguousarray(a.T), np.ascontiguousarray(b.T), out, accumulate)
     elif accumulate: out += a.T @ b
     else: np.matmul(a.T, b, out=out)
     return out
