@@ -506,6 +506,13 @@ def test_vector_operations_compiled_and_in_python():
         out = np.zeros(12, np.float32)
         f(a, out)
         np.testing.assert_array_equal(out, want)
+    v = simd.vload(a, 0)                                    # as plain Python an index outside raises, as compiled
+    for bad in (lambda: simd.vload(a, 13), lambda: simd.vload(a, -1), lambda: simd.vbroadcast(a, 20),
+                lambda: simd.vbroadcast(a, -1), lambda: simd.vstore(a, 13, v), lambda: simd.vget(v, 8),
+                lambda: simd.vget(v, -1)):
+        with pytest.raises(IndexError, match='out of bounds'): bad()
+    simd.vstore(a, 12, v)                                   # the last eight values: in bounds
+    np.testing.assert_array_equal(a[12:], a[:8])
 
 
 @pytest.mark.parametrize('N,size,budget', [(128, 49 * 288, 1 << 20), (128, 16 * 576, 1 << 20), (8, 256 * 576, 1 << 20),

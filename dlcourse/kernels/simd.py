@@ -13,7 +13,7 @@ eight copies of a[i], `vstore(a, i, v)` writes a[i:i+8]. `vfma(a, b, c)` = a*b +
 `llvm.fmuladd`), `vadd`, `vzero`, `vget(v, j)` = v[j] and `vsum(v)`, the sum of its values. Compiled, they check no bounds (as Numba's own indexing
 does not), except under NUMBA_BOUNDSCHECK=1, where an index outside the array raises IndexError. Without the compiler
 (NUMBA_DISABLE_JIT=1) each is the NumPy expression above, on arrays of eight float32 values, so the kernels still run
-as plain Python. LLVM maps the type to one AVX register (two SSE registers on a CPU without AVX)."""
+as plain Python; there they always check their index and raise IndexError, where a slice would quietly come out short. LLVM maps the type to one AVX register (two SSE registers on a CPU without AVX)."""
 import numba
 import numpy as np
 from llvmlite import ir
@@ -122,16 +122,23 @@ def _get(typingctx, v, j):
 
 # The operations as Python (NUMBA_DISABLE_JIT=1, or a call from Python); compiled code uses the overloads below
 
+def _in_bounds(a, i, n, what):
+    "IndexError unless a[i:i+n] lies inside the flat array `a` (as the checked overloads: a slice would quietly shorten)"
+    if i < 0 or i + n > a.size: raise IndexError(f'{what}: index out of bounds')
+
 def vload(a, i):   # flat float32 array, index
     "a[i:i+8] as a vector"
+    _in_bounds(a, i, WIDTH, 'vload')
     return a[i:i + WIDTH].copy()
 
 def vbroadcast(a, i):
     "Eight copies of a[i]"
+    _in_bounds(a, i, 1, 'vbroadcast')
     return np.full(WIDTH, a[i], np.float32)
 
 def vstore(a, i, v):
     "a[i:i+8] = v"
+    _in_bounds(a, i, WIDTH, 'vstore')
     a[i:i + WIDTH] = v
 
 def vfma(a, b, c):
@@ -154,6 +161,7 @@ def vzero():
 
 def vget(v, j):
     "Element j of v"
+    _in_bounds(v, j, 1, 'vget: element')
     return v[j]
 
 
