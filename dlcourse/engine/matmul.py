@@ -67,21 +67,23 @@ def quiet_blas_threads(timeout=None):  # log2 of the cycles a worker spins befor
 BLAS_THREADS = quiet_blas_threads()   # what importing dlcourse did to OpenBLAS's threads (bench/ records it)
 
 
-def _operands(a, b, out, b_shape, out_shape):
+def _operands(a, b, out, product):  # product: 'nt' (a @ b.T), 'nn' (a @ b) or 'tn' (a.T @ b)
     """Check a product's operands before a kernel reads them (Numba does not bounds-check): `a` and `b` C-contiguous 2-D
     float32/float64 arrays of one dtype whose sizes agree, `out` (None or) a writeable C-contiguous array of the result's
-    shape and dtype. `b_shape` and `out_shape` give the shapes `b` and `out` must have, from a's and b's."""
+    shape and dtype"""
     for name, x in (('a', a), ('b', b)) + ((('out', out),) if out is not None else ()):
         if not isinstance(x, np.ndarray): raise TypeError(f"{name} must be a numpy.ndarray, got {type(x).__name__}")
         if x.dtype not in (np.float32, np.float64): raise TypeError(f"{name} must have dtype float32 or float64, got {x.dtype}")
         if x.ndim != 2: raise ValueError(f"{name} must be 2-D, got shape {x.shape}")
         if not x.flags.c_contiguous: raise ValueError(f"{name} must be C-contiguous (np.ascontiguousarray)")
         if x.dtype != a.dtype: raise TypeError(f"{name} has dtype {x.dtype}, expected a's dtype {a.dtype}")
-    if b.shape != b_shape(a.shape, b.shape):
-        raise ValueError(f"b has shape {b.shape}, which does not fit a of shape {a.shape}: expected {b_shape(a.shape, b.shape)}")
+    (a0, a1), (b0, b1) = a.shape, b.shape
+    b_shape, out_shape = {'nt': ((b0, a1), (a0, b0)), 'nn': ((a1, b1), (a0, b1)), 'tn': ((a0, b1), (a1, b1))}[product]
+    if b.shape != b_shape:
+        raise ValueError(f"b has shape {b.shape}, which does not fit a of shape {a.shape}: expected {b_shape}")
     if out is not None:
-        if out.shape != out_shape(a.shape, b.shape):
-            raise ValueError(f"out must have shape {out_shape(a.shape, b.shape)} for a {a.shape} and b {b.shape}, got {out.shape}")
+        if out.shape != out_shape:
+            raise ValueError(f"out must have shape {out_shape} for a {a.shape} and b {b.shape}, got {out.shape}")
         if not out.flags.writeable: raise ValueError("out must be writeable")
 
 
@@ -90,7 +92,7 @@ def matmul_nt(a,                 # (I, Q), C-contiguous
               out=None,          # (I, J) to write (or add) into; default: a new array
               accumulate=False): # add to `out` instead of overwriting it?
     "out (+)= a @ b.T; returns out"
-    _operands(a, b, out, lambda sa, sb: (sb[0], sa[1]), lambda sa, sb: (sa[0], sb[0]))
+    _operands(a, b, out, 'nt')
     (I, Q), J = a.shape, b.shape[0]
     if out is None: out = np.empty((I, J), a.dtype)
     if I * J * Q < config.BLAS_MIN_MACS: apply_gemm_nt(a, b, out, accumulate)
@@ -106,7 +108,7 @@ def matmul_nn(a,         # (I, Q), C-contiguous
     short batch (I <= RANK_UPDATE_MAX rows) with a large `b` (SERIAL_VALUES values or more): there the copy would cost
     more than the product (a fully connected layer's input gradient at batch 1 is one pass over its weight), so BLAS
     reads `b` in place."""
-    _operands(a, b, out, lambda sa, sb: (sa[1], sb[1]), lambda sa, sb: (sa[0], sb[1]))
+    _operands(a, b, out, 'nn')
     (I, Q), J = a.shape, b.shape[1]
     if out is None: out = np.empty((I, J), a.dtype)
     short_batch_large_b = I <= config.RANK_UPDATE_MAX and Q * J >= config.SERIAL_VALUES
@@ -124,7 +126,7 @@ def matmul_tn(a,                 # (Q, I), C-contiguous
     is Q rank-one updates (`rank_update`, one pass over `out`), whatever the number of multiply-adds; other small
     products go to the course's kernel, large ones to BLAS"""
     if out is None: raise TypeError("out must be a numpy.ndarray (matmul_tn writes into it), got None")
-    _operands(a, b, out, lambda sa, sb: (sa[0], sb[1]), lambda sa, sb: (sa[1], sb[1]))
+    _operands(a, b, out, 'tn')
     (Q, I), J = a.shape, b.shape[1]
     small = I * J * Q < config.BLAS_MIN_MACS
     if Q <= config.RANK_UPDATE_MAX and (I * J >= config.SERIAL_VALUES or not small): rank_update(a, b, out, accumulate)
