@@ -436,20 +436,34 @@ def _run(s, momentum, out, ckpt, changed, progress, ctx):
         test_dl = batches(xte, yte, eval_batch, shuffle=False)
         test = learner.evaluate(test_dl) if engine is None else engine.evaluate(test_dl)
     except KeyboardInterrupt as e:
-        how = 'terminated (SIGTERM)' if isinstance(e, Terminated) else 'interrupted'
-        truth = (f"training is complete; the checkpoint of epoch {learner.epoch} is {ckpt}" if trained else _truth(learner, ckpt))
-        print(f"\n{how} {phase or f'in epoch {learner.epoch + 1}'}: {truth}", file=sys.stderr)
-        e.told = True
+        _tell(e, phase or f'in epoch {learner.epoch + 1}', learner, ckpt, trained)
         raise
     finally:
         if learner is not None and len(learner.history) and rank == 0:
             try: _save_curves(learner.history, out / 'curves.png'); _save_history(learner.history, out / 'history.csv')
             except OSError:
                 if trained: raise                              # else the error that stopped training is the one to tell
-    print(f"final test accuracy {test.get('accuracy', float('nan')):.2%}, test loss {test['loss']:.4f} on {len(xte):,} "
-          f"examples; {time.perf_counter() - start:.0f} s")
-    print(f"wrote {ckpt}, {out / 'curves.png'}, {out / 'history.csv'}")
+            except KeyboardInterrupt as e:                     # each file is whole: the new one, or the one before
+                _tell(e, 'while writing the learning curves and the history', learner, ckpt, trained,
+                      f"; {out / 'curves.png'} and {out / 'history.csv'} may be missing or an earlier epoch's")
+                raise
+    try:
+        print(f"final test accuracy {test.get('accuracy', float('nan')):.2%}, test loss {test['loss']:.4f} on {len(xte):,} "
+              f"examples; {time.perf_counter() - start:.0f} s")
+        print(f"wrote {ckpt}, {out / 'curves.png'}, {out / 'history.csv'}")
+    except KeyboardInterrupt as e:
+        _tell(e, 'after training and testing', learner, ckpt, trained)
+        raise
     return learner, test
+
+def _tell(e, when, learner, ckpt, trained, more=''):
+    """Say on stderr what an interrupt (Ctrl-C, or SIGTERM: `Terminated`) `when` leaves, unless that was said already;
+    marks `e` as told (the command then exits with 130 or 143 without a second line)"""
+    if getattr(e, 'told', False): return
+    how = 'terminated (SIGTERM)' if isinstance(e, Terminated) else 'interrupted'
+    truth = (f"training is complete; the checkpoint of epoch {learner.epoch} is {ckpt}" if trained else _truth(learner, ckpt))
+    print(f"\n{how} {when}: {truth}{more}", file=sys.stderr)
+    e.told = True
 
 # ------------------------------------------------------------------------------------------------------------ the command
 def _number(kind, low=0, low_open=True):
@@ -587,7 +601,25 @@ def _rank():
 
 def main(argv=None):
     """The `dlcourse` command; returns its exit status (0, 2 for an error, 130 for Ctrl-C, 143 for SIGTERM, 141 when the
-    reader of stdout quit)"""
+    reader of stdout quit). A process of a distributed run (torchrun) does not return: it ends with `os._exit` (see
+    `_leave`)"""
+    status = _command(argv)
+    if 'dlcourse.torch_engine' in sys.modules and sys.modules['dlcourse.torch_engine'].left_group: _leave(status)
+    return status
+
+def _leave(status):
+    """End a process that was part of a distributed run, once its output is written and the process group destroyed, with
+    os._exit: without the interpreter's shutdown, in which PyTorch's C++ teardown after a gloo process group now and then
+    aborts (SIGABRT, "terminate called without an active exception", with no Python frame left; one resumed run in about
+    50 on a 2-core machine). torchrun then reports the finished run as failed and stops the other processes, which may be
+    writing the curves"""
+    for stream in (sys.stdout, sys.stderr):
+        try: stream and stream.flush()
+        except (OSError, ValueError): pass
+    os._exit(status)
+
+def _command(argv):
+    "The command; its exit status"
     stdout, handler = sys.stdout, None
     if stdout is not None: sys.stdout = _Stdout(stdout)     # None: stdout closed (`>&-`); print() then writes nothing
     try: handler = signal.signal(signal.SIGTERM, _terminate)      # only the main thread may; elsewhere SIGTERM stays as it is

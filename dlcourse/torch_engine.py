@@ -45,11 +45,15 @@ def start(device=None,  # 'cpu', 'cuda' or None (cuda if there is a GPU)
         rank = dist.get_rank()
     return Context(device, rank, world)
 
+left_group = False     # has this process left a process group (stop)? The command then ends with os._exit (cli._leave)
+
 def stop():
     "Leave the process group, if this process joined one"
+    global left_group
     torch = sys.modules.get('torch')
     if torch is not None and torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
+        left_group = True
 
 def _torch_optimizer(torch, ours, params):
     "The PyTorch optimiser with the hyper-parameters and the state of the course's `ours`, for the torch `params`"

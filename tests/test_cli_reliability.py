@@ -481,6 +481,37 @@ def test_ctrl_c_while_testing_says_training_is_complete(tmp_path, monkeypatch):
                                            f"of epoch 2 is {tmp_path / 'run' / 'checkpoint.npz'}"), err
 
 
+def test_sigterm_while_writing_the_curves_says_training_is_complete(tmp_path, monkeypatch):
+    "SIGTERM after training, while the curves are written (torchrun stopping the processes): not 'nothing was written'"
+    from dlcourse import cli as climod
+
+    def terminated(history, path): raise climod.Terminated
+    monkeypatch.setattr(climod, '_save_curves', terminated)
+    run = tmp_path / 'run'
+    code, out, err = in_process(['train', '--data', 'xor', '--epochs', '2', '--out', str(run)], tmp_path)
+    assert code == 143 and err.strip() == (
+        f"terminated (SIGTERM) while writing the learning curves and the history: training is complete; the checkpoint of "
+        f"epoch 2 is {run / 'checkpoint.npz'}; {run / 'curves.png'} and {run / 'history.csv'} may be missing or an earlier "
+        f"epoch's"), err
+    assert read_checkpoint(run / 'checkpoint.npz').meta['epoch'] == 2 and not (run / 'curves.png').exists()
+
+
+def test_ctrl_c_at_the_last_lines_says_training_is_complete(tmp_path, monkeypatch):
+    "Ctrl-C while the final lines are printed: everything is written, and the line says so"
+    from dlcourse import cli as climod
+    write = climod._Stdout.write
+
+    def interrupted(self, text):
+        if text.startswith('final test accuracy'): raise KeyboardInterrupt
+        return write(self, text)
+    monkeypatch.setattr(climod._Stdout, 'write', interrupted)
+    run = tmp_path / 'run'
+    code, out, err = in_process(['train', '--data', 'xor', '--epochs', '2', '--out', str(run)], tmp_path)
+    assert code == 130 and err.strip() == (f"interrupted after training and testing: training is complete; the checkpoint "
+                                           f"of epoch 2 is {run / 'checkpoint.npz'}"), err
+    assert len((run / 'history.csv').read_text().splitlines()) == 3 and (run / 'curves.png').stat().st_size > 0
+
+
 def test_no_data_is_one_line(tmp_path, monkeypatch):
     "A data set without examples (a damaged copy): one line, before a loss of 0 or a reduction of an empty array"
     from dlcourse import cli as climod
