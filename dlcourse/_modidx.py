@@ -490,6 +490,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                               'dlcourse.zoo.googlenet': ('model_zoo.html#googlenet', 'dlcourse/zoo.py'),
                               'dlcourse.zoo.lenet5': ('model_zoo.html#lenet5', 'dlcourse/zoo.py'),
                               'dlcourse.zoo.load_pretrained': ('model_zoo.html#load_pretrained', 'dlcourse/zoo.py'),
+                              'dlcourse.zoo.lrn': ('model_zoo.html#lrn', 'dlcourse/zoo.py'),
+                              'dlcourse.zoo.lrn_backward': ('model_zoo.html#lrn_backward', 'dlcourse/zoo.py'),
                               'dlcourse.zoo.named': ('model_zoo.html#named', 'dlcourse/zoo.py'),
                               'dlcourse.zoo.resnet18': ('model_zoo.html#resnet18', 'dlcourse/zoo.py'),
                               'dlcourse.zoo.vgg16': ('model_zoo.html#vgg16', 'dlcourse/zoo.py')}}}

@@ -1,11 +1,12 @@
 """BatchNorm2d's kernels (engine.norm) against the lesson's NumPy functions `batch_norm` and `batch_norm_backward`, computed
 in float64: in float32 and float64, in training and evaluation, below and above the size from which the kernels run
-on several threads. The float32 bounds are derived from the roundings each value goes through."""
+on several threads; LocalResponseNorm's kernels against `lrn` and `lrn_backward` the same way. The float32 bounds are
+derived from the roundings each value goes through."""
 import numpy as np
 import pytest
 
 from dlcourse.kernels.config import SERIAL_VALUES
-from dlcourse.zoo import BatchNorm2d, batch_norm, batch_norm_backward
+from dlcourse.zoo import BatchNorm2d, LocalResponseNorm, _channel_window_sum, batch_norm, batch_norm_backward, lrn, lrn_backward
 
 SHAPES = [(5, 3, 4, 3), (4, 8, 64, SERIAL_VALUES // (4 * 8 * 64) + 1)]   # serial; parallel (just above SERIAL_VALUES)
 
@@ -182,3 +183,51 @@ def test_fused_relu_keeps_nan():
     res = np.zeros_like(x); res[1, 0, 2, 2] = np.nan
     out = BatchNormReLU(BatchNorm2d(2), ReLU())(x, res)
     assert np.isnan(out[1, 0, 2, 2]) and np.isfinite(np.delete(out.reshape(-1), np.ravel_multi_index((1, 0, 2, 2), x.shape))).all()
+
+
+# Local response normalisation (engine.norm.local_response_norm)
+
+LRN_CASES = ([(SHAPES[0], n, beta) for n in (1, 2, 5, 8) for beta in (0.75, 0.6)]      # β = 0.75: square roots, else pow
+             + [(SHAPES[1], 5, 0.75), (SHAPES[1], 4, 0.6)])
+
+
+@pytest.mark.parametrize('shape, n, beta', LRN_CASES, ids=[f"{'serial' if s == SHAPES[0] else 'parallel'}-n{n}-beta{b}"
+                                                           for s, n, b in LRN_CASES])
+@pytest.mark.parametrize('dtype', [np.float32, np.float64])
+def test_lrn_kernels_against_the_lesson(shape, n, beta, dtype):
+    """Output and dE/dx of the layer against the NumPy formulas in float64. Bounds: s = k + α/n Σ x² is a sum of n + 1
+    positive terms (n + 3 roundings with α/n and the squares); s^-β, x·s^-β and dout·x·s^(-β-1) add a few more; dE/dx
+    subtracts the window sum of those terms, whose error is that of the sum of their absolute values"""
+    rng = np.random.default_rng(n)
+    alpha, k = 1.0, 2.0
+    x, g = (2 * rng.normal(size=shape)).astype(dtype), rng.normal(size=shape).astype(dtype)
+    layer = LocalResponseNorm(n, alpha, beta, k)
+    out, dx = layer(x), layer.backward(g)
+    assert out.dtype == dx.dtype == dtype and out.shape == dx.shape == shape
+    x64, g64 = x.astype(np.float64), g.astype(np.float64)
+    ref, s = lrn(x64, n, alpha, beta, k)
+    ref_dx = lrn_backward(g64, x64, s, n, alpha, beta)
+    eps, rounds = np.finfo(dtype).eps, 2 * (n + 15)
+    assert (np.abs(out - ref) <= rounds * eps * np.abs(ref)).all()
+    terms = np.abs(g64 * x64 * s ** (-beta - 1))                            # |dout · x · s^(-β-1)|, summed as the kernel
+    window = _channel_window_sum(terms, -((n - 1) // 2), n // 2)
+    bound = rounds * eps * (np.abs(g64) * s ** -beta + 2 * alpha * beta / n * np.abs(x64) * window)
+    assert (np.abs(dx - ref_dx) <= bound).all()
+
+
+def test_lrn_of_zeros_inf_and_nan():
+    """Zero in, zero out (s = k); an infinite value makes s infinite in its window: the output there is 0 (0 · inf^-β) beside
+    it and NaN at it (inf · 0), as NumPy's; a NaN stays in its window; forward and backward"""
+    x = np.zeros((1, 5, 2, 2), np.float32)
+    x[0, 2, 0, 0], x[0, 0, 1, 1] = np.inf, np.nan
+    g = np.ones_like(x)
+    for beta in (0.75, 0.6):
+        layer = LocalResponseNorm(3, 1.0, beta, 2.0)
+        out, dx = layer(x), layer.backward(g)
+        with np.errstate(invalid='ignore'):
+            want, s = lrn(x.astype(np.float64), 3, 1.0, beta, 2.0)
+            want_dx = lrn_backward(g.astype(np.float64), x.astype(np.float64), s, 3, 1.0, beta)
+        for a, b in ((out, want), (dx, want_dx)):
+            np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
+            np.testing.assert_allclose(a[~np.isnan(a)], b[~np.isnan(b)], rtol=1e-6)
+        assert out[0, 1, 0, 0] == out[0, 3, 0, 0] == 0 and out[0, 4, 0, 0] == 0      # x = 0 beside the inf: 0, as NumPy

@@ -2,7 +2,11 @@
 kernels (kernels.norm), each one pass over the data per channel instead of the several passes and temporaries of the
 lesson's NumPy functions `batch_norm` and `batch_norm_backward`, which the tests hold them to. A ReLU after the layer,
 and a residual added before it, can go into the normalising pass (`engine.fusion.BatchNormReLU`). The arrays arrive checked
-by the layer: x and dout C-contiguous (N, C, H, W), the per-channel arrays (C,) of x's dtype."""
+by the layer: x and dout C-contiguous (N, C, H, W), the per-channel arrays (C,) of x's dtype.
+
+Local response normalisation for LocalResponseNorm (lesson 08) the same way: one pass forward, two backward, instead of
+the NumPy functions `lrn` and `lrn_backward` of the lesson (a pass and a temporary for every operation, and `**` for the
+power), which the tests hold them to."""
 import numpy as np
 
 from ..kernels import norm
@@ -32,4 +36,25 @@ def normalize_backward(dout, x, mean, inv_std, weight, weight_grad, bias_grad, b
     "dE/dx of BatchNorm2d; adds the weight's and the bias's gradients to weight_grad and bias_grad"
     dx = np.empty_like(x)
     norm.batch_norm_backward(_nc(dout), _nc(x), mean, inv_std, weight, weight_grad, bias_grad, bool(batch_stats), _nc(dx))
+    return dx
+
+
+def _lrn_window(size): return -(size // 2), (size - 1) // 2     # channels c - n//2 ... c + (n-1)//2, as PyTorch's
+
+
+def local_response_norm(x, size, alpha, beta, k):  # x: (N, C, H, W); the hyper-parameters checked by the layer
+    "LocalResponseNorm's output x / s^β with s = k + α/n Σ x² over the window, and (s, s^-β) for the backward step"
+    s, r, out = np.empty_like(x), np.empty_like(x), np.empty_like(x)
+    lo, hi = _lrn_window(size)
+    t = x.dtype.type
+    norm.lrn_forward(_nc(x), lo, hi, t(k), t(alpha / size), t(beta), _nc(s), _nc(r), _nc(out))
+    return out, s, r
+
+
+def local_response_norm_backward(dout, x, out, s, r, size, alpha, beta):
+    "dE/dx of LocalResponseNorm from dE/d(output), with the forward step's input, output, s and s^-β"
+    dx, scratch = np.empty_like(x), np.empty_like(x)
+    lo, hi = _lrn_window(size)
+    norm.lrn_backward(_nc(dout), _nc(x), _nc(out), lo, hi, x.dtype.type(2 * alpha * beta / size), _nc(s), _nc(r),
+                      _nc(scratch), _nc(dx))
     return dx

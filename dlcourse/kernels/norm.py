@@ -1,7 +1,9 @@
 """Batch normalisation in passes over each channel: its statistics, the normalisation with the affine step, and the
 backward step with the weight and bias gradients, each one kernel parallel over the channels. The normalisation may add
-a residual and apply a ReLU in the same pass. The input is seen as
-(N, C, S), S = H*W: a channel is N contiguous runs of S values. Sums are kept in float64."""
+a residual and apply a ReLU in the same pass. Then local response normalisation (AlexNet's and GoogLeNet's LRN), one
+pass per image and channel forward and two backward, parallel over both. The input is seen as (N, C, S), S = H*W: a
+channel is N contiguous runs of S values. Batch norm's sums are kept in float64, LRN's window sums (n squares) in x's
+dtype."""
 import numpy as np
 
 from .act import _relu
@@ -117,3 +119,88 @@ def batch_norm_backward(dout,         # (N, C, S) dE/d(output)
         for i in prange(C):
             c = np.int64(i)                      # as in batch_stats
             backward_channel(dout, x, c, mean[c], inv_std[c], w[c], gw, gb, batch_stats, dx)
+
+
+# ------------------------------------------------------------------------------------- local response normalisation
+@jit()
+def lrn_channel(x, i, lo, hi, k, ak, beta, s, r, out):
+    """Row i = (n, c) of (N*C, S)-numbered rows: s = k + ak · Σ x[n, c']² over c' = c + lo ... c + hi (the channels that
+    exist), r = s^-β, out = x · r"""
+    C = x.shape[1]
+    n, c = i // C, i % C
+    srow, rrow, orow, xrow = s[n, c], r[n, c], out[n, c], x[n, c]
+    for j in range(x.shape[2]): srow[j] = 0
+    for d in range(max(c + lo, 0), min(c + hi, C - 1) + 1):
+        xd = x[n, d]
+        for j in range(x.shape[2]): srow[j] += xd[j] * xd[j]
+    zero, one = x.dtype.type(0), x.dtype.type(1)
+    if beta == 0.75:                             # AlexNet's and GoogLeNet's: square roots, which vectorise (pow does not)
+        for j in range(x.shape[2]):
+            v = k + ak * srow[j]
+            q = np.sqrt(v)                       # (fast-math's sqrt may be v · rsqrt(v), NaN at v = inf: pow gives 0 there)
+            srow[j], rrow[j] = v, zero if v == np.inf else one / (q * np.sqrt(q))
+            orow[j] = xrow[j] * rrow[j]
+    else:
+        for j in range(x.shape[2]):
+            v = k + ak * srow[j]
+            srow[j], rrow[j] = v, v ** -beta
+            orow[j] = xrow[j] * rrow[j]
+
+
+@jit(parallel=True)
+def lrn_forward(x,        # (N, C, S)
+                lo, hi,   # the window: channels c + lo ... c + hi (lo <= 0 <= hi)
+                k,        # k, in x's dtype
+                ak,       # α / n, in x's dtype
+                beta,     # β, in x's dtype
+                s,        # out: (N, C, S) k + α/n Σ x², kept for the backward step
+                r,        # out: (N, C, S) s^-β, kept for the backward step
+                out):     # out: (N, C, S) x · s^-β
+    "Local response normalisation across channels, out = x / (k + α/n Σ_window x²)^β, one pass per (image, channel)"
+    rows = x.shape[0] * x.shape[1]
+    if x.size < SERIAL_VALUES:
+        for i in range(rows): lrn_channel(x, i, lo, hi, k, ak, beta, s, r, out)
+    else:
+        for i in prange(rows): lrn_channel(x, np.int64(i), lo, hi, k, ak, beta, s, r, out)
+
+
+@jit()
+def lrn_backward_channel(dout, x, i, lo, hi, coef, r, t, dx):
+    """Row i = (n, c): dx = dout · r - coef · x · Σ t[n, c'] over the channels c' whose window holds c (c - hi ... c - lo)"""
+    C = x.shape[1]
+    n, c = i // C, i % C
+    drow, xrow, rrow, dxrow = dout[n, c], x[n, c], r[n, c], dx[n, c]
+    for j in range(x.shape[2]): dxrow[j] = 0
+    for d in range(max(c - hi, 0), min(c - lo, C - 1) + 1):
+        td = t[n, d]
+        for j in range(x.shape[2]): dxrow[j] += td[j]
+    for j in range(x.shape[2]): dxrow[j] = drow[j] * rrow[j] - coef * xrow[j] * dxrow[j]
+
+
+@jit()
+def lrn_backward_terms(dout, out, s, i, t):
+    "Row i = (n, c): t = dout · out / s, each channel's term of the window sums (dout · x · s^(-β-1))"
+    C = out.shape[1]
+    n, c = i // C, i % C
+    drow, orow, srow, trow = dout[n, c], out[n, c], s[n, c], t[n, c]
+    for j in range(out.shape[2]): trow[j] = drow[j] * orow[j] / srow[j]
+
+
+@jit(parallel=True)
+def lrn_backward(dout,     # (N, C, S) dE/d(output)
+                 x,        # (N, C, S) the forward input
+                 out,      # (N, C, S) the forward output
+                 lo, hi,   # the forward window
+                 coef,     # 2 α β / n, in x's dtype
+                 s, r,     # (N, C, S) the forward step's s and s^-β
+                 t,        # scratch: (N, C, S)
+                 dx):      # out: (N, C, S) dE/dx
+    """dE/dx of `lrn_forward`: dout · s^-β - (2αβ/n) · x · Σ dout · x · s^(-β-1), the sum over the channels whose window
+    holds x's (the window mirrored); two passes, the terms of the sums first"""
+    rows = x.shape[0] * x.shape[1]
+    if x.size < SERIAL_VALUES:
+        for i in range(rows): lrn_backward_terms(dout, out, s, i, t)
+        for i in range(rows): lrn_backward_channel(dout, x, i, lo, hi, coef, r, t, dx)
+    else:
+        for i in prange(rows): lrn_backward_terms(dout, out, s, np.int64(i), t)
+        for i in prange(rows): lrn_backward_channel(dout, x, np.int64(i), lo, hi, coef, r, t, dx)

@@ -1,5 +1,6 @@
 """Eight float32 values as one machine register, for kernels that keep a tile of results in registers: a vector type for
-Numba and five operations on it, each one LLVM instruction (a load, a broadcast, a multiply-add, an add, a store).
+Numba and eight operations on it, each a few LLVM instructions (load, broadcast, store, multiply-add, add, zero, one
+value, the sum of all eight).
 
 Why. Numba vectorises a loop over an array, but it keeps a tile of running sums (six outputs times sixteen filters, say)
 in memory, not in registers: every multiply-add then waits for a load and a store, and such kernels ran at 15-30 GFLOP/s
@@ -10,10 +11,11 @@ fused multiply-adds, as in a hand-written matrix-product kernel: `conv.conv_nhwc
 
 The operations take a flat, C-contiguous float32 array and an index: `vload(a, i)` = a[i:i+8], `vbroadcast(a, i)` =
 eight copies of a[i], `vstore(a, i, v)` writes a[i:i+8]. `vfma(a, b, c)` = a*b + c (fused where the CPU has FMA:
-`llvm.fmuladd`), `vadd`, `vzero`, `vget(v, j)` = v[j] and `vsum(v)`, the sum of its values. Compiled, they check no bounds (as Numba's own indexing
-does not), except under NUMBA_BOUNDSCHECK=1, where an index outside the array raises IndexError. Without the compiler
-(NUMBA_DISABLE_JIT=1) each is the NumPy expression above, on arrays of eight float32 values, so the kernels still run
-as plain Python; there they always check their index and raise IndexError, where a slice would quietly come out short. LLVM maps the type to one AVX register (two SSE registers on a CPU without AVX)."""
+`llvm.fmuladd`), `vadd`, `vzero`, `vget(v, j)` = v[j] and `vsum(v)`, the sum of its values. Compiled, they check no
+bounds (as Numba's own indexing does not), except under NUMBA_BOUNDSCHECK=1, where an index outside the array raises
+IndexError. Without the compiler (NUMBA_DISABLE_JIT=1) each is the NumPy expression above, on arrays of eight float32
+values, so the kernels still run as plain Python; there they always check their index and raise IndexError, where a
+slice would quietly come out short. LLVM maps the type to one AVX register (two SSE registers on a CPU without AVX)."""
 import numba
 import numpy as np
 from llvmlite import ir
