@@ -123,6 +123,7 @@ def lrn_backward(dout,          # dE/db (N, C, H, W)
     g = _channel_window_sum(dout * x * s ** (-beta - 1), -((n - 1) // 2), n // 2)
     return dout * s ** -beta - (2 * alpha * beta / n) * x * g
 
+# %% ../nbs/08_model_zoo.ipynb #3f1d2a7c
 class LocalResponseNorm(Module):
     "Local response normalisation across channels, b_c = a_c / (k + α/n Σ a_c'²)^β over n neighbouring channels (as torch.nn.LocalResponseNorm)"
     def __init__(self, size:int,   # n: channels in the window, c - n//2 ... c + (n-1)//2

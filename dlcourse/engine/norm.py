@@ -39,13 +39,16 @@ def normalize_backward(dout, x, mean, inv_std, weight, weight_grad, bias_grad, b
     return dx
 
 
-def _lrn_window(size): return -(size // 2), (size - 1) // 2     # channels c - n//2 ... c + (n-1)//2, as PyTorch's
+def _lrn_window(size, C):
+    """The window's channel offsets lo ... hi: c - n//2 ... c + (n-1)//2, as PyTorch's, clipped to ±(C - 1), beyond
+    which there is no channel to reach (and a size of 10**30 would not fit the kernels' int64)"""
+    return max(-(size // 2), 1 - C), min((size - 1) // 2, C - 1)
 
 
 def local_response_norm(x, size, alpha, beta, k):  # x: (N, C, H, W); the hyper-parameters checked by the layer
     "LocalResponseNorm's output x / s^β with s = k + α/n Σ x² over the window, and (s, s^-β) for the backward step"
     s, r, out = np.empty_like(x), np.empty_like(x), np.empty_like(x)
-    lo, hi = _lrn_window(size)
+    lo, hi = _lrn_window(size, x.shape[1])
     t = x.dtype.type
     norm.lrn_forward(_nc(x), lo, hi, t(k), t(alpha / size), t(beta), _nc(s), _nc(r), _nc(out))
     return out, s, r
@@ -54,7 +57,7 @@ def local_response_norm(x, size, alpha, beta, k):  # x: (N, C, H, W); the hyper-
 def local_response_norm_backward(dout, x, out, s, r, size, alpha, beta):
     "dE/dx of LocalResponseNorm from dE/d(output), with the forward step's input, output, s and s^-β"
     dx, scratch = np.empty_like(x), np.empty_like(x)
-    lo, hi = _lrn_window(size)
+    lo, hi = _lrn_window(size, x.shape[1])
     norm.lrn_backward(_nc(dout), _nc(x), _nc(out), lo, hi, x.dtype.type(2 * alpha * beta / size), _nc(s), _nc(r),
                       _nc(scratch), _nc(dx))
     return dx
