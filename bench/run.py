@@ -356,8 +356,8 @@ class Suite:
         for label, name in (('shipped kernels', 'dlcourse train, fresh install'), ('compiled ahead', '  without the shipped kernels')):
             train, train_warm = find('cold', f'train, empty cache ({label})'), find('cold', f'train, warm cache ({label})')
             if not (train and train_warm): continue
-            compiling = train['dlcourse'] - train_warm['dlcourse']    # the first step from an empty cache minus from a warm one
-            compiling = max(0.0, compiling)                            # (below zero: none to measure, the two starts' noise)
+            # the first step from an empty cache minus from a warm one (below zero: none to measure, the two starts' noise)
+            compiling = max(0.0, train['dlcourse'] - train_warm['dlcourse'])
             verdict = ('met' if compiling <= 5 else 'NOT MET') if label == 'shipped kernels' else '(where they do not apply)'
             print(f"  {name:34s} {compiling:5.2f} s <= 5 s {verdict}  (first step over {train['dlcourse']:.2f} s after the "
                   f"start, {train_warm['dlcourse']:.2f} s with a warm cache)")

@@ -306,7 +306,7 @@ def train(data=None,        # data set: IMAGES or TOY (default 'sample'; resumin
     if device is not None:
         check_choice(device, 'device', ('cpu', 'cuda'))
         if engine != 'torch': raise ValueError("--device is for --engine torch (the numba engine runs on the CPU)")
-    world = int(os.environ.get('WORLD_SIZE', '1') or 1)
+    world = _world()
     if world > 1 and engine != 'torch': raise ValueError("several processes (torchrun) need --engine torch")
     fresh = _defaults(given)
     if out is not None:
@@ -595,14 +595,18 @@ def _error(e):
     print(f"dlcourse train: error: {_message(e)}", file=sys.stderr)
     return 2
 
+def _world():
+    "The number of processes torchrun started (WORLD_SIZE), else 1"
+    return int(os.environ.get('WORLD_SIZE', '1') or 1)
+
 def _rank():
     "This process's rank when torchrun started several (RANK), else 0"
-    return int(os.environ.get('RANK', '0') or 0) if int(os.environ.get('WORLD_SIZE', '1') or 1) > 1 else 0
+    return int(os.environ.get('RANK', '0') or 0) if _world() > 1 else 0
 
 def main(argv=None):
     """The `dlcourse` command; returns its exit status (0, 2 for an error, 130 for Ctrl-C, 143 for SIGTERM, 141 when the
-    reader of stdout quit). A process of a distributed run (torchrun) does not return: it ends with `os._exit` (see
-    `_leave`)"""
+    reader of stdout quit). A process that was part of a distributed run's process group does not return: it ends with
+    `os._exit` (see `_leave`)"""
     status = _command(argv)
     if 'dlcourse.torch_engine' in sys.modules and sys.modules['dlcourse.torch_engine'].left_group: _leave(status)
     return status
